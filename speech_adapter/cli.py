@@ -1,0 +1,70 @@
+"""The `speech-adapter` command: a plain mapping from subcommand to the module that runs it.
+
+Each command module defines `configure(parser)` (light imports only, so `--help` is fast) and
+`main(args) -> int`. Errors a user can act on (`SpeechAdapterError`) print as one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from speech_adapter import __version__
+from speech_adapter.errors import SpeechAdapterError
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "models": ("speech_adapter.offline_models.cli", "prepare and list the offline default models"),
+    "data": ("data_prep.cli", "build training rows: synth, import, attributes, describe, distill"),
+    "train": ("speech_adapter.train.cli", "train an adapter from a recipe"),
+    "eval": ("speech_adapter.eval.cli", "build eval suites, evaluate runs, compare them"),
+    "export": ("speech_adapter.export", "export a trained adapter to a portable directory"),
+    "chat": ("speech_adapter.inference.chat", "talk to a speech model about audio clips"),
+    "infer": ("speech_adapter.inference.batch", "batched inference over a JSONL of clips"),
+    "run": ("speech_adapter.pipeline", "run a recipe end to end: data, distill, train, eval, export"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speech-adapter",
+        description="Turn a frozen text LLM into a spoken-language model by self-distillation.",
+    )
+    parser.add_argument("--version", action="version", version=f"speech-adapter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                p.set_defaults(_not_built=name)
+                continue
+            raise
+        module.configure(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if getattr(args, "_not_built", None):
+        print(f"speech-adapter {args._not_built}: not built yet in this version", file=sys.stderr)
+        return 3
+    try:
+        return int(args._main(args) or 0)
+    except SpeechAdapterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Audio encoder, adapters and SpeechLM. Import submodules directly; nothing loads at import."""

@@ -1,0 +1,33 @@
+"""Load the frozen base models (Whisper, a chat LLM) from local directories, never the network."""
+
+from __future__ import annotations
+
+import torch
+
+from speech_adapter.paths import resolve_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_whisper(ref: str, dtype: str = "float32"):
+    """(WhisperForConditionalGeneration, WhisperFeatureExtractor, WhisperTokenizer) from `ref`."""
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    path = resolve_model(ref)
+    model = WhisperForConditionalGeneration.from_pretrained(path, dtype=DTYPES[dtype])
+    model.eval()
+    return model, WhisperFeatureExtractor.from_pretrained(path), WhisperTokenizer.from_pretrained(path)
+
+
+def load_llm(ref: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """(AutoModelForCausalLM, AutoTokenizer) from `ref`; remote code only when asked for."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(ref)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
