@@ -1,0 +1,148 @@
+"""Scoring free-form answers: normalization, option parsing, numbers, WER and word overlap.
+
+Classification follows Dynamic-SUPERB (Huang et al., 2024): the options are listed in the
+instruction and a free answer is mapped onto exactly one of them, or counted wrong. The parser is
+conservative: an answer naming two options, or only negating one ("not male"), maps to None.
+WER is the usual word-level Levenshtein distance over normalized words (same numbers as jiwer on
+normalized text, without the runtime dependency).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from speech_adapter.eval.constraints import parse_json
+
+_PUNCT = re.compile(r"[^\w\s'-]|_")
+_SPACE = re.compile(r"\s+")
+NEGATIONS = {"not", "no", "never", "neither", "nor", "isn't", "isnt", "aren't", "wasn't",
+             "doesn't", "don't", "cannot", "can't", "without", "non"}
+_NUMBER_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
+
+
+def normalize(text) -> str:
+    """Lowercase, drop punctuation (keeping ' and - inside words), collapse whitespace."""
+    text = str(text or "").lower().replace("’", "'")
+    text = _PUNCT.sub(" ", text)
+    text = " ".join(t.strip("'-") for t in text.split())
+    return _SPACE.sub(" ", text).strip()
+
+
+def extract_answer(text) -> str:
+    """The answer inside a format wrapper: a JSON object's "answer" (or only) value, quotes removed."""
+    text = str(text or "").strip()
+    value = parse_json(text, lenient=True)
+    if isinstance(value, dict):
+        if "answer" in value:
+            return str(value["answer"])
+        if len(value) == 1:
+            return str(next(iter(value.values())))
+    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    return text
+
+
+def _spans(words: list[str], option_words: list[str]) -> list[int]:
+    n = len(option_words)
+    return [i for i in range(len(words) - n + 1) if words[i:i + n] == option_words]
+
+
+def parse_option(answer, options: list[str]) -> str | None:
+    """Map a free answer onto one of `options`, or None when absent or ambiguous.
+
+    Handles case, punctuation, sentences ("The speaker is female."), JSON {"answer": ...},
+    options that contain each other ("low" vs "very low": the longest match wins) and negation
+    ("not male, female" -> female; a bare "not male" -> None).
+    """
+    if not options:
+        return None
+    words = normalize(extract_answer(answer)).split()
+    if not words:
+        return None
+    norm = {opt: normalize(opt).split() for opt in options}
+    exact = [opt for opt, w in norm.items() if w == words]
+    if len(exact) == 1:
+        return exact[0]
+    taken = [False] * len(words)
+    found: dict[str, bool] = {}  # option -> has an affirmed (non-negated) mention
+    for opt in sorted(options, key=lambda o: -len(norm[o])):
+        ow = norm[opt]
+        if not ow:
+            continue
+        for start in _spans(words, ow):
+            if any(taken[start:start + len(ow)]):
+                continue  # inside a longer option already matched
+            for j in range(start, start + len(ow)):
+                taken[j] = True
+            before = words[max(0, start - 3):start]
+            negated = any(w in NEGATIONS and w not in ow for w in before)
+            found[opt] = found.get(opt, False) or not negated
+    affirmed = [opt for opt, ok in found.items() if ok]
+    return affirmed[0] if len(affirmed) == 1 else None
+
+
+def parse_number(answer) -> int | None:
+    """The first integer in an answer (digits or an English number word up to twenty)."""
+    for w in normalize(extract_answer(answer)).split():
+        if w.isdigit():
+            return int(w)
+        if w in _NUMBER_WORDS:
+            return _NUMBER_WORDS[w]
+    return None
+
+
+def _edit_distance(a: list[str], b: list[str]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def wer(hypothesis, reference) -> float:
+    """Word error rate of `hypothesis` against `reference` after `normalize` (can exceed 1)."""
+    ref = normalize(reference).split()
+    hyp = normalize(hypothesis).split()
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return _edit_distance(ref, hyp) / len(ref)
+
+
+def word_overlap(hypothesis, reference) -> float:
+    """Recall of the reference's words (as a multiset) in the hypothesis, in [0, 1]."""
+    ref = Counter(normalize(reference).split())
+    if not ref:
+        return 1.0
+    hyp = Counter(normalize(hypothesis).split())
+    return sum((ref & hyp).values()) / sum(ref.values())
+
+
+def score_answer(answer: str, label, metric: str, options: list[str] | None = None) -> float | None:
+    """A score in [0, 1] for one answer (None for the open metric, which has no label).
+
+    metrics: "option" (exact match after option parsing), "number" (first integer equals the
+    label), "exact" (normalized exact match), "wer" (1 - WER, floored at 0), "word_overlap".
+    """
+    if metric == "open" or label is None:
+        return None
+    if metric == "option":
+        if options:
+            picked = parse_option(answer, options)
+            return float(picked is not None and normalize(picked) == normalize(label))
+        metric = "exact"
+    if metric == "exact":
+        return float(normalize(extract_answer(answer)) == normalize(label))
+    if metric == "number":
+        return float(parse_number(answer) == int(label))
+    if metric == "wer":
+        return max(0.0, 1.0 - wer(extract_answer(answer), label))
+    if metric == "word_overlap":
+        return word_overlap(extract_answer(answer), label)
+    raise ValueError(f"unknown metric {metric!r}")

@@ -1,0 +1,57 @@
+"""parse_option, numbers, WER and word overlap."""
+
+import pytest
+
+from speech_adapter.eval.scoring import normalize, parse_number, parse_option, score_answer, wer, word_overlap
+
+MF = ["male", "female"]
+LEVELS = ["very low", "low", "normal", "high", "very high"]
+CASES = [
+    ("The speaker is female.", MF, "female"),
+    ("FEMALE", MF, "female"),
+    ("male", MF, "male"),
+    ('{"answer": "female"}', MF, "female"),
+    ('```json\n{"answer": "male"}\n```', MF, "male"),
+    ('"male"', MF, "male"),
+    ("not male", MF, None),
+    ("It is not male, it is a female voice", MF, "female"),
+    ("male or female", MF, None),
+    ("I cannot tell.", MF, None),
+    ("", MF, None),
+    ("Very low", LEVELS, "very low"),
+    ("The pitch is low.", LEVELS, "low"),
+    ("very high pitch", LEVELS, "very high"),
+    ("between low and high", LEVELS, None),
+    ("No, the speaker does not mention it.", ["yes", "no"], "no"),
+    ("Yes.", ["yes", "no"], "yes"),
+    ("scottish english accent", ["American English", "Scottish English"], "Scottish English"),
+    ("English", ["American English", "Scottish English"], None),
+]
+
+
+@pytest.mark.parametrize("answer, options, expected", CASES)
+def test_parse_option(answer, options, expected):
+    assert parse_option(answer, options) == expected
+
+
+def test_normalize_and_numbers():
+    assert normalize("  The Speaker's VOICE,  is: female! ") == "the speaker's voice is female"
+    assert parse_number("There are two speakers.") == 2
+    assert parse_number('{"answer": 7}') == 7
+    assert parse_number("none") is None
+
+
+def test_wer_and_overlap():
+    assert wer("the cat sat", "The cat sat.") == 0.0
+    assert wer("the cat sat", "the cat sat on") == pytest.approx(0.25)
+    assert wer("a b c d", "x") == 4.0
+    assert word_overlap("He said the cat sat.", "the cat sat") == 1.0
+    assert word_overlap("cat", "the cat sat") == pytest.approx(1 / 3)
+
+
+def test_score_answer_metrics():
+    assert score_answer("It is female.", "female", "option", MF) == 1.0
+    assert score_answer("It is male.", "female", "option", MF) == 0.0
+    assert score_answer("3 words", "3", "number") == 1.0
+    assert score_answer('{"answer": "the cat sat"}', "the cat sat", "wer") == 1.0
+    assert score_answer("anything", None, "open") is None
