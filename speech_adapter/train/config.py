@@ -1,0 +1,95 @@
+"""The `train:` section of a recipe: every training setting, declared once, with its help.
+
+Defaults follow DeSTA2 (self-distillation, AdamW, cosine schedule with warmup) and fit the
+offline CPU demo; the comment on each field says what to try.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from speech_adapter.config import help_field
+from speech_adapter.errors import ConfigError
+
+OBJECTIVES = ("self_distill", "kl_distill", "continuation", "task_sft")
+
+
+@dataclass
+class TrainConfig:
+    objective: Literal["self_distill", "kl_distill", "continuation", "task_sft"] = help_field(
+        "self_distill", "loss: self_distill (DeSTA2 CE on the backbone's own answers), kl_distill "
+        "(KL to the text teacher, Ultravox/DiVA), continuation (BLSP), task_sft (ground truth)")
+    train_file: Optional[Path] = help_field(None, "distilled JSONL rows to train on")
+    dev_file: Optional[Path] = help_field(None, "JSONL rows for the periodic dev loss (optional)")
+    text_file: Optional[Path] = help_field(None, "text-only replay rows (audio: null) mixed in at text_mix")
+    text_mix: float = help_field(0.0, "fraction of each epoch's rows drawn from text_file (try 0.1-0.3)")
+    lr: float = help_field(1e-4, "peak AdamW learning rate (adapter: 1e-4..5e-4; with LoRA 5e-5)")
+    betas: list[float] = help_field(default_factory=lambda: [0.9, 0.999], help="AdamW betas")
+    weight_decay: float = help_field(0.0, "AdamW weight decay over trainable params (try 0.01)")
+    warmup_steps: int = help_field(0, "linear warmup steps; 0 = use warmup_ratio")
+    warmup_ratio: float = help_field(0.05, "warmup as a fraction of all steps (when warmup_steps=0)")
+    max_steps: int = help_field(0, "optimizer steps to run; 0 = run `epochs` epochs")
+    epochs: int = help_field(1, "passes over the data (when max_steps=0)")
+    batch_size: int = help_field(4, "rows per micro-batch per process")
+    grad_accum: int = help_field(1, "micro-batches per optimizer step")
+    max_grad_norm: float = help_field(1.0, "gradient clipping norm; 0 = off")
+    precision: Literal["fp32", "bf16"] = help_field(
+        "fp32", "fp32 on CPU (bf16 matmuls are ~4x slower there); bf16 autocast on GPU")
+    seed: int = help_field(0, "seed for init-free randomness: data order, dropout")
+    length_bucketing: bool = help_field(True, "group rows of similar length into batches (less padding)")
+    bucket_size: int = help_field(50, "batches per sorting window when length_bucketing is on")
+    cache_encoder: bool = help_field(False, "cache frozen encoder outputs on disk; later epochs skip the encoder")
+    cache_dir: Optional[Path] = help_field(None, "feature cache dir; default run_dir/feature_cache")
+    kl_temperature: float = help_field(1.0, "kl_distill softmax temperature T (loss scaled by T^2; try 1-2)")
+    ce_weight: float = help_field(0.0, "kl_distill: weight of the CE term mixed into the KL loss")
+    hard_token_filter: float = help_field(
+        0.0, "drop this fraction of response tokens the frozen backbone finds least likely (try 0.2)")
+    save_every: int = help_field(100, "checkpoint every N optimizer steps; 0 = only at the end")
+    keep_last: int = help_field(3, "checkpoints to keep (oldest deleted); 0 = keep all")
+    eval_every: int = help_field(0, "dev loss every N steps; 0 = off")
+    eval_batches: int = help_field(8, "micro-batches of dev_file per dev-loss evaluation")
+    log_every: int = help_field(10, "write metrics every N steps")
+    num_workers: int = help_field(0, "DataLoader workers that load audio (0 = main process)")
+    max_audio_seconds: float = help_field(30.0, "rows with longer audio are rejected (logged), not chunked")
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the key of the first invalid value."""
+        def check(ok: bool, key: str, msg: str):
+            if not ok:
+                raise ConfigError(f"{key}: {msg}, got {getattr(self, key)!r}")
+
+        check(self.lr > 0, "lr", "must be > 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
+              "must be two numbers in [0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        check(self.max_steps >= 0, "max_steps", "must be >= 0")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+        check(self.bucket_size >= 1, "bucket_size", "must be >= 1")
+        check(self.kl_temperature > 0, "kl_temperature", "must be > 0")
+        check(self.ce_weight >= 0, "ce_weight", "must be >= 0")
+        check(0 <= self.hard_token_filter < 1, "hard_token_filter", "must be a fraction in [0, 1)")
+        check(0 <= self.text_mix < 1, "text_mix", "must be a fraction in [0, 1)")
+        for key in ("save_every", "keep_last", "eval_every", "log_every", "num_workers"):
+            check(getattr(self, key) >= 0, key, "must be >= 0")
+        check(self.eval_batches >= 1, "eval_batches", "must be >= 1")
+        check(self.max_audio_seconds > 0, "max_audio_seconds", "must be > 0")
+        if self.text_mix > 0 and self.text_file is None:
+            raise ConfigError("text_mix: > 0 needs text_file (the text-only replay rows)")
+        if self.eval_every > 0 and self.dev_file is None:
+            raise ConfigError("eval_every: > 0 needs dev_file")
+
+    def check_paths(self) -> None:
+        """Raise ConfigError for a data path that does not exist (called before any work)."""
+        if self.train_file is None:
+            raise ConfigError("train.train_file: missing; give the distilled JSONL to train on")
+        for key in ("train_file", "dev_file", "text_file"):
+            p = getattr(self, key)
+            if p is not None and not Path(p).is_file():
+                raise ConfigError(f"train.{key}: file not found: {p}")

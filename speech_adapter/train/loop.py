@@ -1,0 +1,272 @@
+"""The training loop: one readable class on `accelerate` (torchtune's setup/train/cleanup shape).
+
+AdamW over the trainable parameters only (adapter, optional LoRA; the encoder and LLM stay
+frozen, as in DeSTA2/Ultravox), cosine schedule with warmup, gradient accumulation, clipping,
+fp32 or bf16 autocast, metrics to metrics.jsonl (and TensorBoard when installed), a periodic dev
+loss, atomic checkpoints with keep-last-K, Ctrl-C saves then exits, and exact resume from the
+latest checkpoint. Distribution is accelerate's (`accelerate launch`): each process takes every
+world-th micro-batch of the same deterministic epoch order, so the data position is shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from speech_adapter.config import to_dict
+from speech_adapter.errors import ConfigError
+from speech_adapter.train import checkpoint as ckpt
+from speech_adapter.train.objectives import compute_loss
+from speech_adapter.utils.io import JsonlAppender
+
+# Test hook: SIGKILL this process right after the checkpoint of this step is on disk.
+KILL_AFTER_ENV = "SPEECH_ADAPTER_TEST_KILL_AFTER_STEP"
+
+
+def _identity(x):
+    return x
+
+
+class _MicroBatches(torch.utils.data.Dataset):
+    """This rank's micro-batches (lists of row indices) → loaded examples, for DataLoader workers."""
+
+    def __init__(self, data, batches):
+        self.data, self.batches = data, batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.data.load(self.batches[i])
+
+
+class Trainer:
+    """Train `model` (a SpeechLM, or anything with its collate/forward/trainable API) on `data`.
+
+    `eval_hook(trainer, step) -> dict` runs every `cfg.eval_every` steps after the dev loss,
+    on the main process; its numbers are logged with the metrics.
+    """
+
+    def __init__(self, model, cfg, run_dir, data, dev_data=None,
+                 eval_hook: Callable | None = None, encoder_config: dict | None = None):
+        self.model, self.cfg, self.run_dir = model, cfg, Path(run_dir)
+        self.data, self.dev_data, self.eval_hook = data, dev_data, eval_hook
+        self.encoder_config = encoder_config
+        self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
+        self._stop = False
+        self._old_sigint = None
+        self.metrics_file = self.tb = self.cache = None
+
+    # ---- setup ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Accelerator, optimizer, schedule, feature cache, logging; resume if a checkpoint exists."""
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate.utils import set_seed
+        from transformers import get_cosine_schedule_with_warmup
+
+        cfg = self.cfg
+        self.acc = Accelerator(
+            mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+            # text-only micro-batches leave the adapter unused
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        set_seed(cfg.seed, device_specific=True)
+        self.world, self.rank = self.acc.num_processes, self.acc.process_index
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),
+                                           weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = len(self.data.epoch_batches(0)) // (cfg.grad_accum * self.world)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"train: {len(self.data)} rows make no full optimizer step of "
+                              f"batch_size={cfg.batch_size} x grad_accum={cfg.grad_accum} x "
+                              f"{self.world} processes; lower them or add rows")
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        warmup = cfg.warmup_steps or int(cfg.warmup_ratio * self.total_steps)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
+        self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
+        self.core = self.acc.unwrap_model(self.model)
+
+        if cfg.cache_encoder:
+            from speech_adapter.train.feature_cache import FeatureCache
+
+            cache_cfg = self.encoder_config or {"encoder": "unknown"}
+            self.cache = FeatureCache(cfg.cache_dir or self.run_dir / "feature_cache", cache_cfg)
+
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is not None:
+            pos = ckpt.load_checkpoint(latest, self.core, self.optimizer, self.scheduler, self.rank)
+            self.global_step, self.epoch, self.step_in_epoch = (
+                pos["global_step"], pos["epoch"], pos["step_in_epoch"])
+            self.acc.print(f"resumed from {latest} (step {self.global_step})")
+
+        if self.acc.is_main_process:
+            self.metrics_file = JsonlAppender(self.run_dir / "metrics.jsonl")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is an optional extra
+                self.tb = None
+        self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame):
+        self._stop = True  # finish the current step, checkpoint, exit
+
+    # ---- one step ------------------------------------------------------------------------
+    def _encode_fn(self, ids: list[str], examples: list[dict]):
+        if self.cache is None:
+            return None
+        clip_ids = [i for i, ex in zip(ids, examples) if ex["audio"] is not None]
+        return lambda batch: self.cache.encode(self.core, clip_ids, batch)
+
+    def _micro_loss(self, ids, examples, text_only):
+        if not examples:  # every clip of this micro-batch went bad: a zero loss keeps ranks in step
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0, {}
+        with self.acc.autocast():
+            return compute_loss(self.model, examples, self.cfg, text_only=text_only,
+                                encode=self._encode_fn(ids, examples), core=self.core)
+
+    def train_step(self, micro_batches) -> dict:
+        """One optimizer step over `grad_accum` loaded micro-batches; returns its metrics."""
+        self.model.train()
+        accum = len(micro_batches)
+        loss_sum, stats_sum = 0.0, {"tokens": 0, "seq_tokens": 0}
+        for m, (ids, examples, text_only) in enumerate(micro_batches):
+            sync = m == accum - 1
+            ctx = self.acc.no_sync(self.model) if not sync else contextlib.nullcontext()
+            with ctx:
+                loss, stats = self._micro_loss(ids, examples, text_only)
+                self.acc.backward(loss / accum)
+            loss_sum += float(loss.detach()) / accum
+            for k in ("tokens", "seq_tokens"):
+                stats_sum[k] += stats.get(k, 0)
+        grad_norm = None
+        if self.cfg.max_grad_norm > 0:
+            grad_norm = float(self.acc.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss_sum, "grad_norm": grad_norm, **stats_sum}
+
+    # ---- dev loss ------------------------------------------------------------------------
+    @torch.no_grad()
+    def dev_loss(self) -> float | None:
+        """Mean loss over the first `eval_batches` micro-batches of dev_data (fixed order)."""
+        if self.dev_data is None:
+            return None
+        self.model.eval()
+        losses = []
+        for idx in self.dev_data.epoch_batches(0)[: self.cfg.eval_batches]:
+            ids, examples, text_only = self.dev_data.load(idx)
+            if examples:
+                with self.acc.autocast():
+                    loss, _ = compute_loss(self.core, examples, self.cfg, text_only=text_only)
+                losses.append(float(loss))
+        self.model.train()
+        return sum(losses) / len(losses) if losses else None
+
+    # ---- the loop ------------------------------------------------------------------------
+    def _epoch_loader(self, epoch: int, start_step: int):
+        cfg = self.cfg
+        per_step = cfg.grad_accum * self.world
+        batches = self.data.epoch_batches(epoch)[: self.steps_per_epoch * per_step]
+        mine = [batches[(s * cfg.grad_accum + m) * self.world + self.rank]
+                for s in range(start_step, self.steps_per_epoch) for m in range(cfg.grad_accum)]
+        # its own generator: building the loader must not draw from the global torch RNG
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        return torch.utils.data.DataLoader(_MicroBatches(self.data, mine), batch_size=None,
+                                           num_workers=cfg.num_workers, collate_fn=_identity,
+                                           generator=gen)
+
+    def train(self) -> str:
+        """Run until `total_steps`; returns "done" or "interrupted" (checkpoint saved)."""
+        cfg = self.cfg
+        bar = tqdm(total=self.total_steps, initial=self.global_step, desc="train",
+                   disable=not self.acc.is_local_main_process, dynamic_ncols=True)
+        status = "done"
+        while self.global_step < self.total_steps and status == "done":
+            loader = iter(self._epoch_loader(self.epoch, self.step_in_epoch))
+            epoch = self.epoch
+            while self.epoch == epoch and self.global_step < self.total_steps:
+                micro = [next(loader) for _ in range(cfg.grad_accum)]
+                t0 = time.perf_counter()
+                m = self.train_step(micro)
+                dt = time.perf_counter() - t0
+                self.global_step += 1
+                self.step_in_epoch += 1
+                if self.step_in_epoch == self.steps_per_epoch:
+                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                m.update(step=self.global_step, epoch=self.epoch, lr=self.scheduler.get_last_lr()[0],
+                         step_s=dt, tokens_per_s=m["seq_tokens"] * self.world / dt)
+                bar.update(1)
+                bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}",
+                                tok_s=f"{m['tokens_per_s']:.0f}")
+                if cfg.eval_every and self.global_step % cfg.eval_every == 0:
+                    m["dev_loss"] = self.dev_loss()
+                    if self.eval_hook is not None and self.acc.is_main_process:
+                        m.update(self.eval_hook(self, self.global_step) or {})
+                if self.global_step % max(cfg.log_every, 1) == 0 or "dev_loss" in m:
+                    self._log(m)
+                stop = self._stop_requested()
+                last = self.global_step == self.total_steps
+                if stop or last or (cfg.save_every and self.global_step % cfg.save_every == 0):
+                    self.save()
+                if stop:
+                    status = "interrupted"
+                    break
+        bar.close()
+        if status == "done" and self.acc.is_main_process:
+            ckpt.save_final_adapter(self.run_dir, self.core)
+        self.acc.wait_for_everyone()
+        return status
+
+    def _stop_requested(self) -> bool:
+        """Any rank's Ctrl-C stops every rank at the same step."""
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.acc.device)
+        return bool(self.acc.reduce(flag, reduction="sum").item() > 0) if self.world > 1 else self._stop
+
+    def _log(self, m: dict) -> None:
+        if self.metrics_file is None:
+            return
+        row = {k: v for k, v in m.items() if v is not None}
+        self.metrics_file.write(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
+                    self.tb.add_scalar(f"train/{k}", v, self.global_step)
+
+    def save(self) -> None:
+        """Checkpoint the current step (main process writes; every rank sends its RNG state)."""
+        from accelerate.utils import gather_object
+
+        states = gather_object([ckpt.rng_state()]) if self.world > 1 else [ckpt.rng_state()]
+        if self.acc.is_main_process:
+            ckpt.save_checkpoint(
+                self.run_dir, self.global_step, self.core, self.optimizer, self.scheduler,
+                {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch}, states,
+                config=to_dict(self.cfg))
+            ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last)
+            if os.environ.get(KILL_AFTER_ENV) == str(self.global_step):
+                os.kill(os.getpid(), signal.SIGKILL)
+        self.acc.wait_for_everyone()
+
+    def cleanup(self) -> None:
+        """Close logs, restore the SIGINT handler, release accelerate's state."""
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self._old_sigint is not None:
+            signal.signal(signal.SIGINT, self._old_sigint)
+        self.acc.end_training()
