@@ -1,0 +1,210 @@
+"""Adapters from tapped Whisper states to LLM input embeddings (one interface, three kinds).
+
+- `qformer` (DeSTA2 / DeSTA2.5-Audio): one set of learned queries per tapped layer cross-attends
+  to that layer through a shared Q-Former; learned per-query softmax weights mix the layers;
+  LayerNorm; Linear to the LLM width. A fixed number of tokens per clip.
+- `window_qformer` (SALMONN): the same Q-Former applied to each ~0.33 s window; tokens ∝ duration.
+- `stack_mlp` (Ultravox, BLSP): stack k frames, RMSNorm → Linear → SwiGLU → RMSNorm → Linear;
+  tokens ∝ duration.
+
+Every adapter: `forward(states (B, L, T, D), lengths (B,)) -> (embeds (B, N, H), n_tokens (B,))`
+and `num_tokens(lengths) -> n_tokens` (pure, so prompts can be laid out before encoding).
+Frames past a clip's length are zeroed / masked so a clip's output does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from speech_adapter.models.config import AdapterConfig
+
+
+def _valid_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    return torch.arange(t, device=lengths.device)[None] < lengths[:, None]  # (B, T)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class SwiGLU(nn.Module):
+    def forward(self, x):
+        x, gate = x.chunk(2, dim=-1)  # (…, 2H) -> 2 × (…, H)
+        return nn.functional.silu(gate) * x
+
+
+class QFormerBlock(nn.Module):
+    """Pre-LN block: queries self-attend, cross-attend to the (masked) audio frames, then FFN."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.ln_self = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ln_cross = nn.LayerNorm(dim)
+        self.ln_kv = nn.LayerNorm(dim)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ln_ffn = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+
+    def forward(self, q, kv, key_padding_mask):
+        """q (B, N, H), kv (B, T, H), key_padding_mask (B, T) True = ignore -> (B, N, H)."""
+        h = self.ln_self(q)
+        q = q + self.self_attn(h, h, h, need_weights=False)[0]
+        kv = self.ln_kv(kv)
+        q = q + self.cross_attn(self.ln_cross(q), kv, kv, key_padding_mask=key_padding_mask,
+                                need_weights=False)[0]
+        return q + self.ffn(self.ln_ffn(q))
+
+
+class QFormer(nn.Module):
+    def __init__(self, dim: int, layers: int, heads: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList([QFormerBlock(dim, heads, dropout) for _ in range(layers)])
+
+    def forward(self, q, kv, key_padding_mask):
+        for block in self.blocks:
+            q = block(q, kv, key_padding_mask)
+        return q
+
+
+class Adapter(nn.Module):
+    """Base: `forward(states (B, L, T, D), lengths (B,)) -> (embeds (B, N, H_llm), n_tokens (B,))`."""
+
+    def num_tokens(self, lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LayerPool(nn.Module):
+    """Combine L tapped layers into one: learned softmax weights, mean, or the last tap."""
+
+    def __init__(self, n_layers: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        self.weights = nn.Parameter(torch.zeros(n_layers)) if mode == "weighted" else None
+
+    def forward(self, states):  # (B, L, T, D) -> (B, T, D)
+        if self.mode == "last":
+            return states[:, -1]
+        if self.mode == "mean":
+            return states.mean(1)
+        w = self.weights.softmax(0)  # (L,)
+        return torch.einsum("bltd,l->btd", states, w)
+
+
+class QFormerAdapter(Adapter):
+    """DeSTA2: per-layer queries, shared Q-Former, per-query softmax over layers, LN, Linear."""
+
+    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int):
+        super().__init__()
+        dim = cfg.qformer_hidden or encoder_dim
+        self.n_queries = cfg.num_queries
+        self.in_proj = nn.Linear(encoder_dim, dim) if dim != encoder_dim else nn.Identity()
+        self.queries = nn.Parameter(torch.randn(n_layers, cfg.num_queries, dim) * 0.02)
+        self.qformer = QFormer(dim, cfg.qformer_layers, cfg.qformer_heads, cfg.dropout)
+        self.layer_weights = nn.Parameter(torch.zeros(cfg.num_queries, n_layers))
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, llm_dim)
+
+    def num_tokens(self, lengths):
+        return torch.full_like(torch.as_tensor(lengths), self.n_queries)
+
+    def forward(self, states, lengths):
+        b, n_l, t, _ = states.shape
+        kv = self.in_proj(states).flatten(0, 1)  # (B, L, T, D) -> (B*L, T, H)
+        pad = ~_valid_mask(lengths, t).repeat_interleave(n_l, 0)  # (B*L, T)
+        q = self.queries[None].expand(b, -1, -1, -1).flatten(0, 1)  # (L, N, H) -> (B*L, N, H)
+        q = self.qformer(q, kv, pad).unflatten(0, (b, n_l))  # (B, L, N, H)
+        w = self.layer_weights.softmax(-1)  # (N, L)
+        q = torch.einsum("blnh,nl->bnh", q, w)  # (B, N, H)
+        return self.proj(self.norm(q)), self.num_tokens(lengths)  # (B, N, H_llm)
+
+
+class WindowQFormerAdapter(Adapter):
+    """SALMONN: pool layers, cut frames into windows of W, a Q-Former per window, Linear."""
+
+    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int,
+                 frame_rate: float = 50.0):
+        super().__init__()
+        dim = cfg.qformer_hidden or encoder_dim
+        self.window = max(1, round(cfg.window_seconds * frame_rate))  # SALMONN: 17 frames
+        self.q_per_window = cfg.queries_per_window
+        self.pool = LayerPool(n_layers, cfg.layer_pool)
+        self.in_proj = nn.Linear(encoder_dim, dim) if dim != encoder_dim else nn.Identity()
+        self.queries = nn.Parameter(torch.randn(cfg.queries_per_window, dim) * 0.02)
+        self.qformer = QFormer(dim, cfg.qformer_layers, cfg.qformer_heads, cfg.dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, llm_dim)
+
+    def num_tokens(self, lengths):
+        lengths = torch.as_tensor(lengths)
+        return (lengths + self.window - 1) // self.window * self.q_per_window
+
+    def forward(self, states, lengths):
+        b, _, t, _ = states.shape
+        x = self.in_proj(self.pool(states))  # (B, T, H)
+        w = self.window
+        n_win = math.ceil(t / w)
+        x = nn.functional.pad(x, (0, 0, 0, n_win * w - t))  # (B, nW*W, H)
+        pad = ~_valid_mask(lengths, n_win * w).view(b * n_win, w)  # (B*nW, W)
+        pad = pad & ~pad.all(-1, keepdim=True)  # fully padded windows: attend anyway, dropped later
+        kv = x.view(b * n_win, w, -1)  # (B*nW, W, H)
+        q = self.queries[None].expand(b * n_win, -1, -1)  # (B*nW, q, H)
+        q = self.qformer(q, kv, pad)  # (B*nW, q, H)
+        q = q.reshape(b, n_win * self.q_per_window, -1)  # (B, nW*q, H)
+        n_tok = self.num_tokens(lengths)
+        out = self.proj(self.norm(q))  # (B, N, H_llm)
+        return out * _valid_mask(n_tok, out.shape[1])[..., None].to(out.dtype), n_tok
+
+
+class StackMLPAdapter(Adapter):
+    """Ultravox: stack k frames, RMSNorm → Linear → SwiGLU → RMSNorm → Linear."""
+
+    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int):
+        super().__init__()
+        self.k = cfg.stack_factor
+        self.pool = LayerPool(n_layers, cfg.layer_pool)
+        dim_in = encoder_dim * self.k
+        self.ln_pre = RMSNorm(dim_in)
+        self.linear_1 = nn.Linear(dim_in, cfg.mlp_hidden, bias=False)
+        self.act = SwiGLU()
+        self.ln_mid = RMSNorm(cfg.mlp_hidden // 2)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.linear_2 = nn.Linear(cfg.mlp_hidden // 2, llm_dim, bias=False)
+
+    def num_tokens(self, lengths):
+        lengths = torch.as_tensor(lengths)
+        return (lengths + self.k - 1) // self.k
+
+    def forward(self, states, lengths):
+        b, _, t, d = states.shape
+        x = self.pool(states)  # (B, L, T, D) -> (B, T, D)
+        x = x * _valid_mask(lengths, t)[..., None].to(x.dtype)  # padded frames are exactly zero
+        n = math.ceil(t / self.k)
+        x = nn.functional.pad(x, (0, 0, 0, n * self.k - t))  # (B, n*k, D)
+        x = x.reshape(b, n, self.k * d)  # (B, T, D) -> (B, T/k, D*k)
+        x = self.linear_1(self.ln_pre(x))  # (B, T/k, hidden)
+        x = self.ln_mid(self.act(x))  # (B, T/k, hidden/2)
+        x = self.linear_2(self.dropout(x))  # (B, T/k, H_llm)
+        n_tok = self.num_tokens(lengths)
+        return x * _valid_mask(n_tok, n)[..., None].to(x.dtype), n_tok
+
+
+def build_adapter(config: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int,
+                  frame_rate: float = 50.0) -> Adapter:
+    """The adapter named by `config.kind`; `n_layers` = number of tapped encoder layers."""
+    if config.kind == "qformer":
+        return QFormerAdapter(config, encoder_dim, n_layers, llm_dim)
+    if config.kind == "window_qformer":
+        return WindowQFormerAdapter(config, encoder_dim, n_layers, llm_dim, frame_rate)
+    if config.kind == "stack_mlp":
+        return StackMLPAdapter(config, encoder_dim, n_layers, llm_dim)
+    raise ValueError(f"unknown adapter kind {config.kind!r}")

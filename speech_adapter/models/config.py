@@ -1,0 +1,104 @@
+"""Model configs: encoder taps, adapter kind and sizes, optional LoRA.
+
+Defaults follow the peers: DeSTA2 (4 evenly spaced Whisper layers, a 64-query Q-Former),
+SALMONN (window Q-Former, ~0.33 s windows, 1 query each), Ultravox (stack 8 frames, SwiGLU MLP).
+Every setting is declared once here; `validate()` raises `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from speech_adapter.config import help_field
+from speech_adapter.errors import ConfigError
+from speech_adapter.paths import OFFLINE_LLM, OFFLINE_WHISPER
+
+AdapterKind = Literal["qformer", "window_qformer", "stack_mlp"]
+
+
+@dataclass
+class AdapterConfig:
+    kind: AdapterKind = help_field("qformer", "qformer (DeSTA2, fixed tokens), window_qformer "
+                                   "(SALMONN, tokens ∝ duration) or stack_mlp (Ultravox, tokens ∝ duration)")
+    num_queries: int = help_field(64, "qformer: learned queries = audio tokens per clip (DeSTA2: 64)")
+    qformer_layers: int = help_field(2, "qformer/window_qformer: Q-Former blocks (self-attn, cross-attn, FFN)")
+    qformer_heads: int = help_field(8, "qformer/window_qformer: attention heads; must divide hidden size")
+    qformer_hidden: Optional[int] = help_field(None, "qformer/window_qformer: width; None = encoder width")
+    window_seconds: float = help_field(1 / 3, "window_qformer: window length in seconds (SALMONN: 0.333)")
+    queries_per_window: int = help_field(1, "window_qformer: audio tokens per window (SALMONN: 1)")
+    stack_factor: int = help_field(8, "stack_mlp: encoder frames stacked into one token (Ultravox: 8)")
+    mlp_hidden: int = help_field(1024, "stack_mlp: hidden width before SwiGLU (halved by the gate)")
+    layer_pool: Literal["weighted", "mean", "last"] = help_field(
+        "weighted", "window_qformer/stack_mlp: combine tapped layers by learned softmax weights, mean, "
+        "or use the last tap (qformer always learns per-query layer weights, as DeSTA2)")
+    dropout: float = help_field(0.0, "dropout inside the adapter")
+
+    def validate(self) -> None:
+        for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
+                    "stack_factor", "mlp_hidden"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.qformer_hidden is not None and self.qformer_hidden % self.qformer_heads:
+            raise ConfigError(f"qformer_hidden: {self.qformer_hidden} is not divisible by "
+                              f"qformer_heads={self.qformer_heads}")
+        if self.mlp_hidden % 2:
+            raise ConfigError(f"mlp_hidden: must be even (SwiGLU halves it), got {self.mlp_hidden}")
+        if not 0 < self.window_seconds <= 30:
+            raise ConfigError(f"window_seconds: must be in (0, 30], got {self.window_seconds}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class LoraConfig:
+    rank: int = help_field(8, "LoRA rank r; lower forgets less (the notes), 0 is not allowed: set lora: null")
+    alpha: float = help_field(16.0, "LoRA alpha (scale = alpha / rank)")
+    dropout: float = help_field(0.05, "LoRA dropout")
+    target_modules: list[str] = help_field(
+        default_factory=lambda: ["q_proj", "v_proj"], help="LLM module names that get LoRA (peft)")
+
+    def validate(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"rank: must be >= 1, got {self.rank} (set lora: null for no LoRA)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ConfigError("target_modules: must name at least one module")
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = help_field(OFFLINE_WHISPER, "Whisper model: offline:NAME, local dir, cached hub id or tiny:whisper")
+    llm: str = help_field(OFFLINE_LLM, "chat LLM: offline:NAME, local dir, cached hub id or tiny:llm")
+    encoder_layers: Optional[list[int]] = help_field(
+        None, "Whisper layers to tap, 1-based (the last gets Whisper's final LayerNorm); "
+        "None = 4 evenly spaced, as DeSTA2")
+    adapter: AdapterConfig = help_field(default_factory=AdapterConfig, help="the adapter between encoder and LLM")
+    lora: Optional[LoraConfig] = help_field(None, "LoRA on the LLM via peft; null = LLM fully frozen")
+    use_transcript: bool = help_field(
+        False, "DeSTA2: put the transcript after the audio tokens (row's transcript, else Whisper decoding)")
+    placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")
+    dtype: Literal["float32", "bfloat16", "float16"] = help_field(
+        "float32", "dtype of the frozen encoder and LLM (fp32 on CPU, bf16 on GPU); the adapter stays fp32")
+    trust_remote_code: bool = help_field(False, "allow model code from the LLM dir (only if you trust it)")
+
+    def validate(self) -> None:
+        if self.encoder_layers is not None:
+            if not self.encoder_layers:
+                raise ConfigError("encoder_layers: give at least one layer or null for the default")
+            if any(i < 1 for i in self.encoder_layers):
+                raise ConfigError(f"encoder_layers: layers are 1-based, got {self.encoder_layers}")
+            if sorted(set(self.encoder_layers)) != list(self.encoder_layers):
+                raise ConfigError(f"encoder_layers: must be strictly increasing, got {self.encoder_layers}")
+        if not self.placeholder or any(c.isspace() for c in self.placeholder):
+            raise ConfigError(f"placeholder: must be a non-empty token without spaces, got {self.placeholder!r}")
+
+    def tapped_layers(self, n_layers: int) -> list[int]:
+        """The 1-based encoder layers to tap for an encoder with `n_layers` layers."""
+        if self.encoder_layers is None:
+            k = min(4, n_layers)
+            return [n_layers * (i + 1) // k for i in range(k)]
+        if max(self.encoder_layers) > n_layers:
+            raise ConfigError(f"encoder_layers: {self.encoder_layers} exceeds the encoder's {n_layers} layers")
+        return list(self.encoder_layers)
