@@ -1,0 +1,179 @@
+"""models/speechlm.py on tiny models: splicing, masking, batch independence, save/load, generate."""
+
+import numpy as np
+import pytest
+import torch
+
+from speech_adapter.errors import ConfigError
+from speech_adapter.models.speechlm import IGNORE, SpeechLM, read_adapter_config
+from speech_adapter.models.tiny import tiny_speechlm
+
+KINDS = ["qformer", "window_qformer", "stack_mlp"]
+
+
+def _clip(seconds, seed):
+    return (np.random.default_rng(seed).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+
+
+def _examples():
+    return [
+        {"audio": _clip(1.0, 0), "instruction": "What can you hear?", "response": "A voice."},
+        {"audio": None, "instruction": "Say hi", "response": "Hi!", "system": "Be brief."},
+        {"audio": _clip(0.44, 1), "instruction": "Gender?", "response": "Female speaker."},
+        {"audio": _clip(1.7, 2), "instruction": "Speed?", "response": "Fast", "description": "d"},
+    ]
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def model(request):
+    return tiny_speechlm(request.param)
+
+
+def test_only_adapter_has_gradients(model):
+    names = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert names and all(k.startswith("adapter.") for k in names)
+    out = model(model.collate(_examples()))
+    out.loss.backward()
+    for k, p in model.named_parameters():
+        if k.startswith("adapter."):
+            assert p.grad is not None, k
+        else:
+            assert p.grad is None, k
+    model.zero_grad(set_to_none=True)
+
+
+def test_lora_parameters_train_too():
+    m = tiny_speechlm("stack_mlp", lora=True)
+    names = [k for k, p in m.named_parameters() if p.requires_grad]
+    assert any("lora_" in k for k in names) and all(k.startswith("adapter.") or "lora_" in k for k in names)
+    m(m.collate(_examples())).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for k, p in m.named_parameters() if "lora_B" in k)
+    assert set(m.trainable_state_dict()) == set(names)
+
+
+def test_llm_sees_exactly_the_adapter_outputs_at_placeholders(model):
+    exs = _examples()
+    batch = model.collate(exs)
+    seen = {}
+    body = getattr(model.causal_lm, model.causal_lm.base_model_prefix)
+    h = body.register_forward_pre_hook(lambda mod, a, kw: seen.update(embeds=kw["inputs_embeds"]), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(batch)
+            states, lengths = model.encode_audio(batch)
+            audio, n_tok = model.adapter(states, lengths)
+    finally:
+        h.remove()
+    is_ph = batch["input_ids"] == model.placeholder_id
+    for a, row in enumerate(batch["audio_rows"].tolist()):
+        got = seen["embeds"][row][is_ph[row]]
+        assert got.shape[0] == int(n_tok[a]) == model.num_audio_tokens(len(exs[row]["audio"]))
+        torch.testing.assert_close(got, audio[a, : int(n_tok[a])])
+    assert not is_ph[1].any()  # the text-only row has no audio tokens
+    emb = model.causal_lm.get_input_embeddings()
+    torch.testing.assert_close(seen["embeds"][~is_ph], emb(batch["input_ids"][~is_ph]))
+
+
+def test_labels_cover_only_response_and_end_of_turn(model):
+    exs = _examples()
+    batch = model.collate(exs)
+    tok = model.tokenizer
+    for i, ex in enumerate(exs):
+        lab = batch["labels"][i]
+        kept = lab[lab != IGNORE].tolist()
+        assert kept == tok(ex["response"], add_special_tokens=False).input_ids + [model.eot_id]
+        first = int((lab != IGNORE).nonzero()[0])
+        n_ph = int((batch["input_ids"][i, :first] == model.placeholder_id).sum())
+        assert n_ph == (0 if ex["audio"] is None else model.num_audio_tokens(len(ex["audio"])))
+        assert (batch["input_ids"][i][lab != IGNORE] != model.placeholder_id).all()
+    assert model.eot_id == tok.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_logits_alone_equal_logits_in_a_mixed_padded_batch(model):
+    exs = _examples()
+    with torch.no_grad():
+        together = model(model.collate(exs))
+        for i, ex in enumerate(exs):
+            alone = model(model.collate([ex]))
+            n = alone.logits.shape[1]
+            torch.testing.assert_close(together.logits[i, :n], alone.logits[0], atol=1e-4, rtol=1e-4)
+            assert (together.labels[i, n:] == IGNORE).all()
+
+
+def test_target_logits_match_full_logits_and_loss(model):
+    batch = model.collate(_examples())
+    with torch.no_grad():
+        full = model(batch)
+        tgt = model(batch, logits="targets")
+    mask = batch["labels"][:, 1:] != IGNORE
+    torch.testing.assert_close(tgt.logits, full.logits[:, :-1][mask], atol=1e-5, rtol=1e-5)
+    assert torch.equal(tgt.labels, batch["labels"][:, 1:][mask])
+    torch.testing.assert_close(tgt.loss, full.loss)
+
+
+def test_text_mode_targets_line_up_with_audio_mode(model):
+    exs = _examples()
+    a, t = model.collate(exs, mode="audio"), model.collate(exs, mode="text")
+    assert "input_features" not in t and not (t["input_ids"] == model.placeholder_id).any()
+    assert torch.equal(a["labels"][a["labels"] != IGNORE], t["labels"][t["labels"] != IGNORE])
+    assert "d" in model.tokenizer.decode(t["input_ids"][3])
+
+
+def test_precomputed_encoder_states_give_the_same_loss(model):
+    batch = model.collate(_examples())
+    with torch.no_grad():
+        cached = model.encode_audio(batch)
+        torch.testing.assert_close(model(batch, encoder_states=cached).loss, model(batch).loss)
+        states, lengths = cached
+        if model.config.adapter.kind != "qformer":  # qformer: fixed tokens, any length fits
+            with pytest.raises(ConfigError, match="do not match"):
+                model(batch, encoder_states=(states[:, :, :10], lengths.clamp(max=10)))
+
+
+@pytest.mark.parametrize("kind, lora", [("qformer", False), ("window_qformer", False), ("stack_mlp", True)])
+def test_save_then_load_gives_identical_outputs(tmp_path, kind, lora):
+    trained = tiny_speechlm(kind, lora=lora, seed=1)
+    with torch.no_grad():  # make LoRA B non-zero so it matters
+        for k, p in trained.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    batch = trained.collate(_examples())
+    with torch.no_grad():
+        ref = trained(batch).logits
+    trained.save_adapter(tmp_path / "ck")
+    assert (tmp_path / "ck" / "adapter.safetensors").exists()
+    assert (tmp_path / "ck" / "lora" / "adapter_model.safetensors").exists() == lora
+    fresh = tiny_speechlm(kind, lora=lora, seed=2)
+    with torch.no_grad():
+        assert not torch.allclose(fresh(batch).logits, ref)
+        fresh.load_adapter(tmp_path / "ck")
+        torch.testing.assert_close(fresh(batch).logits, ref)
+        again = SpeechLM.from_pretrained(tmp_path / "ck")
+        torch.testing.assert_close(again(again.collate(_examples())).logits, ref)
+    assert read_adapter_config(tmp_path / "ck").adapter.kind == kind
+
+
+def test_load_refuses_a_different_adapter(tmp_path):
+    tiny_speechlm("qformer").save_adapter(tmp_path)
+    with pytest.raises(ConfigError, match="adapter config"):
+        tiny_speechlm("stack_mlp").load_adapter(tmp_path)
+
+
+def test_generate_with_audio_batched_equals_alone(model):
+    exs = _examples()
+    together = model.generate(exs, max_new_tokens=6)
+    assert len(together) == 4 and all(isinstance(t, str) for t in together)
+    for i, ex in enumerate(exs):
+        assert model.generate([ex], max_new_tokens=6) == [together[i]]
+    s1 = model.generate(exs[:2], max_new_tokens=4, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
+    assert s1 == model.generate(exs[:2], max_new_tokens=4, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
+
+
+def test_use_transcript_puts_whisper_text_in_the_prompt():
+    m = tiny_speechlm("stack_mlp")
+    m.config.use_transcript = True
+    ex = {"audio": _clip(0.5, 0), "instruction": "What?", "transcript": "hello there"}
+    text = m.tokenizer.decode(m.collate([ex])["input_ids"][0])
+    assert "hello there" in text
+    batch = m.collate([{**ex, "transcript": None}])  # falls back to (tiny) Whisper decoding
+    assert batch["input_ids"].shape[0] == 1
