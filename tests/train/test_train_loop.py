@@ -1,0 +1,103 @@
+"""tests for speech_adapter/train/loop.py, checkpoint.py and feature_cache.py on the tiny SpeechLM."""
+
+import pytest
+import torch
+
+from speech_adapter.models.tiny import tiny_speechlm
+from speech_adapter.train import checkpoint as ckpt
+from speech_adapter.train.config import TrainConfig
+from speech_adapter.train.data import Rejects, load_train_data
+from speech_adapter.train.loop import Trainer
+from speech_adapter.train.objectives import compute_loss
+from tests.train.train_fixtures import write_rows
+
+
+def make_trainer(tmp_path, n_rows=8, **cfg):
+    path = write_rows(tmp_path / "data", n_rows)
+    cfg = TrainConfig(train_file=path, **{"batch_size": 2, "max_steps": 4, "save_every": 0,
+                                          "log_every": 1, **cfg})
+    data = load_train_data(cfg, Rejects(tmp_path / "rejects.jsonl"))
+    trainer = Trainer(tiny_speechlm(), cfg, tmp_path / "run", data,
+                      encoder_config={"encoder": "tiny:whisper"})
+    trainer.setup()
+    return trainer
+
+
+def _spy_grads(trainer):
+    grads = []
+    step = trainer.optimizer.step
+
+    def spy(*a, **k):
+        grads.append([p.grad.clone() for p in trainer.core.parameters() if p.requires_grad])
+        return step(*a, **k)
+
+    trainer.optimizer.step = spy
+    return grads
+
+
+def test_grad_accumulation_matches_big_batch(tmp_path):
+    """accum 2 x batch 2 gives the gradient of batch 4 (rows with equal response lengths)."""
+    grads = {}
+    for name, bs, accum in (("big", 4, 1), ("accum", 2, 2)):
+        tr = make_trainer(tmp_path / name, batch_size=bs, grad_accum=accum, max_grad_norm=0.0)
+        spy = _spy_grads(tr)
+        rows = [tr.data.load([i]) for i in (0, 3, 6, 7)]
+        examples = [ex for _, exs, _ in rows for ex in exs]
+        for ex in examples:
+            ex["response"] = "same length"
+        ids = [i for i, _, _ in rows]
+        micro = [(sum(ids[k:k + bs], []), examples[k:k + bs], False) for k in range(0, 4, bs)]
+        tr.train_step(micro)
+        grads[name] = spy[0]
+        tr.cleanup()
+    for a, b in zip(grads["big"], grads["accum"]):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_keep_last_and_metrics(tmp_path):
+    tr = make_trainer(tmp_path, max_steps=6, save_every=1, keep_last=2)
+    assert tr.train() == "done"
+    tr.cleanup()
+    steps = [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")]
+    assert steps == [5, 6]
+    assert (tmp_path / "run" / "adapter" / "adapter.safetensors").exists()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and '"tokens_per_s"' in lines[0]
+
+
+def test_checkpoint_refuses_pickled_weights(tmp_path):
+    tr = make_trainer(tmp_path, max_steps=1, save_every=1)
+    tr.train()
+    tr.cleanup()
+    d = ckpt.latest_checkpoint(tmp_path / "run")
+    model = tiny_speechlm(seed=5)
+    ckpt.load_trainable(model, d)  # safetensors: loads
+    assert all(torch.equal(model.trainable_state_dict()[k], v)
+               for k, v in tr.core.trainable_state_dict().items())
+    (d / "training_state" / "trainable.bin").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ckpt.CheckpointError, match="refusing pickled weights"):
+        ckpt.load_trainable(model, d)
+    (d / "training_state" / "trainable.bin").unlink()
+    (d / "training_state" / "trainable.safetensors").unlink()
+    with pytest.raises(ckpt.CheckpointError, match="missing"):
+        ckpt.load_trainable(model, d)
+
+
+def test_feature_cache_gives_same_loss(tmp_path):
+    from speech_adapter.train.feature_cache import FeatureCache
+
+    tr = make_trainer(tmp_path, n_rows=4)
+    ids, examples, _ = tr.data.load([0, 1, 2, 3])  # clips of 0.3..0.6 s: padding inside the batch
+    model, cfg = tr.core, tr.cfg
+    cache = FeatureCache(tmp_path / "cache", {"encoder": "tiny"})
+    plain, _ = compute_loss(model, examples, cfg)
+    first, _ = compute_loss(model, examples, cfg, encode=lambda b: cache.encode(model, ids, b))
+    assert cache.misses == 4 and cache.hits == 0
+    model.encode_audio = None  # the second pass must not touch the encoder
+    again, _ = compute_loss(model, examples[::-1], cfg, encode=lambda b: cache.encode(model, ids[::-1], b))
+    assert cache.hits == 4
+    assert torch.allclose(plain, first, atol=1e-6)
+    del model.encode_audio
+    plain_rev, _ = compute_loss(model, examples[::-1], cfg)
+    assert torch.allclose(again, plain_rev, atol=1e-6)
+    tr.cleanup()
