@@ -1,15 +1,75 @@
 """Prompt formats shared by the teacher (text-only backbone) and the student (speech model).
 
-Owner: distillation. The teacher reads the seed description where the student hears audio.
+DeSTA2 / DeSTA2.5-Audio: the frozen LLM reads a seed description of the clip where the speech
+model will later hear the audio, and its answer becomes the training target. Two things matter:
+
+- the teacher must answer *as a listener* ("The speaker sounds female"), never as a reader ("the
+  description says ..."), or the student learns to talk about a text it never sees;
+- teacher and student see the same layout, the audio slot (description or placeholder) first,
+  then the instruction, so the only thing the adapter must supply is what the slot holds.
+
+A small teacher (SmolLM2-135M) follows a plain "Gender: Female" poorly, so the "listener" style
+rewrites the DeSTA2.5 seed `[00:00-00:03] words (Gender: Female, Pitch: High, ...)` into short
+sentences about what was heard. The "naive" style (the raw seed, DeSTA2's layout) is kept for
+A/B measurement (`data distill --prompt-style naive`).
 """
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant who can hear audio. Answer about what you hear."
+from __future__ import annotations
+
+import re
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant who can hear audio. You listened to the audio clip yourself: "
+    "answer about what you heard, in your own words, as a listener.")
+
+_SEED = re.compile(r"^\s*\[(?P<span>[\d:.]+\s*-\s*[\d:.]+)\]\s*(?P<words>.*?)\s*\((?P<attrs>[^()]*)\)\s*$",
+                   re.DOTALL)
 
 
-def teacher_user_message(description: str, instruction: str) -> str:
-    return f"Audio: {description}\n\n{instruction}"
+def parse_description(description: str) -> tuple[str, dict[str, str]] | None:
+    """(spoken words, {attribute: value}) of a DeSTA2.5 seed line, or None if it is not one."""
+    m = _SEED.match(description or "")
+    if not m:
+        return None
+    attrs = {}
+    for part in m.group("attrs").split(","):
+        if ":" in part:
+            key, value = part.split(":", 1)
+            attrs[key.strip().lower()] = value.strip()
+    return m.group("words").strip(), attrs
+
+
+def _listener_text(description: str) -> str:
+    """The seed rewritten as what a listener noticed; unknown layouts pass through unchanged."""
+    parsed = parse_description(description)
+    if parsed is None:
+        return f"What you heard: {description.strip()}"
+    words, attrs = parsed
+    lines = [f'You heard someone say: "{words}"' if words else "You heard no clear words."]
+    gender = attrs.pop("gender", None)
+    if gender:
+        person = {"female": "a woman", "male": "a man"}.get(gender.lower(), gender.lower())
+        lines.append(f"The speaker is {person} ({gender.lower()} voice).")
+    accent = attrs.pop("accent", None)
+    if accent:
+        lines.append(f"The accent is {accent}.")
+    for key, value in attrs.items():
+        lines.append(f"The {key} is {value.lower()}.")
+    return "\n".join(lines)
+
+
+def teacher_user_message(description: str, instruction: str, style: str = "listener") -> str:
+    """What the text-only backbone reads: the clip's description in the audio slot, then the
+    instruction. `style`: "listener" (default, rewritten seed) or "naive" (the raw seed)."""
+    if style == "naive":
+        return f"{description.strip()}\n\n{instruction}"
+    if style != "listener":
+        raise ValueError(f"unknown teacher prompt style {style!r}; use 'listener' or 'naive'")
+    return f"[Audio]\n{_listener_text(description)}\n\n{instruction}"
 
 
 def student_user_message(instruction: str, placeholder: str, transcript: str | None = None) -> str:
-    audio = placeholder if transcript is None else f'{placeholder} Transcript: "{transcript}"'
-    return f"Audio: {audio}\n\n{instruction}"
+    """What the speech model reads: `placeholder` (expanded to audio embeddings) in the audio
+    slot, optionally the Whisper transcript after it, then the instruction."""
+    audio = placeholder if transcript is None else f'{placeholder}\nYou heard someone say: "{transcript}"'
+    return f"[Audio]\n{audio}\n\n{instruction}"

@@ -1,0 +1,425 @@
+"""`data distill`: self-distillation targets with selective self-rehearsal (SSR) filtering.
+
+DeSTA2 / DeSTA2.5-Audio: the frozen backbone LLM reads each clip's seed description plus an
+instruction and its own answer becomes the speech model's target, so the adapter only has to
+make the LLM "hear" what the text told it. Per clip we ask the "What can you hear?" family and
+a few instructions sampled from the shared template pool (`speech_adapter.templates`, `seen`
+split only: `unseen` phrasings are kept out of training to measure generalisation).
+
+Selective self-rehearsal (the lecture notes' self-output filtering): where an answer can be
+checked — an attribute whose true value the metadata knows (mapped with
+`eval.scoring.parse_option`), a count, the transcript's words, an IFEval-style format
+constraint (`eval.constraints`) — the first answer is greedy and up to k-1 seeded samples
+follow; the first answer that passes is kept, otherwise the row is rejected with the reason.
+Every answer must also be non-degenerate (not empty, no repetition loop, not too long), must not
+talk about its input ("the description says", "[00:00") and must not contradict the metadata
+(e.g. "a man" for a female speaker).
+
+Resumable: rows are keyed `clip_id/template_id`, appended durably; a rerun skips keys already in
+the output or rejected at this stage. Sampling is seeded per row, so a resumed run writes what
+an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+from data_prep.teacher import Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
+from speech_adapter.config import help_field
+from speech_adapter.errors import ConfigError, DataError
+
+STAGE = "distill"
+STATS_NAME = "distill_stats.json"
+
+# An answer that talks about its text input instead of the audio. Checked outside the transcript.
+LEAK_PATTERNS = [
+    r"\bdescription\b", r"\b(the|this|given|provided) (text|passage|input|information|metadata)\b",
+    r"\btext (says|states|mentions|describes)\b", r"\bbased on the (text|information|details)\b",
+    r"\bmetadata\b", r"\[\s*\d\d:\d\d", r"\((gender|pitch|accent):", r"\bspeaking speed:",
+    r"\bas an ai\b", r"\b(cannot|can't|can not|unable to|don't have the ability to) (hear|listen)",
+    r"\bno audio\b", r"\[audio\]",
+]
+_LEAK = re.compile("|".join(LEAK_PATTERNS), re.IGNORECASE)
+_GENDER_WORDS = {
+    "female": {"male", "man", "men", "masculine", "gentleman", "boy", "he", "his", "him"},
+    "male": {"female", "woman", "women", "feminine", "lady", "girl", "she", "her", "hers"},
+}
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """`data distill`: teacher answers to (description + instruction), filtered by SSR."""
+
+    input: str = help_field("", "described JSONL (corpus rows + description)")
+    output: str = help_field("", "distilled JSONL; rejects.jsonl and distill_stats.json go beside it")
+    # what to ask
+    describe_per_clip: int = help_field(1, "instructions per clip from the 'What can you hear?' family")
+    templates_per_clip: int = help_field(3, "further instructions per clip from the task pool")
+    tasks: list[str] = help_field(default_factory=list,
+                                  help="pool tasks to sample from (empty = every task the row supports)")
+    task_weights: list[float] = help_field(default_factory=list,
+                                           help="sampling weight per entry of `tasks` (empty = equal)")
+    constrained_fraction: float = help_field(0.4, "chance a pool instruction is format-constrained")
+    seed: int = help_field(0, "seed of template choice and of the sampled retries")
+    limit: int = help_field(0, "distill at most this many clips (0 = all)")
+    # SSR
+    attempts: int = help_field(4, "k: answers tried per checkable row (1 greedy + k-1 samples)")
+    max_words: int = help_field(120, "reject answers longer than this (truncated or rambling)")
+    min_overlap: float = help_field(0.6, "content_qa: share of transcript words the answer must hold")
+    max_wer: float = help_field(0.2, "transcription: highest WER against the transcript")
+    check_contradictions: bool = help_field(True, "reject answers naming the wrong gender/accent")
+    # teacher
+    model: str = help_field("offline:smollm2-135m-instruct",
+                            "teacher LLM: offline:NAME, model dir, .gguf file (fake:SCRIPT.json in tests)")
+    backend: str = help_field("transformers", "transformers | vllm")
+    dtype: str = help_field("float32", "teacher dtype (fp32 is fastest on CPU)")
+    batch_size: int = help_field(8, "prompts per teacher generate call")
+    max_new_tokens: int = help_field(160, "longest teacher answer in tokens")
+    temperature: float = help_field(0.7, "temperature of the sampled retries")
+    top_p: float = help_field(0.9, "top-p of the sampled retries")
+    prompt_style: str = help_field("listener", "teacher prompt: listener (rewritten seed) | naive (raw seed)")
+    system_prompt: bool = help_field(True, "send prompts.DEFAULT_SYSTEM_PROMPT (else the model's default)")
+    progress: bool = help_field(True, "show a progress bar")
+
+    def validate(self):
+        from speech_adapter.templates import TASKS
+
+        if not self.input or not self.output:
+            raise ConfigError("input and output: both are required")
+        for name in ("describe_per_clip", "templates_per_clip", "limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0")
+        if self.attempts < 1:
+            raise ConfigError("attempts: must be >= 1")
+        if not 0.0 <= self.constrained_fraction <= 1.0:
+            raise ConfigError("constrained_fraction: must be in [0, 1]")
+        for t in self.tasks:
+            if t not in TASKS:
+                import difflib
+                close = difflib.get_close_matches(t, list(TASKS), n=1)
+                raise ConfigError(f"tasks: unknown task {t!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        if self.task_weights and len(self.task_weights) != len(self.tasks):
+            raise ConfigError("task_weights: give one weight per entry of tasks")
+        if self.prompt_style not in ("listener", "naive"):
+            raise ConfigError(f"prompt_style: {self.prompt_style!r} is not one of ['listener', 'naive']")
+        TeacherConfig(self.model, self.backend, self.dtype, self.batch_size).validate()
+
+    def teacher_config(self) -> TeacherConfig:
+        return TeacherConfig(self.model, self.backend, self.dtype, self.batch_size)
+
+    def sampling(self, do_sample: bool) -> Sampling:
+        return Sampling(do_sample, self.temperature, self.top_p, self.max_new_tokens, self.seed)
+
+
+# ---------------------------------------------------------------- which instructions per clip
+
+
+def plan_clip(row: dict, cfg: DistillConfig) -> list:
+    """The seen templates this clip is asked: describe family first, then the sampled pool."""
+    from speech_adapter.templates import TASKS, applicable, templates_for
+
+    rng = random.Random(stable_seed(cfg.seed, row["id"], "plan"))
+    describe = templates_for("describe", split="seen", kind="plain")
+    chosen = rng.sample(describe, min(cfg.describe_per_clip, len(describe)))
+    names = cfg.tasks or [t for t in TASKS if t != "describe"]
+    weights = cfg.task_weights or [1.0] * len(names)
+    pool = [(t, w) for t, w in zip(names, weights) if w > 0 and applicable(t, row)]
+    taken = {t.id for t in chosen}
+    for _ in range(cfg.templates_per_clip):
+        if not pool:
+            break
+        task = rng.choices([t for t, _ in pool], [w for _, w in pool])[0]
+        kind = "constrained" if rng.random() < cfg.constrained_fraction else "plain"
+        options = [t for t in templates_for(task, split="seen", kind=kind) if t.id not in taken]
+        options = options or [t for t in templates_for(task, split="seen") if t.id not in taken]
+        if options:
+            pick = rng.choice(options)
+            chosen.append(pick)
+            taken.add(pick.id)
+    for t in chosen:  # the guarantee the eval relies on: unseen phrasings never reach training
+        if t.split != "seen":
+            raise AssertionError(f"template {t.id} is {t.split}; only seen templates may be distilled")
+    return chosen
+
+
+# ---------------------------------------------------------------- judging one answer
+
+
+def degenerate_reason(answer: str, max_words: int, transcript: str | None = None) -> str | None:
+    """Why an answer is unusable as a target whatever the question, or None."""
+    text = (answer or "").strip()
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return "empty answer"
+    if len(words) > max_words:
+        return f"too long ({len(words)} words > {max_words})"
+    if re.search(r"\b(\w+)(?:\W+\1\b){3,}", text.lower()):
+        return "repetition loop (a word repeated 4+ times in a row)"
+    if len(words) >= 12:
+        grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+        if len(set(grams)) / len(grams) < 0.6:
+            return "repetition loop (repeated phrases)"
+    outside = text
+    if transcript:
+        outside = re.sub(re.escape(transcript.strip()), " ", outside, flags=re.IGNORECASE)
+    m = _LEAK.search(outside)
+    if m:
+        return f"talks about its text input ({m.group(0)!r})"
+    return None
+
+
+def contradiction_reason(answer: str, row: dict) -> str | None:
+    """An attribute the answer states that the metadata contradicts (gender, accent), or None."""
+    from speech_adapter.templates import ACCENTS
+
+    meta = row.get("meta") or {}
+    spoken = set(re.findall(r"[a-z']+", (row.get("transcript") or "").lower()))
+    words = set(re.findall(r"[a-z']+", answer.lower())) - spoken
+    gender = str(meta.get("gender") or "").lower()
+    wrong = sorted(words & _GENDER_WORDS.get(gender, set()))
+    if wrong:
+        return f"contradicts gender {gender} ({', '.join(wrong)})"
+    accent = meta.get("accent")
+    if accent:
+        low = answer.lower()
+        for other in ACCENTS:
+            if other.lower() in low and other.lower() not in accent.lower() and accent.lower() not in other.lower():
+                return f"contradicts accent {accent} ({other})"
+    return None
+
+
+def judge(answer: str, template, row: dict, cfg: DistillConfig) -> str | None:
+    """None when `answer` is a good target for (template, row), else the reason it is not."""
+    from speech_adapter.eval.constraints import check_all
+    from speech_adapter.eval.scoring import parse_number, parse_option, wer, word_overlap, extract_answer
+    from speech_adapter.templates import TASKS
+
+    reason = degenerate_reason(answer, cfg.max_words, row.get("transcript"))
+    if reason:
+        return reason
+    if cfg.check_contradictions:
+        reason = contradiction_reason(answer, row)
+        if reason:
+            return reason
+    failed = [k for k, ok in check_all(list(template.constraints), answer).items() if not ok]
+    if failed:
+        return f"constraint failed: {', '.join(failed)}"
+    task = TASKS[template.task]
+    label = task.label(row)
+    if task.metric == "open" or label is None:
+        return None
+    if task.metric == "option":
+        options = task.options(row)
+        picked = parse_option(answer, options)
+        if picked is None:
+            return f"no single option in the answer (options: {', '.join(options)})"
+        if picked.lower() != str(label).lower():
+            return f"wrong {template.task}: answered {picked!r}, true {label!r}"
+    elif task.metric == "number":
+        got = parse_number(answer)
+        if got != int(label):
+            return f"wrong {template.task}: answered {got}, true {label}"
+    elif task.metric == "word_overlap":
+        score = word_overlap(extract_answer(answer), label)
+        if score < cfg.min_overlap:
+            return f"misses the transcript (word overlap {score:.2f} < {cfg.min_overlap})"
+    elif task.metric == "wer":
+        score = wer(extract_answer(answer), label)
+        if score > cfg.max_wer:
+            return f"wrong transcript (WER {score:.2f} > {cfg.max_wer})"
+    return None
+
+
+# ---------------------------------------------------------------- running
+
+
+def _messages(row: dict, instruction: str, cfg: DistillConfig) -> list[dict]:
+    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_user_message
+
+    msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}] if cfg.system_prompt else []
+    msgs.append({"role": "user", "content": teacher_user_message(row["description"], instruction,
+                                                                 style=cfg.prompt_style)})
+    return msgs
+
+
+def _relocate_audio(row: dict, src: Path, dst: Path) -> dict:
+    """Keep a relative audio path valid when the output JSONL lives in another directory."""
+    audio = row.get("audio")
+    if not audio or Path(str(audio)).is_absolute():
+        return row
+    full = (src.parent / str(audio)).resolve()
+    return {**row, "audio": os.path.relpath(full, dst.parent.resolve())}
+
+
+def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[dict]:
+    """SSR for a batch of {row, template, instruction, key}: greedy first, then seeded samples
+    for the rows still failing, one round per extra attempt. Adds `answer`/`reason`/`attempts`."""
+    pending = list(items)
+    for item in items:
+        item.update(answer=None, reasons=[], attempts=0)
+    for attempt in range(cfg.attempts):
+        if not pending:
+            break
+        sampling = cfg.sampling(do_sample=attempt > 0)
+        prompts = [_messages(it["row"], it["instruction"], cfg) for it in pending]
+        seeds = [stable_seed(it["key"], attempt) for it in pending]
+        answers = teacher.generate(prompts, n=1, sampling=sampling, seeds=seeds)
+        still = []
+        for it, (answer,) in zip(pending, answers):
+            it["attempts"] = attempt + 1
+            reason = judge(answer, it["template"], it["row"], cfg)
+            if reason is None:
+                it["answer"], it["sampling"] = answer, sampling.record()
+            else:
+                it["reasons"].append(reason)
+                it["last_answer"] = answer
+                still.append(it)
+        pending = still
+    return items
+
+
+def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None,
+            input_path: str | None = None) -> dict:
+    """Distill `rows` (described rows) into `cfg.output`; returns the stats dict (also saved)."""
+    from tqdm import tqdm
+
+    from data_prep.rows import RejectLog, done_ids
+    from speech_adapter.templates import render
+    from speech_adapter.utils.io import JsonlAppender, write_json_atomic
+
+    out_path = Path(cfg.output)
+    src = Path(input_path or cfg.input)
+    done = done_ids(out_path, STAGE)
+    work, skipped = [], 0
+    for row in rows[: cfg.limit or None]:
+        if not row.get("description"):
+            raise DataError(f"{src}: row {row.get('id')!r} has no 'description'; run `data describe` first")
+        for template in plan_clip(row, cfg):
+            key = f"{row['id']}/{template.id}"
+            if key in done:
+                skipped += 1
+                continue
+            work.append({"row": row, "template": template, "key": key, "instruction": render(template, row)})
+    teacher = teacher or load_teacher(cfg.teacher_config())
+    stats = _Stats()
+    start = time.time()
+    with JsonlAppender(out_path) as out, RejectLog(out_path, STAGE) as rejects, \
+            tqdm(total=len(work), unit="row", disable=not cfg.progress, desc="distill") as bar:
+        for i in range(0, len(work), cfg.batch_size):
+            for it in run_batch(work[i:i + cfg.batch_size], teacher, cfg):
+                t = it["template"]
+                stats.add(t, it["answer"] is not None, it["attempts"], it["reasons"])
+                if it["answer"] is None:
+                    rejects.add(f"{t.id}: no acceptable answer in {it['attempts']} attempts: "
+                                f"{'; '.join(dict.fromkeys(it['reasons']))} (last: {it['last_answer'][:80]!r})",
+                                id=it["key"], source=str(src), kind=_reason_kind(it["reasons"][-1]))
+                    continue
+                out.write(_row(it, teacher, cfg, src, out_path))
+            bar.update(min(cfg.batch_size, len(work) - i))
+            bar.set_postfix(kept=f"{stats.kept}/{stats.total}")
+    elapsed = time.time() - start
+    result = stats.to_dict(skipped=skipped, elapsed_s=elapsed, config=dataclasses.asdict(cfg),
+                           teacher=getattr(teacher, "model_id", "?"))
+    write_json_atomic(out_path.parent / STATS_NAME, result)
+    return result
+
+
+def _row(it: dict, teacher: Teacher, cfg: DistillConfig, src: Path, dst: Path) -> dict:
+    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
+
+    t, row = it["template"], _relocate_audio(it["row"], src, dst)
+    return {**row, "id": it["key"], "clip_id": row["id"], "instruction": it["instruction"],
+            "template_id": t.id, "task": t.task, "split": t.split, "response": it["answer"],
+            "constraints": [dict(c) for c in t.constraints],
+            "system": DEFAULT_SYSTEM_PROMPT if cfg.system_prompt else None,
+            "teacher": {"model": getattr(teacher, "model_id", "?"), "sampling": it["sampling"],
+                        "attempts": it["attempts"], "prompt_style": cfg.prompt_style}}
+
+
+def _reason_kind(reason: str) -> str:
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip()
+
+
+class _Stats:
+    """Kept fraction per template and per task, attempts used, reasons of rejection."""
+
+    def __init__(self):
+        self.by_template = collections.defaultdict(lambda: [0, 0])
+        self.by_task = collections.defaultdict(lambda: [0, 0])
+        self.attempts = collections.Counter()
+        self.reasons = collections.Counter()
+        self.kept = self.total = 0
+
+    def add(self, template, kept: bool, attempts: int, reasons: list[str]):
+        self.total += 1
+        self.kept += kept
+        for table, key in ((self.by_template, template.id), (self.by_task, template.task)):
+            table[key][0] += 1
+            table[key][1] += kept
+        if kept:
+            self.attempts[attempts] += 1
+        for r in reasons:
+            self.reasons[_reason_kind(r)] += 1
+
+    def to_dict(self, **extra) -> dict:
+        def table(d):
+            return {k: {"rows": n, "kept": k_, "kept_fraction": round(k_ / n, 3) if n else None}
+                    for k, (n, k_) in sorted(d.items())}
+        return {"rows": self.total, "kept": self.kept,
+                "kept_fraction": round(self.kept / self.total, 3) if self.total else None,
+                "rows_per_s": round(self.total / extra["elapsed_s"], 3) if extra["elapsed_s"] > 0 else None,
+                "per_task": table(self.by_task), "per_template": table(self.by_template),
+                "kept_at_attempt": dict(sorted(self.attempts.items())),
+                "failed_answer_reasons": dict(self.reasons.most_common()), **extra}
+
+
+def format_table(stats: dict) -> str:
+    """The per-task kept-fraction table printed at the end of a run."""
+    lines = [f"{'task':<14}{'rows':>6}{'kept':>6}{'kept %':>8}"]
+    for task, s in stats["per_task"].items():
+        lines.append(f"{task:<14}{s['rows']:>6}{s['kept']:>6}{100 * s['kept_fraction']:>7.1f}%")
+    frac = stats["kept_fraction"]
+    lines.append(f"{'all':<14}{stats['rows']:>6}{stats['kept']:>6}"
+                 + (f"{100 * frac:>7.1f}%" if frac is not None else "       -"))
+    lines.append(f"kept at attempt: {stats['kept_at_attempt']}; {stats['rows_per_s']} rows/s; "
+                 f"{stats['skipped']} already done")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def configure(parser) -> None:
+    """Flags for `speech-adapter data distill` (one per DistillConfig field, plus --config)."""
+    from data_prep.config import add_config_args
+
+    add_config_args(parser, DistillConfig)
+
+
+def main(args) -> int:
+    from data_prep.config import config_from_args
+    from data_prep.rows import RejectLog, read_rows
+
+    cfg = config_from_args(DistillConfig, args)
+    with RejectLog(cfg.output, STAGE) as rejects:
+        rows = read_rows(cfg.input, rejects)
+    stats = distill(rows, cfg)
+    print(format_table(stats))
+    print(f"distill: {stats['kept']} rows -> {cfg.output}; rejects -> "
+          f"{Path(cfg.output).parent / 'rejects.jsonl'}; stats -> {Path(cfg.output).parent / STATS_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="data distill")
+    configure(p)
+    sys.exit(main(p.parse_args()))
