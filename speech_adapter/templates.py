@@ -23,6 +23,9 @@ from speech_adapter.eval.constraints import instruction_text
 
 LEVELS = ["very low", "low", "normal", "high", "very high"]
 SPEEDS = ["very slow", "slow", "normal", "fast", "very fast"]
+# same labels as data_prep.attributes.BINS (lowercased), so measured bins are askable as is
+DURATIONS = ["very short", "short", "medium", "long", "very long"]
+NOISE = ["very low", "low", "medium", "high", "very high"]
 ACCENTS = ["American English", "British English", "Scottish English", "Caribbean English",
            "New York English", "Received Pronunciation", "Lancastrian English",
            "West Midlands English"]
@@ -163,7 +166,7 @@ def _yes_no(row):
 _pitch_label, _pitch_opts = _binned("pitch", "pitch", [20, 40, 60, 80], LEVELS)
 _speed_label, _speed_opts = _binned("speed", "rate", [120, 150, 200, 250], SPEEDS)
 _volume_label, _volume_opts = _binned("volume", "volume", [50, 80, 121, 160], LEVELS)
-_duration_label, _duration_opts = _binned("duration", None, [2, 4, 8, 15], LEVELS)
+_duration_label, _duration_opts = _binned("duration", None, [1.5, 3.0, 6.0, 12.0], DURATIONS)
 
 
 def _noise_label(row):
@@ -173,11 +176,11 @@ def _noise_label(row):
     if "snr_db" not in _meta(row):
         return None
     snr = _meta(row).get("snr_db")
-    return "very low" if snr is None else _level(-float(snr), [-30, -20, -10, 0], LEVELS)
+    return "very low" if snr is None else _level(-float(snr), [-35, -20, -10, 0], NOISE)
 
 
 def _noise_opts(row):
-    return list(LEVELS) if _noise_label(row) in LEVELS else None
+    return list(NOISE) if _noise_label(row) in NOISE else None
 
 
 def _none(row):
@@ -332,7 +335,10 @@ def _build() -> list[Template]:
             out.append(Template(f"{task}.{n:02d}", task, text, _split(i)))
         for j, cons in enumerate(_constraint_sets(task)):
             n += 1
-            base = bases[(3 * j + 1) % len(bases)]
+            # the base phrasing comes from the same split: an unseen phrasing must never sit
+            # inside a seen (trained-on) constrained template
+            same = [b for i, b in enumerate(bases) if _split(i) == _split(j)]
+            base = same[(2 * j + 1) % len(same)]
             text = base + " " + " ".join(instruction_text(c["id"], **c["kwargs"]) for c in cons)
             out.append(Template(f"{task}.{n:02d}", task, text, _split(j), tuple(cons), "constrained"))
     return out

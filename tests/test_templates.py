@@ -45,10 +45,11 @@ def test_rendered_options_appear_and_label_is_an_option(task):
 
 def test_labels_from_bins_override_meta():
     row = dict(ROW, bins={"pitch": "Very high", "speed": "Very slow", "volume": "Low",
-                          "duration": "Normal", "noise": "High"})
+                          "duration": "Very short", "noise": "Medium"})
     got = {k: TASKS[k].label(row) for k in ("pitch", "speed", "volume", "duration", "noise")}
-    assert got == {"pitch": "very high", "speed": "very slow", "volume": "low", "duration": "normal",
-                   "noise": "high"}
+    assert got == {"pitch": "very high", "speed": "very slow", "volume": "low", "duration": "very short",
+                   "noise": "medium"}
+    assert TASKS["duration"].label(ROW) == "medium" and TASKS["noise"].label(ROW) == "very low"
     assert TASKS["gender"].label(ROW) == "female" and TASKS["language"].label(ROW) == "English"
     assert TASKS["word_count"].label(ROW) == "9" and TASKS["speaker_count"].label(ROW) == "1"
 
@@ -68,3 +69,10 @@ def test_rows_missing_attributes_are_not_applicable():
         render(templates_for("gender")[0], {"id": "x", "meta": {}})
     with pytest.raises(DataError, match="unknown task"):
         templates_for("gendr")
+
+
+def test_no_unseen_text_inside_a_seen_template():
+    from speech_adapter.eval.suite import find_unseen_leaks
+
+    seen = [{"id": t.id, "template_id": t.id, "instruction": render(t, ROW)} for t in templates_for(split="seen")]
+    assert find_unseen_leaks(templates_for(split="unseen"), seen) == []

@@ -1,0 +1,138 @@
+"""`speech-adapter eval build|run|compare`: make a suite, evaluate a model on it, compare runs.
+
+    speech-adapter eval build --corpus heldout.jsonl --exclude distilled.jsonl --out suite.jsonl
+    speech-adapter eval run --suite suite.jsonl --model runs/x/export --out runs/x/eval
+    speech-adapter eval compare runs/sft/eval runs/distill/eval --out runs/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from speech_adapter.config import help_field
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """How `eval run` drives a model over a suite."""
+
+    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention"],
+                                  help="modes to run: speech, text_ceiling, text_retention")
+    batch_size: int = help_field(8, "rows per generate call")
+    max_new_tokens: int = help_field(128, "generation length cap")
+    limit: int | None = help_field(None, "evaluate only the first N rows")
+
+    def validate(self):
+        from speech_adapter.errors import ConfigError
+        from speech_adapter.eval.runner import MODES
+
+        for m in self.modes:
+            if m not in MODES:
+                raise ConfigError(f"modes: {m!r} is not one of {list(MODES)}")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ConfigError("batch_size and max_new_tokens must be >= 1")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="make an eval suite from held-out clips")
+    b.add_argument("--corpus", required=True, help="described/attributed corpus JSONL of held-out clips")
+    b.add_argument("--exclude", action="append", default=[],
+                   help="training clip ids (.txt) or distilled/training JSONL; repeatable")
+    b.add_argument("--out", required=True, help="suite JSONL to write")
+    b.add_argument("--n-per-task", type=int, default=20, help="rows per task and split")
+    b.add_argument("--seed", type=int, default=0, help="sampling seed")
+    b.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
+    b.add_argument("--constrained-fraction", type=float, default=0.5, help="share of format-constrained rows")
+    b.add_argument("--on-training-clip", choices=["drop", "error"], default="drop",
+                   help="drop clips seen in training, or refuse the corpus")
+    b.add_argument("--external", choices=["dynamic_superb", "speech_ifeval"], default=None,
+                   help="read --corpus as an external benchmark (JSONL or save_to_disk dir) instead")
+    b.add_argument("--audio-dir", default=None, help="where to write audio stored inside a dataset")
+    r = sub.add_parser("run", help="evaluate a speech model on a suite")
+    r.add_argument("--suite", required=True, help="suite JSONL from `eval build`")
+    r.add_argument("--model", required=True, help="a SpeechLM adapter dir (save_adapter / export)")
+    r.add_argument("--out", required=True, help="run output dir (generations cache, report)")
+    r.add_argument("--system", default=None, help="name in the report and cache (default: model dir name)")
+    r.add_argument("--modes", default="speech,text_ceiling,text_retention", help="comma-separated modes")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--max-new-tokens", type=int, default=128)
+    r.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    c = sub.add_parser("compare", help="side-by-side table of runs or report.json files")
+    c.add_argument("runs", nargs="+", help="run dirs or report.json paths")
+    c.add_argument("--out", default=None, help="dir for compare.md and compare.png")
+
+
+def main(args) -> int:
+    return {"build": _build, "run": _run, "compare": _compare}[args.eval_command](args)
+
+
+def _build(args) -> int:
+    from pathlib import Path
+
+    from speech_adapter.config import from_dict
+    from speech_adapter.eval import suite as S
+    from speech_adapter.utils.io import write_json_atomic, write_jsonl_atomic
+
+    if args.external:
+        from speech_adapter.eval import external
+
+        rows = (external.load_dynamic_superb(args.corpus, audio_dir=args.audio_dir)
+                if args.external == "dynamic_superb" else
+                external.load_speech_ifeval(args.corpus, audio_dir=args.audio_dir))
+        stats = {"rows": len(rows), "external": args.external}
+    else:
+        cfg = from_dict(S.SuiteConfig, {
+            "n_per_task": args.n_per_task, "seed": args.seed, "constrained_fraction": args.constrained_fraction,
+            "on_training_clip": args.on_training_clip,
+            "tasks": [t.strip() for t in args.tasks.split(",")] if args.tasks else None})
+        ids, audio = S.training_keys(args.exclude)
+        rows, stats = S.build_suite(S.load_rows(args.corpus), cfg, ids, audio)
+        for path in args.exclude:
+            if not path.endswith(".txt"):
+                from speech_adapter.utils.io import read_jsonl
+
+                S.check_unseen_leak(rows, read_jsonl(path))
+    out = Path(args.out)
+    write_jsonl_atomic(out, rows)
+    write_json_atomic(out.with_suffix(".stats.json"), stats)
+    print(f"wrote {len(rows)} eval rows to {out}")
+    for k, v in stats.items():
+        if k != "per_task":
+            print(f"  {k}: {v}")
+    return 0
+
+
+def _run(args) -> int:
+    from pathlib import Path
+
+    from speech_adapter.config import from_dict
+    from speech_adapter.eval.report import summary_markdown, write_report
+    from speech_adapter.eval.runner import evaluate, speechlm_generate_fn
+    from speech_adapter.eval.suite import load_rows
+
+    cfg = from_dict(RunConfig, {"modes": [m.strip() for m in args.modes.split(",") if m.strip()],
+                                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+                                "limit": args.limit})
+    rows = load_rows(args.suite)[: cfg.limit]
+    from speech_adapter.models.speechlm import SpeechLM
+
+    model = SpeechLM.from_pretrained(args.model)
+    model.eval()
+    system = args.system or Path(args.model).resolve().name
+    gens = {m: speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+            for m in cfg.modes}
+    report = evaluate(rows, gens, system=system, out_dir=args.out, batch_size=cfg.batch_size)
+    report["model"] = str(args.model)
+    paths = write_report(report, args.out)
+    print(summary_markdown(report))
+    print(f"report: {paths['json']}")
+    return 0
+
+
+def _compare(args) -> int:
+    from speech_adapter.eval.report import compare
+
+    print(compare(args.runs, args.out))
+    return 0

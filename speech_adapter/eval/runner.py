@@ -1,0 +1,207 @@
+"""Run any system over eval rows, cache its generations, score them, aggregate a report.
+
+A system is a callable `generate(batch_of_eval_rows, mode) -> list[str]`, so the runner does not
+depend on model internals. Three modes measure forgetting the way DeSTA2 and Speech-IFEval do:
+
+- "speech": the speech model hears the audio and reads the instruction;
+- "text_ceiling": the text backbone reads the seed description + instruction (the ceiling);
+- "text_retention": the speech model reads description + instruction without audio (what it
+  still does as a text model).
+
+Δ = (IF_speech − IF_text) / IF_text, with IF the constraint pass rate and text the ceiling.
+Generations are appended to a JSONL keyed by (system, mode, row id), so a killed eval resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable
+
+from speech_adapter.errors import DataError
+from speech_adapter.eval.constraints import check_all
+from speech_adapter.eval.scoring import score_answer
+from speech_adapter.utils.io import JsonlAppender, iter_jsonl
+
+MODES = ("speech", "text_ceiling", "text_retention")
+GenerateFn = Callable[[list[dict], str], list[str]]
+
+
+def rows_for_mode(rows: list[dict], mode: str) -> list[dict]:
+    """The rows a mode can run: speech needs audio, text modes need a description."""
+    if mode not in MODES:
+        raise DataError(f"mode {mode!r} is not one of {list(MODES)}")
+    key = "audio" if mode == "speech" else "description"
+    return [r for r in rows if r.get(key)]
+
+
+def _cache_key(system: str, mode: str, row_id) -> tuple:
+    return (str(system), str(mode), str(row_id))
+
+
+def load_cache(path) -> dict[tuple, str]:
+    """{(system, mode, id): output} from a generations JSONL (torn or bad lines skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    return {_cache_key(r.get("system"), r.get("mode"), r.get("id")): r.get("output", "")
+            for r in iter_jsonl(path, strict=False) if "id" in r}
+
+
+def generate_cached(rows: list[dict], generate: GenerateFn, *, system: str, mode: str, cache_path,
+                    batch_size: int = 8, progress: bool = True) -> dict[str, str]:
+    """{row id: output} for `rows`, generating only what the cache lacks, in batches."""
+    from tqdm.auto import tqdm
+
+    cache = load_cache(cache_path)
+    todo = [r for r in rows if _cache_key(system, mode, r["id"]) not in cache]
+    if todo:
+        with JsonlAppender(cache_path) as out, tqdm(total=len(todo), desc=f"{system}/{mode}",
+                                                    disable=not progress, unit="row") as bar:
+            for i in range(0, len(todo), batch_size):
+                batch = todo[i:i + batch_size]
+                texts = generate(batch, mode)
+                if len(texts) != len(batch):
+                    raise DataError(f"{system}/{mode}: generate returned {len(texts)} outputs for "
+                                    f"{len(batch)} rows")
+                for row, text in zip(batch, texts):
+                    out.write({"system": system, "mode": mode, "id": row["id"], "output": text})
+                    cache[_cache_key(system, mode, row["id"])] = text
+                bar.update(len(batch))
+    return {r["id"]: cache[_cache_key(system, mode, r["id"])] for r in rows}
+
+
+def score_row(row: dict, output: str, mode: str) -> dict:
+    """Content score (None for open tasks) and per-constraint pass/fail of one output."""
+    fmt = check_all(row.get("constraints") or [], output)
+    return {"id": row["id"], "task": row["task"], "split": row.get("split"), "mode": mode,
+            "template_id": row.get("template_id"), "kind": row.get("kind", "plain"),
+            "metric": row.get("metric"), "label": row.get("label"), "output": output,
+            "score": score_answer(output, row.get("label"), row.get("metric", "exact"), row.get("options")),
+            "format": fmt, "format_ok": all(fmt.values()) if fmt else None}
+
+
+def _mean(xs) -> float | None:
+    xs = [float(x) for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def aggregate(scored: list[dict]) -> dict:
+    """Per mode: accuracy per task (seen / unseen / all), IF rate per constraint, overall numbers."""
+    modes: dict[str, dict] = {}
+    for mode in sorted({s["mode"] for s in scored}, key=lambda m: MODES.index(m) if m in MODES else 99):
+        rows = [s for s in scored if s["mode"] == mode]
+        tasks = {}
+        for task in sorted({s["task"] for s in rows}):
+            tr = [s for s in rows if s["task"] == task]
+            tasks[task] = {
+                "metric": tr[0]["metric"],
+                "seen": _mean(s["score"] for s in tr if s["split"] == "seen"),
+                "unseen": _mean(s["score"] for s in tr if s["split"] == "unseen"),
+                "all": _mean(s["score"] for s in tr),
+                "n_seen": sum(s["split"] == "seen" for s in tr),
+                "n_unseen": sum(s["split"] == "unseen" for s in tr),
+                # format-constrained rows: the content must survive the format request too
+                "constrained": _mean(s["score"] for s in tr if s["kind"] == "constrained"),
+            }
+        cons: dict[str, list[bool]] = {}
+        for s in rows:
+            for key, ok in s["format"].items():
+                cons.setdefault(key.split("#")[0], []).append(ok)
+        constraints = {c: {"rate": _mean(v), "n": len(v)} for c, v in sorted(cons.items())}
+        modes[mode] = {
+            "n": len(rows),
+            "tasks": tasks,
+            "constraints": constraints,
+            "if_rate": _mean(ok for v in cons.values() for ok in v),
+            "row_if_rate": _mean(s["format_ok"] for s in rows if s["format_ok"] is not None),
+            "accuracy_seen": _mean(s["score"] for s in rows if s["split"] == "seen"),
+            "accuracy_unseen": _mean(s["score"] for s in rows if s["split"] == "unseen"),
+        }
+    return {"modes": modes, "delta": deltas(modes)}
+
+
+def _delta(x, ref):
+    return None if x is None or not ref else (x - ref) / ref
+
+
+def deltas(modes: dict) -> dict:
+    """Δ = (IF_mode − IF_text_ceiling) / IF_text_ceiling, overall and per constraint."""
+    ref = modes.get("text_ceiling")
+    if not ref:
+        return {}
+    out = {}
+    for mode in ("speech", "text_retention"):
+        if mode not in modes:
+            continue
+        m = modes[mode]
+        out[mode] = {
+            "if_rate": _delta(m["if_rate"], ref["if_rate"]),
+            "constraints": {c: _delta(v["rate"], ref["constraints"].get(c, {}).get("rate"))
+                            for c, v in m["constraints"].items()},
+        }
+    return out
+
+
+def evaluate(rows: list[dict], generators: dict[str, GenerateFn], *, system: str, out_dir,
+             batch_size: int = 8, progress: bool = True) -> dict:
+    """Generate (cached in out_dir/generations.jsonl), score and aggregate every mode given.
+
+    Writes out_dir/scores.jsonl; returns the report dict (see `aggregate`) with run info.
+    """
+    from speech_adapter.utils.io import write_jsonl_atomic
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scored, skipped = [], {}
+    for mode, gen in generators.items():
+        todo = rows_for_mode(rows, mode)
+        skipped[mode] = len(rows) - len(todo)
+        outputs = generate_cached(todo, gen, system=system, mode=mode, batch_size=batch_size,
+                                  cache_path=out_dir / "generations.jsonl", progress=progress)
+        scored += [score_row(r, outputs[r["id"]], mode) for r in todo]
+    write_jsonl_atomic(out_dir / "scores.jsonl", scored)
+    report = aggregate(scored)
+    report.update(system=system, n_rows=len(rows), skipped_rows=skipped)
+    return report
+
+
+# ---------------------------------------------------------------- SpeechLM adapter
+
+
+def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int = 128,
+                         batch_size: int = 8) -> GenerateFn:
+    """A `generate(rows, mode)` for a `SpeechLM` (docs/CONTRACTS.md example dicts).
+
+    "speech" loads the audio; "text_*" passes audio None with the description put into the
+    instruction by `teacher_user_message`. "text_ceiling" turns LoRA off (the bare backbone).
+    `mode`, when given, fixes the mode whatever the runner asks.
+    """
+    from speech_adapter.audio import load_audio
+    from speech_adapter.prompts import teacher_user_message
+
+    def examples(rows, m):
+        out = []
+        for r in rows:
+            if m == "speech":
+                out.append({"audio": load_audio(r["audio"]), "instruction": r["instruction"],
+                            "response": None, "system": None, "transcript": None, "description": None})
+            else:
+                if not r.get("description"):
+                    raise DataError(f"row {r['id']}: mode {m} needs a description")
+                out.append({"audio": None, "instruction": teacher_user_message(r["description"], r["instruction"]),
+                            "response": None, "system": None, "transcript": None, "description": None})
+        return out
+
+    def generate(rows: list[dict], run_mode: str) -> list[str]:
+        m = mode or run_mode
+        if m not in MODES:
+            raise DataError(f"mode {m!r} is not one of {list(MODES)}")
+        disable = getattr(speechlm.llm, "disable_adapter", None) if m == "text_ceiling" else None
+        texts = []
+        with (disable() if disable is not None else contextlib.nullcontext()):
+            for i in range(0, len(rows), batch_size):
+                texts += speechlm.generate(examples(rows[i:i + batch_size], m), max_new_tokens=max_new_tokens)
+        return texts
+
+    return generate

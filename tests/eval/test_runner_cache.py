@@ -1,0 +1,123 @@
+"""Runner: batched cached generation that resumes, scoring, aggregation, the SpeechLM adapter."""
+
+import pytest
+
+from speech_adapter.errors import DataError
+from speech_adapter.eval.runner import aggregate, evaluate, generate_cached, score_row, speechlm_generate_fn
+from speech_adapter.utils.io import read_jsonl
+
+ROWS = [
+    {"id": "r1", "task": "gender", "split": "seen", "kind": "plain", "audio": "/a.wav", "description": "d",
+     "instruction": "Gender? Answer with one of: female, male.", "options": ["female", "male"], "label": "female",
+     "metric": "option", "constraints": []},
+    {"id": "r2", "task": "gender", "split": "unseen", "kind": "constrained", "audio": "/a.wav", "description": "d",
+     "instruction": "Gender? JSON.", "options": ["female", "male"], "label": "male", "metric": "option",
+     "constraints": [{"id": "json", "kwargs": {"keys": ["answer"]}}]},
+    {"id": "r3", "task": "describe", "split": "unseen", "kind": "constrained", "audio": "/a.wav",
+     "description": None, "instruction": "Describe. lowercase.", "options": None, "label": None,
+     "metric": "open", "constraints": [{"id": "lowercase", "kwargs": {}}]},
+]
+
+
+class CountingGen:
+    def __init__(self, answers, fail_after=None):
+        self.answers, self.calls, self.rows, self.fail_after = answers, 0, [], fail_after
+
+    def __call__(self, batch, mode):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.rows += [r["id"] for r in batch]
+        return [self.answers[mode][r["id"]] for r in batch]
+
+
+ANSWERS = {"speech": {"r1": "The speaker is female.", "r2": '{"answer": "female"}', "r3": "A Voice."},
+           "text_ceiling": {"r1": "female", "r2": '{"answer": "male"}', "r3": "a voice."},
+           "text_retention": {"r1": "male", "r2": "male", "r3": "a voice."}}
+
+
+def test_generation_resumes_from_cache(tmp_path):
+    cache = tmp_path / "gen.jsonl"
+    gen = CountingGen(ANSWERS, fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        generate_cached(ROWS, gen, system="s", mode="speech", cache_path=cache, batch_size=2, progress=False)
+    assert gen.rows == ["r1", "r2"] and len(read_jsonl(cache)) == 2
+    with open(cache, "a") as f:
+        f.write('{"system": "s", "mode": "speech", "id": "r3", "out')  # torn tail from a killed writer
+    gen2 = CountingGen(ANSWERS)
+    out = generate_cached(ROWS, gen2, system="s", mode="speech", cache_path=cache, batch_size=2, progress=False)
+    assert gen2.rows == ["r3"] and out["r1"] == "The speaker is female."
+    gen3 = CountingGen(ANSWERS)
+    generate_cached(ROWS, gen3, system="s", mode="speech", cache_path=cache, progress=False)
+    assert gen3.calls == 0
+    generate_cached(ROWS, gen3, system="other", mode="speech", cache_path=cache, progress=False)
+    assert gen3.calls == 1  # the key includes the system
+
+
+def test_generate_must_return_one_output_per_row(tmp_path):
+    with pytest.raises(DataError, match="returned 1 outputs for 2 rows"):
+        generate_cached(ROWS[:2], lambda b, m: ["x"], system="s", mode="speech",
+                        cache_path=tmp_path / "g.jsonl", progress=False)
+
+
+def test_score_and_aggregate_with_delta(tmp_path):
+    gens = {m: CountingGen(ANSWERS) for m in ANSWERS}
+    report = evaluate(ROWS, gens, system="s", out_dir=tmp_path, progress=False)
+    sp, ce = report["modes"]["speech"], report["modes"]["text_ceiling"]
+    assert sp["tasks"]["gender"]["seen"] == 1.0 and sp["tasks"]["gender"]["unseen"] == 0.0
+    assert sp["tasks"]["gender"]["constrained"] == 0.0
+    assert sp["constraints"] == {"json": {"rate": 1.0, "n": 1}, "lowercase": {"rate": 0.0, "n": 1}}
+    assert ce["n"] == 2 and report["skipped_rows"]["text_ceiling"] == 1  # r3 has no description
+    assert ce["if_rate"] == 1.0 and sp["if_rate"] == 0.5
+    assert report["delta"]["speech"]["if_rate"] == pytest.approx(-0.5)
+    assert report["delta"]["text_retention"]["constraints"]["json"] == pytest.approx(-1.0)
+    assert len(read_jsonl(tmp_path / "scores.jsonl")) == 7
+
+
+def test_score_row_fields():
+    s = score_row(ROWS[1], '```json\n{"answer": "male"}\n```', "speech")
+    assert s["score"] == 1.0 and s["format"] == {"json": False} and s["format_ok"] is False
+    assert aggregate([s])["modes"]["speech"]["row_if_rate"] == 0.0
+
+
+class FakeSpeechLM:
+    def __init__(self):
+        self.examples, self.disabled = [], 0
+        self.llm = self
+
+    def disable_adapter(self):
+        import contextlib
+
+        fake = self
+
+        @contextlib.contextmanager
+        def ctx():
+            fake.disabled += 1
+            yield
+
+        return ctx()
+
+    def generate(self, examples, max_new_tokens=128):
+        self.examples += examples
+        return [f"out{len(self.examples) - len(examples) + i}" for i in range(len(examples))]
+
+
+def test_speechlm_adapter_builds_contract_examples(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
+    rows = [dict(ROWS[0], audio=str(wav), description="Gender: Female") for _ in range(3)]
+    lm = FakeSpeechLM()
+    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2)
+    assert gen(rows, "speech") == ["out0", "out1", "out2"]
+    ex = lm.examples[0]
+    assert ex["audio"].dtype == np.float32 and ex["audio"].shape == (8000,) and ex["instruction"] == rows[0]["instruction"]
+    gen(rows[:1], "text_retention")
+    assert lm.examples[-1]["audio"] is None and "Gender: Female" in lm.examples[-1]["instruction"]
+    assert rows[0]["instruction"] in lm.examples[-1]["instruction"] and lm.disabled == 0
+    gen(rows[:1], "text_ceiling")
+    assert lm.disabled == 1
+    with pytest.raises(DataError, match="needs a description"):
+        gen([dict(rows[0], description=None)], "text_ceiling")
