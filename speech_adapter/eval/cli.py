@@ -89,11 +89,12 @@ def _build(args) -> int:
             "tasks": [t.strip() for t in args.tasks.split(",")] if args.tasks else None})
         ids, audio = S.training_keys(args.exclude)
         rows, stats = S.build_suite(S.load_rows(args.corpus), cfg, ids, audio)
-        for path in args.exclude:
-            if not path.endswith(".txt"):
-                from speech_adapter.utils.io import read_jsonl
+        from speech_adapter.templates import templates_for
+        from speech_adapter.utils.io import read_jsonl
 
-                S.check_unseen_leak(rows, read_jsonl(path))
+        for path in args.exclude:  # no unseen template (in this suite or the registry) may be trained on
+            if not path.endswith(".txt"):
+                S.check_unseen_leak(templates_for(split="unseen") + rows, read_jsonl(path))
     out = Path(args.out)
     write_jsonl_atomic(out, rows)
     write_json_atomic(out.with_suffix(".stats.json"), stats)

@@ -1,0 +1,32 @@
+"""`speech-adapter eval build` and `eval compare` end to end on small files."""
+
+import json
+
+from speech_adapter.cli import main
+from speech_adapter.eval.report import write_report
+from tests.eval.test_report_compare import fake_report
+from tests.eval.test_suite_build import corpus
+
+
+def test_eval_build_and_compare_cli(tmp_path, capsys):
+    c = tmp_path / "heldout.jsonl"
+    c.write_text("".join(json.dumps(r) + "\n" for r in corpus()))
+    d = tmp_path / "distilled.jsonl"
+    d.write_text(json.dumps({"id": "c00", "template_id": "gender.01", "instruction": "x"}) + "\n")
+    out = tmp_path / "suite.jsonl"
+    assert main(["eval", "build", "--corpus", str(c), "--exclude", str(d), "--out", str(out),
+                 "--n-per-task", "2", "--tasks", "gender,transcription"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 8 and "c00" not in {r["clip_id"] for r in rows}
+    assert json.loads(out.with_suffix(".stats.json").read_text())["dropped_training_clips"] == 1
+    unseen = next(r for r in rows if r["split"] == "unseen")
+    d.write_text(json.dumps({"id": "t9", "template_id": unseen["template_id"], "instruction": "x"}) + "\n")
+    assert main(["eval", "build", "--corpus", str(c), "--exclude", str(d), "--out", str(out),
+                 "--n-per-task", "2", "--tasks", "gender,transcription"]) == 2
+    assert "unseen templates occur in training" in capsys.readouterr().err
+    assert main(["eval", "build", "--corpus", str(c), "--out", str(out), "--tasks", "gendr"]) == 2
+    assert "unknown task 'gendr'" in capsys.readouterr().err
+    write_report(fake_report("a", 0.5), tmp_path / "ra")
+    write_report(fake_report("b", 1.0), tmp_path / "rb")
+    assert main(["eval", "compare", str(tmp_path / "ra"), str(tmp_path / "rb")]) == 0
+    assert "| | a | b |" in capsys.readouterr().out
