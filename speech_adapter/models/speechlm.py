@@ -94,6 +94,7 @@ class SpeechLM(nn.Module):
                 raise ConfigError("tiny models come as a pair: encoder 'tiny:whisper', llm 'tiny:llm'")
             whisper, fe, wtok = tiny.tiny_whisper()
             llm, tok = tiny.tiny_llm()
+            whisper, llm = whisper.to(loading.DTYPES[config.dtype]), llm.to(loading.DTYPES[config.dtype])
         else:
             whisper, fe, wtok = loading.load_whisper(config.encoder, config.dtype)
             llm, tok = loading.load_llm(config.llm, config.dtype, config.trust_remote_code)
@@ -114,6 +115,15 @@ class SpeechLM(nn.Module):
         return model
 
     # ---- helpers -------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        """Train the adapter (and LoRA); the frozen Whisper always stays in eval mode, the LLM too
+        unless LoRA is on (its dropout needs train mode)."""
+        super().train(mode)
+        self.whisper.eval()
+        if self.config.lora is None:
+            self.llm.eval()
+        return self
+
     @property
     def causal_lm(self):
         """The underlying HF causal LM (LoRA layers, if any, are injected into it in place)."""
@@ -291,10 +301,18 @@ class SpeechLM(nn.Module):
                  temperature: float = 1.0, top_p: float = 1.0, mode: str = "audio",
                  seed: int | None = None) -> list[str]:
         """Replies to `examples` (responses ignored); batched, left-padded, KV-cached decoding."""
-        from transformers import DynamicCache
-
         if not examples:
             return []
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(examples, max_new_tokens, do_sample, temperature, top_p, mode, seed)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, examples, max_new_tokens, do_sample, temperature, top_p, mode, seed):
+        from transformers import DynamicCache
+
         exs = [{**ex, "response": None} for ex in examples]
         batch = self.collate(exs, mode=mode)
         embeds = self.embed(batch)  # (B, S, H) right-padded

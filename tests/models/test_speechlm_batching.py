@@ -177,3 +177,21 @@ def test_use_transcript_puts_whisper_text_in_the_prompt():
     assert "hello there" in text
     batch = m.collate([{**ex, "transcript": None}])  # falls back to (tiny) Whisper decoding
     assert batch["input_ids"].shape[0] == 1
+
+
+def test_train_mode_keeps_frozen_parts_in_eval():
+    m = tiny_speechlm("qformer").train()
+    assert m.adapter.training and not m.whisper.training and not m.llm.training
+    assert tiny_speechlm("qformer", lora=True).train().llm.training
+
+
+def test_bfloat16_backbone_with_fp32_adapter(tmp_path):
+    from speech_adapter.models.tiny import tiny_config
+
+    cfg = tiny_config("stack_mlp")
+    cfg.dtype = "bfloat16"
+    m = SpeechLM.build(cfg)
+    assert m.causal_lm.dtype == torch.bfloat16 and next(m.adapter.parameters()).dtype == torch.float32
+    out = m(m.collate(_examples()))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and all(p.grad is not None for p in m.adapter.parameters())
