@@ -117,13 +117,20 @@ def _run(args) -> int:
                                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
                                 "limit": args.limit})
     rows = load_rows(args.suite)[: cfg.limit]
-    from speech_adapter.models.speechlm import SpeechLM
-
-    model = SpeechLM.from_pretrained(args.model)
-    model.eval()
     system = args.system or Path(args.model).resolve().name
-    gens = {m: speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-            for m in cfg.modes}
+    loaded = []
+
+    def generate(batch, mode):  # the model loads on first use: a fully cached rerun never loads it
+        if not loaded:
+            from speech_adapter.models.speechlm import SpeechLM
+
+            model = SpeechLM.from_pretrained(args.model)
+            model.eval()
+            loaded.append(speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens,
+                                               batch_size=cfg.batch_size))
+        return loaded[0](batch, mode)
+
+    gens = {m: generate for m in cfg.modes}
     report = evaluate(rows, gens, system=system, out_dir=args.out, batch_size=cfg.batch_size)
     report["model"] = str(args.model)
     paths = write_report(report, args.out)
