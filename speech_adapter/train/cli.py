@@ -81,6 +81,9 @@ def main(args) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg)})
+    from accelerate.utils import set_seed
+
+    set_seed(train_cfg.seed)  # the adapter's init comes from the recipe's seed: runs reproduce
     model = SpeechLM.build(model_cfg)
     enc_cfg = {"encoder": model_cfg.encoder, "layers": model.encoder.layers, "dtype": model_cfg.dtype}
     status, adapter = run_training(model, train_cfg, run_dir, encoder_config=enc_cfg)
