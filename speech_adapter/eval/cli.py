@@ -52,7 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--audio-dir", default=None, help="where to write audio stored inside a dataset")
     r = sub.add_parser("run", help="evaluate a speech model on a suite")
     r.add_argument("--suite", required=True, help="suite JSONL from `eval build`")
-    r.add_argument("--model", required=True, help="a SpeechLM adapter dir (save_adapter / export)")
+    r.add_argument("--model", required=True, help="a SpeechLM adapter dir (save_adapter / export) or a training run dir")
     r.add_argument("--out", required=True, help="run output dir (generations cache, report)")
     r.add_argument("--system", default=None, help="name in the report and cache (default: model dir name)")
     r.add_argument("--modes", default="speech,text_ceiling,text_retention", help="comma-separated modes")
@@ -105,6 +105,24 @@ def _build(args) -> int:
     return 0
 
 
+def resolve_model_dir(path) -> "Path":
+    """An adapter dir from a model dir, a training run dir (its adapter/ or latest checkpoint)
+    or a pipeline output dir (train/adapter); `ModelNotFoundError` names what was looked for."""
+    from pathlib import Path
+
+    from speech_adapter.errors import ModelNotFoundError
+
+    root = Path(path)
+    candidates = [root, root / "adapter", root / "train" / "adapter"]
+    for base in (root, root / "train"):
+        candidates += sorted((base / "checkpoints").glob("step-*"), reverse=True)
+    for c in candidates:
+        if (c / "adapter_config.json").exists():
+            return c
+    raise ModelNotFoundError(f"{root}: no adapter_config.json in it, its adapter/, train/adapter/ or "
+                             "checkpoints/step-*/; pass a dir written by save_adapter or a training run dir")
+
+
 def _run(args) -> int:
     from pathlib import Path
 
@@ -117,6 +135,7 @@ def _run(args) -> int:
                                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
                                 "limit": args.limit})
     rows = load_rows(args.suite)[: cfg.limit]
+    model_dir = resolve_model_dir(args.model)
     system = args.system or Path(args.model).resolve().name
     loaded = []
 
@@ -124,7 +143,7 @@ def _run(args) -> int:
         if not loaded:
             from speech_adapter.models.speechlm import SpeechLM
 
-            model = SpeechLM.from_pretrained(args.model)
+            model = SpeechLM.from_pretrained(model_dir)
             model.eval()
             loaded.append(speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens,
                                                batch_size=cfg.batch_size))
@@ -132,7 +151,7 @@ def _run(args) -> int:
 
     gens = {m: generate for m in cfg.modes}
     report = evaluate(rows, gens, system=system, out_dir=args.out, batch_size=cfg.batch_size)
-    report["model"] = str(args.model)
+    report["model"] = str(model_dir)
     paths = write_report(report, args.out)
     print(summary_markdown(report))
     print(f"report: {paths['json']}")

@@ -30,3 +30,21 @@ def test_eval_build_and_compare_cli(tmp_path, capsys):
     write_report(fake_report("b", 1.0), tmp_path / "rb")
     assert main(["eval", "compare", str(tmp_path / "ra"), str(tmp_path / "rb")]) == 0
     assert "| | a | b |" in capsys.readouterr().out
+
+
+def test_resolve_model_dir_from_run_dirs(tmp_path):
+    import pytest
+
+    from speech_adapter.errors import ModelNotFoundError
+    from speech_adapter.eval.cli import resolve_model_dir
+
+    with pytest.raises(ModelNotFoundError, match="no adapter_config.json"):
+        resolve_model_dir(tmp_path)
+    for sub in ("checkpoints/step-00002", "checkpoints/step-00010"):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "adapter_config.json").write_text("{}")
+    assert resolve_model_dir(tmp_path) == tmp_path / "checkpoints/step-00010"
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    assert resolve_model_dir(tmp_path) == tmp_path / "adapter"
+    assert resolve_model_dir(tmp_path / "adapter") == tmp_path / "adapter"
