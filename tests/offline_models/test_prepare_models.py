@@ -131,3 +131,10 @@ def test_list_shows_prepared_models_with_checksums(fake, capsys):
     assert row["source"]["weights.bin"] in out and str(offline_model_dir(src.name)) in out
     assert cli_main(["models", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["name"] == "offline:fake-model"
+
+
+def test_real_sources_point_at_files_of_the_installed_packages():
+    for src in prep.SOURCES.values():
+        paths = src.source_paths()  # found through importlib, not a venv path
+        assert paths[0].stat().st_size > 10_000_000, paths[0]
+        assert prep._version(src.distribution) == src.version
