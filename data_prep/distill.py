@@ -73,7 +73,7 @@ class DistillConfig:
     max_words: int = help_field(120, "reject answers longer than this (truncated or rambling)")
     min_overlap: float = help_field(0.6, "content_qa: share of transcript words the answer must hold")
     max_wer: float = help_field(0.2, "transcription: highest WER against the transcript")
-    check_contradictions: bool = help_field(True, "reject answers naming the wrong gender/accent")
+    allow_contradictions: bool = help_field(False, "keep answers naming the wrong gender/accent")
     # teacher
     model: str = help_field("offline:smollm2-135m-instruct",
                             "teacher LLM: offline:NAME, model dir, .gguf file (fake:SCRIPT.json in tests)")
@@ -84,8 +84,8 @@ class DistillConfig:
     temperature: float = help_field(0.7, "temperature of the sampled retries")
     top_p: float = help_field(0.9, "top-p of the sampled retries")
     prompt_style: str = help_field("listener", "teacher prompt: listener (rewritten seed) | naive (raw seed)")
-    system_prompt: bool = help_field(True, "send prompts.DEFAULT_SYSTEM_PROMPT (else the model's default)")
-    progress: bool = help_field(True, "show a progress bar")
+    no_system_prompt: bool = help_field(False, "omit prompts.DEFAULT_SYSTEM_PROMPT (the model's default applies)")
+    quiet: bool = help_field(False, "no progress bar")
 
     def validate(self):
         from speech_adapter.templates import TASKS
@@ -197,21 +197,26 @@ def contradiction_reason(answer: str, row: dict) -> str | None:
 def judge(answer: str, template, row: dict, cfg: DistillConfig) -> str | None:
     """None when `answer` is a good target for (template, row), else the reason it is not."""
     from speech_adapter.eval.constraints import check_all
-    from speech_adapter.eval.scoring import parse_number, parse_option, wer, word_overlap, extract_answer
     from speech_adapter.templates import TASKS
 
     reason = degenerate_reason(answer, cfg.max_words, row.get("transcript"))
     if reason:
         return reason
-    if cfg.check_contradictions:
-        reason = contradiction_reason(answer, row)
-        if reason:
-            return reason
     failed = [k for k, ok in check_all(list(template.constraints), answer).items() if not ok]
     if failed:
         return f"constraint failed: {', '.join(failed)}"
     task = TASKS[template.task]
     label = task.label(row)
+    reason = _label_reason(answer, template.task, task, label, row, cfg)
+    if reason is None and not cfg.allow_contradictions:
+        reason = contradiction_reason(answer, row)
+    return reason
+
+
+def _label_reason(answer, name, task, label, row, cfg) -> str | None:
+    """Why the answer disagrees with what the metadata knows, or None (also when unknowable)."""
+    from speech_adapter.eval.scoring import extract_answer, parse_number, parse_option, wer, word_overlap
+
     if task.metric == "open" or label is None:
         return None
     if task.metric == "option":
@@ -220,11 +225,11 @@ def judge(answer: str, template, row: dict, cfg: DistillConfig) -> str | None:
         if picked is None:
             return f"no single option in the answer (options: {', '.join(options)})"
         if picked.lower() != str(label).lower():
-            return f"wrong {template.task}: answered {picked!r}, true {label!r}"
+            return f"wrong {name}: answered {picked!r}, true {label!r}"
     elif task.metric == "number":
         got = parse_number(answer)
         if got != int(label):
-            return f"wrong {template.task}: answered {got}, true {label}"
+            return f"wrong {name}: answered {got}, true {label}"
     elif task.metric == "word_overlap":
         score = word_overlap(extract_answer(answer), label)
         if score < cfg.min_overlap:
@@ -242,7 +247,7 @@ def judge(answer: str, template, row: dict, cfg: DistillConfig) -> str | None:
 def _messages(row: dict, instruction: str, cfg: DistillConfig) -> list[dict]:
     from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_user_message
 
-    msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}] if cfg.system_prompt else []
+    msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}] if not cfg.no_system_prompt else []
     msgs.append({"role": "user", "content": teacher_user_message(row["description"], instruction,
                                                                  style=cfg.prompt_style)})
     return msgs
@@ -310,7 +315,7 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
     stats = _Stats()
     start = time.time()
     with JsonlAppender(out_path) as out, RejectLog(out_path, STAGE) as rejects, \
-            tqdm(total=len(work), unit="row", disable=not cfg.progress, desc="distill") as bar:
+            tqdm(total=len(work), unit="row", disable=cfg.quiet, desc="distill") as bar:
         for i in range(0, len(work), cfg.batch_size):
             for it in run_batch(work[i:i + cfg.batch_size], teacher, cfg):
                 t = it["template"]
@@ -337,7 +342,7 @@ def _row(it: dict, teacher: Teacher, cfg: DistillConfig, src: Path, dst: Path) -
     return {**row, "id": it["key"], "clip_id": row["id"], "instruction": it["instruction"],
             "template_id": t.id, "task": t.task, "split": t.split, "response": it["answer"],
             "constraints": [dict(c) for c in t.constraints],
-            "system": DEFAULT_SYSTEM_PROMPT if cfg.system_prompt else None,
+            "system": None if cfg.no_system_prompt else DEFAULT_SYSTEM_PROMPT,
             "teacher": {"model": getattr(teacher, "model_id", "?"), "sampling": it["sampling"],
                         "attempts": it["attempts"], "prompt_style": cfg.prompt_style}}
 

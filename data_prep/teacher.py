@@ -209,8 +209,8 @@ class FakeTeacher:
 
     Script (JSON): {"rules": [{"contains": "gender", "answers": ["a", "b"]}], "default": "...",
     "delay_s": 0.0}. The first rule whose `contains` occurs in the prompt text answers; its
-    `answers` are handed out in order per prompt (greedy call = answers[0], then the sampled
-    ones), the last one repeating.
+    `answers` are handed out in order per prompt text (its first request gets answers[0], the
+    next answers[1], ...), the last one repeating.
     """
 
     model_id = "fake"
@@ -220,6 +220,7 @@ class FakeTeacher:
         self.default = script.get("default", "I hear a person speaking.")
         self.delay_s = float(script.get("delay_s", 0.0))
         self.calls: list[tuple[str, int, bool]] = []  # (text, n, do_sample), for tests
+        self._served: dict[str, int] = {}  # answers already handed out per prompt text
 
     @classmethod
     def from_file(cls, path) -> "FakeTeacher":
@@ -245,7 +246,8 @@ class FakeTeacher:
                 if rule["contains"] in text:
                     answers = rule["answers"]
                     break
-            first = 1 if sampling.do_sample else 0
+            first = self._served.get(text, 0)
+            self._served[text] = first + n
             out.append([answers[min(first + j, len(answers) - 1)] for j in range(n)])
             if self.delay_s:
                 time.sleep(self.delay_s)

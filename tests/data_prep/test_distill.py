@@ -1,0 +1,183 @@
+"""data distill: SSR keeps the first correct answer, rejects with reasons, seen-only, resumable."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_prep.distill import (DistillConfig, contradiction_reason, degenerate_reason, distill, plan_clip)
+from data_prep.teacher import FakeTeacher
+from speech_adapter.templates import TEMPLATES
+
+ROOT = Path(__file__).resolve().parents[2]
+SENTENCES = ["The train to the city leaves at half past seven.", "Could you please pass me the salt?",
+             "He said the museum opens at nine tomorrow.", "We planted tomatoes in the garden last spring."]
+ACCENTS = ["American English", "British English", "Scottish English", "Caribbean English"]
+
+
+def described_rows(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        g = "female" if i % 2 == 0 else "male"
+        t = SENTENCES[i % len(SENTENCES)]
+        desc = (f"[00:00-00:03] {t} (Gender: {g.title()}, Pitch: High, Speaking speed: Fast, "
+                f"Volume: Normal, Accent: {ACCENTS[i % 4]}, Duration: {i + 1}s)")  # unique per clip
+        rows.append({"id": f"c{i:03d}", "audio": f"wavs/c{i:03d}.wav", "sampling_rate": 16000, "duration": 3.0,
+                     "transcript": t, "language": "en",
+                     "meta": {"gender": g, "accent": ACCENTS[i % 4], "speakers": 1},
+                     "bins": {"pitch": "High", "speed": "Fast", "volume": "Normal"}, "description": desc})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def cfg_for(tmp_path, **kw) -> DistillConfig:
+    base = dict(input=str(tmp_path / "in" / "described.jsonl"), output=str(tmp_path / "out" / "distilled.jsonl"),
+                quiet=True, batch_size=2)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def read(path) -> list[dict]:
+    p = Path(path)
+    return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+GENDER_ONLY = dict(tasks=["gender"], describe_per_clip=0, templates_per_clip=1, constrained_fraction=0.0)
+
+
+def test_ssr_keeps_first_correct_of_k(tmp_path):
+    rows = described_rows(1)  # female
+    fake = FakeTeacher({"rules": [{"contains": "female, male", "answers": [
+        "The speaker is male.", "It sounds male to me.", "The speaker is female.", "female"]}]})
+    stats = distill(rows, cfg_for(tmp_path, attempts=4, **GENDER_ONLY), teacher=fake)
+    (row,) = read(tmp_path / "out" / "distilled.jsonl")
+    assert row["response"] == "The speaker is female."  # the third answer, not the fourth
+    assert row["teacher"]["attempts"] == 3 and row["teacher"]["sampling"]["do_sample"] is True
+    assert row["split"] == "seen" and row["task"] == "gender" and row["clip_id"] == "c000"
+    assert row["audio"] == "../in/wavs/c000.wav"  # still resolves from the output's dir
+    assert stats["kept_at_attempt"] == {3: 1}
+    assert [c[2] for c in fake.calls] == [False, True, True]  # greedy first, then samples
+
+
+def test_ssr_rejects_with_reason_when_none_is_right(tmp_path):
+    fake = FakeTeacher({"rules": [{"contains": "female, male", "answers": ["The speaker is male."]}]})
+    stats = distill(described_rows(1), cfg_for(tmp_path, attempts=3, **GENDER_ONLY), teacher=fake)
+    assert read(tmp_path / "out" / "distilled.jsonl") == []
+    (rej,) = read(tmp_path / "out" / "rejects.jsonl")
+    assert rej["stage"] == "distill" and rej["id"].startswith("c000/gender.")
+    assert "no acceptable answer in 3 attempts" in rej["reason"] and "wrong gender" in rej["reason"]
+    assert stats["per_task"]["gender"] == {"rows": 1, "kept": 0, "kept_fraction": 0.0}
+    assert json.loads((tmp_path / "out" / "distill_stats.json").read_text())["rows"] == 1
+
+
+def test_format_constraint_is_checked(tmp_path):
+    fake = FakeTeacher({"rules": [{"contains": "JSON", "answers": ["female", '{"answer": "male"}', '{"answer": "female"}']}]})
+    cfg = cfg_for(tmp_path, attempts=3, tasks=["gender"], describe_per_clip=0, templates_per_clip=1,
+                  constrained_fraction=1.0)
+    json_rows = []
+    for seed in range(40):  # find a seed that picks the JSON-constrained gender template
+        cfg.seed = seed
+        if any(c["id"] == "json" for c in plan_clip(described_rows(1)[0], cfg)[0].constraints):
+            json_rows.append(seed)
+            break
+    assert json_rows, "no seed picked a JSON gender template"
+    distill(described_rows(1), cfg, teacher=fake)
+    (row,) = read(tmp_path / "out" / "distilled.jsonl")
+    assert row["response"] == '{"answer": "female"}' and row["constraints"][0]["id"] == "json"
+
+
+def test_only_seen_templates_are_planned_and_written(tmp_path):
+    seen = {t.id for t in TEMPLATES if t.split == "seen"}
+    unseen = {t.id for t in TEMPLATES if t.split == "unseen"}
+    assert unseen
+    cfg = cfg_for(tmp_path, templates_per_clip=8, describe_per_clip=2, constrained_fraction=0.5)
+    planned = set()
+    for row in described_rows(60):
+        planned |= {t.id for t in plan_clip(row, cfg)}
+    assert planned <= seen and len({p.split(".")[0] for p in planned}) >= 6
+    fake = FakeTeacher({"default": "I hear a clear voice."})
+    distill(described_rows(4), cfg_for(tmp_path, allow_contradictions=True), teacher=fake)
+    out = read(tmp_path / "out" / "distilled.jsonl")
+    assert out and all(r["template_id"] in seen and r["split"] == "seen" for r in out)
+
+
+@pytest.mark.parametrize("answer, why", [
+    ("", "empty"),
+    ("yes yes yes yes yes", "repetition"),
+    ("I can hear it. " * 8, "repetition"),
+    ("word " * 130, "too long"),
+    ("Based on the description, the speaker is female.", "text input"),
+    ("The text says the speaker is female.", "text input"),
+    ("[00:00-00:03] Could you please pass me the salt?", "text input"),
+    ("I'm sorry, as an AI I cannot hear audio.", "text input"),
+])
+def test_degenerate_answers_are_rejected(answer, why):
+    reason = degenerate_reason(answer, max_words=120)
+    assert reason is not None and why in reason
+
+
+@pytest.mark.parametrize("answer", ["The speaker is female.", '{"answer": "female"}',
+                                    'A woman asks: "Could you please pass me the salt?"'])
+def test_good_answers_pass(answer):
+    assert degenerate_reason(answer, 120, transcript="Could you please pass me the salt?") is None
+
+
+def test_contradictions_with_metadata():
+    row = described_rows(3)[2]  # female, Scottish English, transcript says "He said ..."
+    assert "contradicts gender" in contradiction_reason("A man speaks calmly.", row)
+    assert "contradicts accent" in contradiction_reason("A woman with a British English accent.", row)
+    assert contradiction_reason('She says "He said the museum opens at nine tomorrow."', row) is None
+
+
+def test_config_rejects_unknown_task(tmp_path):
+    from speech_adapter.config import from_dict
+    from speech_adapter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'gender'"):
+        from_dict(DistillConfig, {"input": "a", "output": "b", "tasks": ["gendr"]})
+
+
+def test_resume_after_sigkill_has_no_duplicates_and_no_losses(tmp_path):
+    rows = described_rows(24)
+    write_rows(tmp_path / "in" / "described.jsonl", rows)
+    script = tmp_path / "fake.json"
+    script.write_text(json.dumps({"rules": [{"contains": "female, male", "answers": ["female", "male"]}],
+                                  "default": "I hear someone speaking clearly.", "delay_s": 0.03}))
+    args = [sys.executable, "-m", "data_prep.distill", "--input", str(tmp_path / "in" / "described.jsonl"),
+            "--output", str(tmp_path / "out" / "distilled.jsonl"), "--model", f"fake:{script}",
+            "--batch-size", "2", "--quiet", "--seed", "3"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out" / "distilled.jsonl"
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 10):
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(read(out))
+    assert 10 <= partial
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    kept, rejected = read(out), read(tmp_path / "out" / "rejects.jsonl")
+    ids = [r["id"] for r in kept] + [r["id"] for r in rejected]
+    assert len(ids) == len(set(ids)), "duplicate rows after resume"
+    cfg = cfg_for(tmp_path, seed=3)
+    expected = {f"{r['id']}/{t.id}" for r in rows for t in plan_clip(r, cfg)}
+    assert set(ids) == expected and partial < len(expected)
+    # the same rows and answers as an uninterrupted run
+    ref = cfg_for(tmp_path, seed=3, output=str(tmp_path / "ref" / "distilled.jsonl"))
+    fake = FakeTeacher.from_file(script)
+    fake.delay_s = 0.0
+    distill(rows, ref, teacher=fake, input_path=str(tmp_path / "in" / "described.jsonl"))
+    assert {(r["id"], r["response"]) for r in read(ref.output)} == {(r["id"], r["response"]) for r in kept}
