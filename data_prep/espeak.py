@@ -6,6 +6,9 @@ and `espeak_SetParameter` for rate (words per minute), pitch (0-99) and volume (
 
 The library keeps global state and is not thread safe, so every call goes through one
 process-level lock, and the library is initialised lazily on first use, never at import.
+It also carries hidden state from one utterance to the next (so the same call can give
+different samples); where `os.fork` exists each utterance is synthesised in a child forked
+from a parent that never speaks, which makes the output reproducible (~30 ms extra per call).
 Voices are "<language>[+<variant>]": the language picks accent/phonology ("en-us",
 "en-gb-scotland", "fr"), the variant picks the speaker (m1..m8 male, f1..f5 female, ...).
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import difflib
 import functools
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,21 +118,59 @@ class _Engine:
         return self._lib
 
     def synth(self, text: str, voice: str, rate: int, pitch: int, volume: int) -> np.ndarray:
+        """int16 samples; in a forked child where possible, so the output is reproducible."""
         with self.lock:
             lib = self.lib()
-            err = lib.espeak_SetVoiceByName(voice.encode())
+            err = lib.espeak_SetVoiceByName(voice.encode())  # validates the name in the parent
             if err != 0:
                 raise ConfigError(f"espeak voice {voice!r}: {_ERRORS.get(err, err)}{_suggest(voice)}")
-            for param, value in ((_RATE, rate), (_PITCH, pitch), (_VOLUME, volume), (_RANGE, 50)):
-                lib.espeak_SetParameter(param, int(value), 0)
-            self._samples = []
-            data = text.encode("utf-8")
-            err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            if err != 0:
-                raise SpeechAdapterError(f"espeak_Synth failed for voice {voice!r}: {_ERRORS.get(err, err)}")
-            out = np.concatenate(self._samples) if self._samples else np.zeros(0, np.int16)
-            self._samples = []
+            if not hasattr(os, "fork"):
+                return self._synth_here(text, voice, rate, pitch, volume)
+            return self._synth_forked(text, voice, rate, pitch, volume)
+
+    def _synth_here(self, text, voice, rate, pitch, volume) -> np.ndarray:
+        lib = self.lib()
+        lib.espeak_SetVoiceByName(voice.encode())
+        for param, value in ((_RATE, rate), (_PITCH, pitch), (_VOLUME, volume), (_RANGE, 50)):
+            lib.espeak_SetParameter(param, int(value), 0)
+        self._samples = []
+        data = text.encode("utf-8")
+        err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if err != 0:
+            raise SpeechAdapterError(f"espeak_Synth failed for voice {voice!r}: {_ERRORS.get(err, err)}")
+        out = np.concatenate(self._samples) if self._samples else np.zeros(0, np.int16)
+        self._samples = []
         return out
+
+    def _synth_forked(self, text, voice, rate, pitch, volume) -> np.ndarray:
+        # espeak-ng keeps C statics (e.g. the pitch-flutter phase in wavegen) across utterances
+        # that neither espeak_Terminate nor a rand seed resets, so the same call gives slightly
+        # different audio depending on what was spoken before. A child forked from a parent
+        # that never synthesises always starts from the same state: same call, same samples.
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: synthesise, send the samples, exit without Python cleanup
+            code = 0
+            try:
+                os.close(r)
+                payload = self._synth_here(text, voice, rate, pitch, volume).tobytes()
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(w, view):]
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        chunks = []
+        with os.fdopen(r, "rb") as f:
+            while block := f.read(1 << 16):
+                chunks.append(block)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SpeechAdapterError(f"espeak synthesis failed for voice {voice!r} (child exit "
+                                     f"{os.waitstatus_to_exitcode(status)})")
+        return np.frombuffer(b"".join(chunks), dtype=np.int16).copy()
 
 
 @functools.lru_cache(maxsize=1)

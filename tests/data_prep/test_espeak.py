@@ -66,3 +66,10 @@ def test_bad_settings_raise_config_error(kwargs, msg):
 def test_empty_text_gives_no_samples():
     audio, _ = espeak.synthesize("   ")
     assert audio.size == 0
+
+
+def test_same_call_gives_same_samples_whatever_was_spoken_before():
+    ref, _ = espeak.synthesize("Hello there my friend, how are you.", rate=235)
+    espeak.synthesize("Etwas ganz anderes.", voice="de+f2", rate=90, pitch=5)
+    again, _ = espeak.synthesize("Hello there my friend, how are you.", rate=235)
+    assert np.array_equal(ref, again)

@@ -1,0 +1,103 @@
+"""`speech-adapter data ...`: synth, import, attributes, describe, distill.
+
+Light imports only at parser-build time (so `--help` is fast); each subcommand's work is
+imported inside its `main`. distill's parser and main come from `data_prep.distill`, built
+separately; when that module is absent the subcommand says "not built yet".
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from data_prep.config import (AttributesConfig, DescribeConfig, ImportConfig, SynthConfig,
+                              add_config_args, config_from_args)
+
+
+def _synth(args) -> int:
+    from data_prep.synth import synth_corpus
+
+    cfg = config_from_args(SynthConfig, args)
+    res = synth_corpus(cfg, progress=not args.quiet)
+    print(f"synth: wrote {res['written']} clips to {res['output']}; {res['skipped']} already done; "
+          f"{res['total']} in this shard")
+    return 0
+
+
+def _attributes(args) -> int:
+    from data_prep import attributes
+
+    cfg = config_from_args(AttributesConfig, args)
+    res = attributes.run_attributes(cfg, progress=not args.quiet)
+    print(res["summary"])
+    if cfg.agreement:
+        from speech_adapter.utils.io import read_jsonl
+
+        table = attributes.agreement(read_jsonl(cfg.output, strict=False))
+        print(attributes.format_agreement(table))
+    return 0
+
+
+def _import(args) -> int:
+    from data_prep.importers import run_import
+
+    cfg = config_from_args(ImportConfig, args)
+    res = run_import(cfg, progress=not args.quiet)
+    print(res["summary"])
+    return 0
+
+
+def _describe(args) -> int:
+    from data_prep.describe import run_describe
+
+    cfg = config_from_args(DescribeConfig, args)
+    res = run_describe(cfg, progress=not args.quiet)
+    print(res["summary"])
+    if args.show:
+        from speech_adapter.utils.io import iter_jsonl
+
+        for i, row in enumerate(iter_jsonl(cfg.output, strict=False)):
+            if i >= args.show:
+                break
+            print(json.dumps(row.get("description"), ensure_ascii=False))
+    return 0
+
+
+def _not_built(args) -> int:
+    print("speech-adapter data distill: not built yet in this version", file=sys.stderr)
+    return 3
+
+
+SUBCOMMANDS = {
+    "synth": (SynthConfig, _synth, "synthesise an espeak-ng speech corpus with exact metadata"),
+    "import": (ImportConfig, _import, "import a local folder + labels or a saved datasets dataset"),
+    "attributes": (AttributesConfig, _attributes, "measure pitch, loudness, rate, SNR; bin them"),
+    "describe": (DescribeConfig, _describe, "write the DeSTA2.5 seed description of each clip"),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    for name, (cls, fn, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=(cls.__doc__ or help_text).strip())
+        add_config_args(p, cls)
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "describe":
+            p.add_argument("--show", type=int, default=0, help="print the first N descriptions")
+        p.set_defaults(_data_main=fn)
+    p = sub.add_parser("distill", help="the frozen LLM answers instructions about each description")
+    try:
+        distill = importlib.import_module("data_prep.distill")
+    except ModuleNotFoundError as e:
+        if e.name != "data_prep.distill":
+            raise
+        p.set_defaults(_data_main=_not_built)
+    else:
+        distill.configure(p)
+        p.set_defaults(_data_main=distill.main)
+
+
+def main(args) -> int:
+    return int(args._data_main(args) or 0)

@@ -1,0 +1,169 @@
+"""`data describe`: the DeSTA2.5-Audio seed description of each clip.
+
+Format (DeSTA2.5-Audio's "seed description"; one timestamped segment for the clip):
+    [00:00-00:03] transcript (Gender: Female, Pitch: High, Speaking speed: Fast, Volume: Normal,
+    Accent: Scottish English, Duration: 3s)
+Each field takes its value from the row's metadata where it is known (synthetic settings are
+exact; imported labels such as gender/accent/emotion), else from the measured bins of
+`data attributes` (computed here from the audio when the row has none). A field with no known
+value is left out rather than guessed: a wrong attribute in the description becomes a wrong
+distillation target. A missing transcript is filled by greedy Whisper decoding.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from data_prep import attributes as A
+
+FIELD_LABELS = {
+    "gender": "Gender", "pitch": "Pitch", "speed": "Speaking speed", "volume": "Volume",
+    "accent": "Accent", "duration": "Duration", "noise": "Background noise", "emotion": "Emotion",
+    "language": "Language", "speakers": "Speakers", "age": "Age",
+}
+MEASURED = ("pitch", "speed", "volume", "noise")
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
+                  "pt": "Portuguese", "nl": "Dutch", "zh": "Chinese", "ja": "Japanese"}
+
+
+def timestamp(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60:02d}:{s % 60:02d}"
+
+
+def _cap(v) -> str:
+    v = str(v)
+    return v[:1].upper() + v[1:]
+
+
+def field_values(row: dict, fields: list[str]) -> dict:
+    """{field: value} for the fields that are known for this row (metadata first, then bins)."""
+    meta = row.get("meta") or {}
+    synthetic = meta.get("source") == "espeak-ng"
+    from_settings = A.setting_bins(meta) if synthetic else {}
+    bins = row.get("bins") or {}
+    out = {}
+    for f in fields:
+        if f not in FIELD_LABELS:
+            continue
+        value = None
+        if f == "gender":
+            g = meta.get("gender")
+            value = _cap(g) if g in ("male", "female", "mixed") else None
+        elif f in MEASURED:
+            value = from_settings.get(f) or bins.get(f)
+        elif f == "accent":
+            value = meta.get("accent") or None
+        elif f == "duration":
+            d = row.get("duration") or (row.get("attributes") or {}).get("duration_s")
+            value = f"{max(1, int(round(float(d))))}s" if d else None
+        elif f == "emotion":
+            value = _cap(meta["emotion"]) if meta.get("emotion") else None
+        elif f == "language":
+            lang = row.get("language")
+            value = meta.get("language_name") or LANGUAGE_NAMES.get(str(lang), lang)
+        elif f == "speakers":
+            value = meta.get("speakers")
+        elif f == "age":
+            value = meta.get("age")
+        if value not in (None, ""):
+            out[f] = value
+    return out
+
+
+def describe_row(row: dict, fields: list[str]) -> str:
+    """The seed description text of one row (needs `transcript`; duration from the row)."""
+    values = field_values(row, fields)
+    dur = float(row.get("duration") or (row.get("attributes") or {}).get("duration_s") or 0.0)
+    inner = ", ".join(f"{FIELD_LABELS[k]}: {v}" for k, v in values.items())
+    text = (row.get("transcript") or "").strip()
+    return f"[00:00-{timestamp(dur)}] {text} ({inner})" if inner else f"[00:00-{timestamp(dur)}] {text}"
+
+
+def _needs_audio(row: dict, fields: list[str]) -> bool:
+    if not (row.get("transcript") or "").strip():
+        return True
+    synthetic = (row.get("meta") or {}).get("source") == "espeak-ng"
+    wants_measure = any(f in MEASURED for f in fields)
+    return wants_measure and not synthetic and not row.get("bins")
+
+
+class _Whisper:
+    """Loads Whisper on first use only (rows with transcripts never pay for it)."""
+
+    def __init__(self, ref: str, batch_size: int):
+        self.ref, self.batch_size, self._parts = ref, batch_size, None
+
+    def __call__(self, waves) -> list[str]:
+        from speech_adapter.models.encoder import transcribe
+
+        if self._parts is None:
+            from speech_adapter.models.loading import load_whisper
+
+            self._parts = load_whisper(self.ref)
+        return [t.strip() for t in transcribe(*self._parts, waves, batch_size=self.batch_size)]
+
+
+def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
+    """`data describe`: add `description` (and `description_fields`) to every row; resumable.
+
+    `transcriber(waveforms) -> list[str]` replaces Whisper (tests); by default Whisper from
+    `cfg.whisper` is loaded only if some row lacks a transcript.
+    """
+    from tqdm import tqdm
+
+    from data_prep.rows import RejectLog, audio_path, done_ids, read_rows, summary
+    from speech_adapter.audio import load_audio
+    from speech_adapter.errors import AudioError, ConfigError
+    from speech_adapter.utils.io import JsonlAppender
+
+    if not cfg.input or not cfg.output:
+        raise ConfigError("input/output: give --input rows.jsonl and --output described.jsonl")
+    unknown = [f for f in cfg.fields if f not in FIELD_LABELS]
+    if unknown:
+        raise ConfigError(f"fields: unknown {unknown}; choose from {list(FIELD_LABELS)}")
+    transcriber = transcriber or _Whisper(cfg.whisper, cfg.batch_size)
+    with RejectLog(cfg.output, "describe", cfg.strict) as rejects:
+        rows = read_rows(cfg.input, rejects)
+        if cfg.limit:
+            rows = rows[: cfg.limit]
+        done = done_ids(cfg.output, "describe")
+        todo = [r for r in rows if str(r["id"]) not in done]
+        written = 0
+        bar = tqdm(total=len(todo), desc="describe", unit="clip", disable=not progress, file=sys.stderr)
+        with JsonlAppender(cfg.output) as out:
+            for start in range(0, len(todo), cfg.batch_size):
+                batch, pending = [], []  # rows in order; (index, audio) needing a transcript
+                for row in todo[start:start + cfg.batch_size]:
+                    row = dict(row)
+                    if _needs_audio(row, cfg.fields):
+                        try:
+                            x = load_audio(audio_path(row, cfg.input), max_seconds=cfg.max_seconds,
+                                           allow_silence=False)
+                        except AudioError as e:
+                            rejects.add(str(e), id=row["id"], source=str(cfg.input))
+                            bar.update(1)
+                            continue
+                        if not row.get("bins") and not (row.get("meta") or {}).get("source") == "espeak-ng":
+                            attrs = A.measure(x, row.get("transcript"))
+                            row["attributes"] = attrs
+                            row["bins"] = A.bins_for(attrs, (row.get("meta") or {}).get("gender"))
+                        if not (row.get("transcript") or "").strip():
+                            pending.append((len(batch), x))
+                        row.setdefault("duration", round(len(x) / A.SR, 4))
+                    batch.append(row)
+                if pending:
+                    texts = transcriber([x for _, x in pending])
+                    for (i, _), text in zip(pending, texts):
+                        batch[i]["transcript"] = text
+                        batch[i]["transcript_source"] = "whisper"
+                for row in batch:
+                    row["description_fields"] = field_values(row, cfg.fields)
+                    row["description"] = describe_row(row, cfg.fields)
+                    out.write(row)
+                    written += 1
+                    bar.update(1)
+        bar.close()
+        line = summary("describe", written, len(rows) - len(todo), rejects, cfg.output)
+        return {"written": written, "skipped": len(rows) - len(todo), "rejected": dict(rejects.counts),
+                "summary": line}
