@@ -14,7 +14,7 @@ from collections import Counter
 
 from speech_adapter.eval.constraints import parse_json
 
-_PUNCT = re.compile(r"[^\w\s'-]|_")
+_PUNCT = re.compile(r"[^\w\s']|_")  # hyphens split words: "low-pitched" -> "low pitched"
 _SPACE = re.compile(r"\s+")
 NEGATIONS = {"not", "no", "never", "neither", "nor", "isn't", "isnt", "aren't", "wasn't",
              "doesn't", "don't", "cannot", "can't", "without", "non"}
@@ -24,10 +24,10 @@ _NUMBER_WORDS = {w: i for i, w in enumerate(
 
 
 def normalize(text) -> str:
-    """Lowercase, drop punctuation (keeping ' and - inside words), collapse whitespace."""
+    """Lowercase, drop punctuation (keeping ' inside words; hyphens split), collapse whitespace."""
     text = str(text or "").lower().replace("’", "'")
     text = _PUNCT.sub(" ", text)
-    text = " ".join(t.strip("'-") for t in text.split())
+    text = " ".join(t.strip("'") for t in text.split())
     return _SPACE.sub(" ", text).strip()
 
 

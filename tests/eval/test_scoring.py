@@ -21,6 +21,8 @@ CASES = [
     ("Very low", LEVELS, "very low"),
     ("The pitch is low.", LEVELS, "low"),
     ("very high pitch", LEVELS, "very high"),
+    ("The voice is very low-pitched.", LEVELS, "very low"),
+    ("a high-pitched voice", LEVELS, "high"),
     ("between low and high", LEVELS, None),
     ("No, the speaker does not mention it.", ["yes", "no"], "no"),
     ("Yes.", ["yes", "no"], "yes"),
