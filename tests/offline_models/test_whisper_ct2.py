@@ -248,3 +248,20 @@ def test_mapping_refuses_unknown_variables_and_k_bias(tmp_path):
         ct2_whisper_state_dict(CT2Model(6, "WhisperSpec", 3, missing, aliases))
     with pytest.raises(CT2FormatError, match="WhisperSpec"):
         ct2_whisper_state_dict(CT2Model(6, "TransformerSpec", 3, dict(variables), aliases))
+
+
+def test_int8_weights_are_dequantized_by_their_row_scale():
+    from speech_adapter.offline_models.whisper_ct2 import CT2Model
+
+    variables = hf_to_ct2(_tiny_whisper(), dtype=np.float32)
+    name = "encoder/layer_0/ffn/linear_0"
+    w = variables[f"{name}/weight"]  # [32, 16]
+    scale = 127.0 / np.abs(w).max(axis=1)  # CTranslate2's int8 scheme: q = round(w * scale[row])
+    variables[f"{name}/weight"] = np.round(w * scale[:, None]).astype(np.int8)
+    variables[f"{name}/weight_scale"] = scale.astype(np.float32)
+    aliases = {"decoder/projection/weight": "decoder/embeddings/weight"}
+    sd, _ = ct2_whisper_state_dict(CT2Model(6, "WhisperSpec", 3, variables, aliases))
+    got = sd["model.encoder.layers.0.fc1.weight"]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, w, atol=float(np.abs(w).max() / 127))
+    assert not np.allclose(got, variables[f"{name}/weight"])  # not the raw int8 values
