@@ -318,7 +318,7 @@ def write_whisper_dir(ct2: CT2Model, src_dir: Path, out_dir: Path, dtype: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     config = WhisperConfig(
-        **{k: v for k, v in dims.items()}, activation_function="gelu", scale_embedding=False,
+        **dims, activation_function="gelu", scale_embedding=False,
         bos_token_id=sot, eos_token_id=eot, pad_token_id=eot, decoder_start_token_id=sot,
         suppress_tokens=ct2_cfg.get("suppress_ids", []),
         begin_suppress_tokens=ct2_cfg.get("suppress_ids_begin", [220, eot]),
