@@ -73,6 +73,8 @@ class DistillConfig:
     max_words: int = help_field(120, "reject answers longer than this (truncated or rambling)")
     min_overlap: float = help_field(0.6, "content_qa: share of transcript words the answer must hold")
     max_wer: float = help_field(0.2, "transcription: highest WER against the transcript")
+    open_min_grounding: float = help_field(
+        0.3, "open rows (describe): share of transcript words to mention, unless the answer names the speaker's gender")
     allow_contradictions: bool = help_field(False, "keep answers naming the wrong gender/accent")
     # teacher
     model: str = help_field("offline:smollm2-135m-instruct",
@@ -194,6 +196,21 @@ def contradiction_reason(answer: str, row: dict) -> str | None:
     return None
 
 
+def _ungrounded_reason(answer: str, row: dict, min_overlap: float) -> str | None:
+    """An open answer must be about this clip: its words or its speaker ("I'm ready to help" is not)."""
+    from speech_adapter.eval.scoring import word_overlap
+
+    transcript = row.get("transcript") or ""
+    if transcript and word_overlap(answer, transcript) >= min_overlap:
+        return None
+    gender = str((row.get("meta") or {}).get("gender") or "").lower()
+    own = {"female": _GENDER_WORDS["male"], "male": _GENDER_WORDS["female"]}.get(gender, set())
+    spoken = set(re.findall(r"[a-z']+", transcript.lower()))
+    if (set(re.findall(r"[a-z']+", answer.lower())) - spoken) & own:
+        return None
+    return "not about the clip (neither its words nor its speaker)"
+
+
 def judge(answer: str, template, row: dict, cfg: DistillConfig) -> str | None:
     """None when `answer` is a good target for (template, row), else the reason it is not."""
     from speech_adapter.eval.constraints import check_all
@@ -217,7 +234,9 @@ def _label_reason(answer, name, task, label, row, cfg) -> str | None:
     """Why the answer disagrees with what the metadata knows, or None (also when unknowable)."""
     from speech_adapter.eval.scoring import extract_answer, parse_number, parse_option, wer, word_overlap
 
-    if task.metric == "open" or label is None:
+    if task.metric == "open":
+        return _ungrounded_reason(answer, row, cfg.open_min_grounding)
+    if label is None:
         return None
     if task.metric == "option":
         options = task.options(row)

@@ -40,19 +40,29 @@ def parse_description(description: str) -> tuple[str, dict[str, str]] | None:
 
 
 def _listener_text(description: str) -> str:
-    """The seed rewritten as what a listener noticed; unknown layouts pass through unchanged."""
+    """The seed rewritten as what a listener noticed, in the first person, so that an answer
+    copying it still speaks as a listener; unknown layouts pass through unchanged."""
     parsed = parse_description(description)
     if parsed is None:
-        return f"What you heard: {description.strip()}"
+        return f"What I heard: {description.strip()}"
     words, attrs = parsed
-    lines = [f'You heard someone say: "{words}"' if words else "You heard no clear words."]
-    gender = attrs.pop("gender", None)
-    if gender:
-        person = {"female": "a woman", "male": "a man"}.get(gender.lower(), gender.lower())
-        lines.append(f"The speaker is {person} ({gender.lower()} voice).")
-    accent = attrs.pop("accent", None)
-    if accent:
-        lines.append(f"The accent is {accent}.")
+    gender = (attrs.pop("gender", "") or "").lower()
+    person, pron = {"female": ("a woman", "Her"), "male": ("a man", "His")}.get(gender, ("someone", "The"))
+    lines = [f'I heard {person} say: "{words}"' if words else f"I heard {person}, but no clear words."]
+    voice = []
+    if "pitch" in attrs:
+        voice.append(f"{attrs.pop('pitch').lower()} pitch")
+    if "speaking speed" in attrs:
+        voice.append(f"{attrs.pop('speaking speed').lower()} speaking speed")
+    if "volume" in attrs:
+        voice.append(f"{attrs.pop('volume').lower()} volume")
+    if voice:
+        listed = voice[0] if len(voice) == 1 else f"{', '.join(voice[:-1])} and {voice[-1]}"
+        lines.append(f"{pron} voice has {listed}.")
+    if "accent" in attrs:
+        lines.append(f"The accent is {attrs.pop('accent')}.")
+    if "duration" in attrs:
+        lines.append(f"The clip lasts {attrs.pop('duration').replace('s', ' seconds')}.")
     for key, value in attrs.items():
         lines.append(f"The {key} is {value.lower()}.")
     return "\n".join(lines)
@@ -71,5 +81,5 @@ def teacher_user_message(description: str, instruction: str, style: str = "liste
 def student_user_message(instruction: str, placeholder: str, transcript: str | None = None) -> str:
     """What the speech model reads: `placeholder` (expanded to audio embeddings) in the audio
     slot, optionally the Whisper transcript after it, then the instruction."""
-    audio = placeholder if transcript is None else f'{placeholder}\nYou heard someone say: "{transcript}"'
+    audio = placeholder if transcript is None else f'{placeholder}\nI heard someone say: "{transcript}"'
     return f"[Audio]\n{audio}\n\n{instruction}"

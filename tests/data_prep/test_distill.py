@@ -105,7 +105,7 @@ def test_only_seen_templates_are_planned_and_written(tmp_path):
     for row in described_rows(60):
         planned |= {t.id for t in plan_clip(row, cfg)}
     assert planned <= seen and len({p.split(".")[0] for p in planned}) >= 6
-    fake = FakeTeacher({"default": "I hear a clear voice."})
+    fake = FakeTeacher({"default": "A woman speaks clearly."})
     distill(described_rows(4), cfg_for(tmp_path, allow_contradictions=True), teacher=fake)
     out = read(tmp_path / "out" / "distilled.jsonl")
     assert out and all(r["template_id"] in seen and r["split"] == "seen" for r in out)
@@ -139,6 +139,21 @@ def test_contradictions_with_metadata():
     assert contradiction_reason('She says "He said the museum opens at nine tomorrow."', row) is None
 
 
+@pytest.mark.parametrize("answer, ok", [
+    ("I'm ready to help. What's your next question?", False),
+    ("The clip is a famous folk song about soup.", False),
+    ("A woman speaks quickly.", True),
+    ("Someone asks me to pass the salt, please.", True),
+])
+def test_open_answers_must_be_about_the_clip(tmp_path, answer, ok):
+    from data_prep.distill import judge
+    from speech_adapter.templates import get_template
+
+    row = described_rows(2)[1 if "salt" in answer else 0]  # c000 female; c001 asks for the salt
+    reason = judge(answer, get_template("describe.01"), row, cfg_for(tmp_path))
+    assert (reason is None) == ok, reason
+
+
 def test_config_rejects_unknown_task(tmp_path):
     from speech_adapter.config import from_dict
     from speech_adapter.errors import ConfigError
@@ -152,7 +167,7 @@ def test_resume_after_sigkill_has_no_duplicates_and_no_losses(tmp_path):
     write_rows(tmp_path / "in" / "described.jsonl", rows)
     script = tmp_path / "fake.json"
     script.write_text(json.dumps({"rules": [{"contains": "female, male", "answers": ["female", "male"]}],
-                                  "default": "I hear someone speaking clearly.", "delay_s": 0.03}))
+                                  "default": "She speaks clearly.", "delay_s": 0.03}))
     args = [sys.executable, "-m", "data_prep.distill", "--input", str(tmp_path / "in" / "described.jsonl"),
             "--output", str(tmp_path / "out" / "distilled.jsonl"), "--model", f"fake:{script}",
             "--batch-size", "2", "--quiet", "--seed", "3"]
