@@ -153,8 +153,11 @@ def plan_clip(row: dict, cfg: DistillConfig) -> list:
 # ---------------------------------------------------------------- judging one answer
 
 
-def degenerate_reason(answer: str, max_words: int, transcript: str | None = None) -> str | None:
-    """Why an answer is unusable as a target whatever the question, or None."""
+def degenerate_reason(answer: str, max_words: int, transcript: str | None = None,
+                      check_leaks: bool = True) -> str | None:
+    """Why an answer is unusable as a target whatever the question, or None.
+
+    `check_leaks`: also reject talk about a text input ("the description says"), for audio rows."""
     text = (answer or "").strip()
     words = re.findall(r"\w+", text.lower())
     if not words:
@@ -167,6 +170,8 @@ def degenerate_reason(answer: str, max_words: int, transcript: str | None = None
         grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
         if len(set(grams)) / len(grams) < 0.6:
             return "repetition loop (repeated phrases)"
+    if not check_leaks:
+        return None
     outside = text
     if transcript:
         outside = re.sub(re.escape(transcript.strip()), " ", outside, flags=re.IGNORECASE)
