@@ -69,15 +69,20 @@ class Trainer:
     def setup(self) -> None:
         """Accelerator, optimizer, schedule, feature cache, logging; resume if a checkpoint exists."""
         from accelerate import Accelerator, DistributedDataParallelKwargs
-        from accelerate.utils import set_seed
+        from accelerate.utils import DistributedType, set_seed
         from transformers import get_cosine_schedule_with_warmup
 
         cfg = self.cfg
         self.acc = Accelerator(
+            # no CUDA: run on the CPU, and under torchrun join a gloo group (accelerate's MULTI_CPU)
+            cpu=not torch.cuda.is_available(),
             mixed_precision="bf16" if cfg.precision == "bf16" else "no",
             # text-only micro-batches leave the adapter unused
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(cfg.seed, device_specific=True)
+        if self.acc.distributed_type == DistributedType.DEEPSPEED and cfg.grad_accum > 1:
+            raise ConfigError("train.grad_accum: DeepSpeed steps inside backward(); use grad_accum=1 "
+                              "and set gradient_accumulation_steps in the DeepSpeed config instead")
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
 
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -152,8 +157,9 @@ class Trainer:
                 stats_sum[k] += stats.get(k, 0)
         grad_norm = None
         if self.cfg.max_grad_norm > 0:
-            grad_norm = float(self.acc.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm))
+            # all of model.parameters(): accelerate then routes FSDP to its sharded clipping;
+            # frozen params have no grad and are skipped
+            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -216,10 +222,10 @@ class Trainer:
                     m["dev_loss"] = self.dev_loss()
                     if self.eval_hook is not None and self.acc.is_main_process:
                         m.update(self.eval_hook(self, self.global_step) or {})
-                if self.global_step % max(cfg.log_every, 1) == 0 or "dev_loss" in m:
+                last = self.global_step == self.total_steps
+                if self.global_step % max(cfg.log_every, 1) == 0 or "dev_loss" in m or last:
                     self._log(m)
                 stop = self._stop_requested()
-                last = self.global_step == self.total_steps
                 if stop or last or (cfg.save_every and self.global_step % cfg.save_every == 0):
                     self.save()
                 if stop:

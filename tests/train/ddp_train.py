@@ -1,0 +1,31 @@
+"""Run under `accelerate launch --num_processes 2`: train the tiny SpeechLM, dump each rank's weights.
+
+Usage: ddp_train.py TRAIN_JSONL RUN_DIR
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from speech_adapter.models.tiny import tiny_speechlm
+from speech_adapter.train.config import TrainConfig
+from speech_adapter.train.data import Rejects, load_train_data
+from speech_adapter.train.loop import Trainer
+
+
+def main(train_file: str, run_dir: str) -> None:
+    torch.manual_seed(0)
+    cfg = TrainConfig(train_file=Path(train_file), batch_size=2, max_steps=3, save_every=0, lr=1e-3)
+    trainer = Trainer(tiny_speechlm(seed=0), cfg, run_dir, load_train_data(cfg, Rejects(None)))
+    trainer.setup()
+    assert trainer.world == 2, f"expected 2 processes, got {trainer.world}"
+    trainer.train()
+    state = {k: v.contiguous() for k, v in trainer.core.trainable_state_dict().items()}
+    save_file(state, str(Path(run_dir) / f"rank{trainer.rank}.safetensors"))
+    trainer.cleanup()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,36 @@
+"""Distributed CPU training: `accelerate launch` with 2 processes (gloo); both ranks end equal."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from speech_adapter.models.tiny import tiny_speechlm
+from tests.train.train_fixtures import write_rows
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.slow  # two processes start torch + transformers: ~30 s on the shared CPUs
+def test_two_process_ddp_ranks_agree(tmp_path):
+    data = write_rows(tmp_path / "data", 8)
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    assert accelerate, "accelerate CLI not installed beside this python"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    cmd = [accelerate, "launch", "--config_file", os.path.join(ROOT, "recipes/accelerate/ddp_cpu.yaml"),
+           "--main_process_port", "29531", os.path.join(ROOT, "tests/train/ddp_train.py"),
+           str(data), str(tmp_path / "run")]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0 = load_file(str(tmp_path / "run" / "rank0.safetensors"))
+    r1 = load_file(str(tmp_path / "run" / "rank1.safetensors"))
+    init = tiny_speechlm(seed=0).trainable_state_dict()
+    assert r0.keys() == r1.keys() == init.keys()
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert any(not torch.allclose(r0[k], init[k]) for k in r0)  # it trained
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 1 and '"step": 3' in metrics[0]  # only the main process logs
