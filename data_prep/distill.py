@@ -353,8 +353,11 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
             bar.update(min(cfg.batch_size, len(work) - i))
             bar.set_postfix(kept=f"{stats.kept}/{stats.total}")
     elapsed = time.time() - start
-    result = stats.to_dict(skipped=skipped, elapsed_s=elapsed, config=dataclasses.asdict(cfg),
-                           teacher=getattr(teacher, "model_id", "?"))
+    session_rate = round(stats.total / elapsed, 3) if elapsed > 0 and stats.total else None
+    result = stats_from_files(out_path).to_dict(
+        skipped=skipped, elapsed_s=round(elapsed, 1), rows_this_run=stats.total, config=dataclasses.asdict(cfg),
+        teacher=getattr(teacher, "model_id", "?"))
+    result["rows_per_s"] = session_rate
     write_json_atomic(out_path.parent / STATS_NAME, result)
     return result
 
@@ -369,6 +372,25 @@ def _row(it: dict, teacher: Teacher, cfg: DistillConfig, src: Path, dst: Path) -
             "system": None if cfg.no_system_prompt else DEFAULT_SYSTEM_PROMPT,
             "teacher": {"model": getattr(teacher, "model_id", "?"), "sampling": it["sampling"],
                         "attempts": it["attempts"], "prompt_style": cfg.prompt_style}}
+
+
+def stats_from_files(out_path: Path) -> "_Stats":
+    """Stats over everything on disk (earlier runs included): kept rows and this stage's rejects."""
+    from speech_adapter.templates import get_template
+    from speech_adapter.utils.io import iter_jsonl
+    from data_prep.rows import rejects_path
+
+    stats = _Stats()
+    if out_path.exists():
+        for r in iter_jsonl(out_path, strict=False):
+            stats.add(get_template(r["template_id"]), True, (r.get("teacher") or {}).get("attempts", 1), [])
+    rej = rejects_path(out_path)
+    if rej.exists():
+        for r in iter_jsonl(rej, strict=False):
+            if r.get("stage") == STAGE and "/" in str(r.get("id", "")):
+                reason = r.get("reason", "").split("attempts: ", 1)[-1]
+                stats.add(get_template(str(r["id"]).rsplit("/", 1)[1]), False, 0, reason.split("; "))
+    return stats
 
 
 def _reason_kind(reason: str) -> str:
@@ -402,7 +424,6 @@ class _Stats:
                     for k, (n, k_) in sorted(d.items())}
         return {"rows": self.total, "kept": self.kept,
                 "kept_fraction": round(self.kept / self.total, 3) if self.total else None,
-                "rows_per_s": round(self.total / extra["elapsed_s"], 3) if extra["elapsed_s"] > 0 else None,
                 "per_task": table(self.by_task), "per_template": table(self.by_template),
                 "kept_at_attempt": dict(sorted(self.attempts.items())),
                 "failed_answer_reasons": dict(self.reasons.most_common()), **extra}
@@ -416,8 +437,8 @@ def format_table(stats: dict) -> str:
     frac = stats["kept_fraction"]
     lines.append(f"{'all':<14}{stats['rows']:>6}{stats['kept']:>6}"
                  + (f"{100 * frac:>7.1f}%" if frac is not None else "       -"))
-    lines.append(f"kept at attempt: {stats['kept_at_attempt']}; {stats['rows_per_s']} rows/s; "
-                 f"{stats['skipped']} already done")
+    lines.append(f"kept at attempt: {stats['kept_at_attempt']}; this run: {stats['rows_this_run']} rows, "
+                 f"{stats['rows_per_s']} rows/s; {stats['skipped']} were already done")
     return "\n".join(lines)
 
 

