@@ -101,3 +101,45 @@ def test_feature_cache_gives_same_loss(tmp_path):
     plain_rev, _ = compute_loss(model, examples[::-1], cfg)
     assert torch.allclose(again, plain_rev, atol=1e-6)
     tr.cleanup()
+
+
+def test_sigint_checkpoints_then_resume_finishes(tmp_path):
+    import os
+    import signal
+
+    tr = make_trainer(tmp_path, max_steps=4)
+    step = tr.train_step
+
+    def step_then_ctrl_c(micro):
+        out = step(micro)
+        if tr.global_step == 1:  # during step 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    tr.train_step = step_then_ctrl_c
+    assert tr.train() == "interrupted"
+    tr.cleanup()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]
+    assert not (tmp_path / "run" / "adapter").exists()
+    again = make_trainer(tmp_path, max_steps=4)
+    assert again.global_step == 2 and again.train() == "done"
+    again.cleanup()
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
+
+
+def test_dev_loss_and_eval_hook(tmp_path):
+    dev = write_rows(tmp_path / "dev", 4, name="dev.jsonl", seed=1)
+    calls = []
+    path = write_rows(tmp_path / "data", 8)
+    cfg = TrainConfig(train_file=path, dev_file=dev, batch_size=2, max_steps=2, eval_every=1,
+                      eval_batches=1, save_every=0, log_every=100)
+    tr = Trainer(tiny_speechlm(), cfg, tmp_path / "run", load_train_data(cfg, Rejects(None)),
+                 load_train_data(TrainConfig(train_file=dev, batch_size=2), Rejects(None)),
+                 eval_hook=lambda t, s: calls.append(s) or {"hook": 1.0})
+    tr.setup()
+    tr.train()
+    tr.cleanup()
+    assert calls == [1, 2]
+    import json
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["dev_loss"] > 0 and r["hook"] == 1.0 for r in rows)
