@@ -1,0 +1,11 @@
+"""Evaluation: format constraints, scoring, suites, the cached runner, reports.
+
+- `constraints`: IFEval-style checkers (`CHECKERS`, `check`, `check_all`, `instruction_text`).
+- `scoring`: `normalize`, `parse_option`, `parse_number`, `wer`, `word_overlap`, `score_answer`.
+- `suite`: `build_suite` from held-out clips, `check_unseen_leak` against training rows.
+- `external`: Dynamic-SUPERB and Speech-IFEval loaders.
+- `runner`: `evaluate(rows, {mode: generate})` with a resumable generation cache;
+  `speechlm_generate_fn` adapts a `SpeechLM`.
+- `report`: report.json / report.md / PNGs and `compare` of runs.
+The instruction templates themselves live in `speech_adapter.templates` (shared with distillation).
+"""
