@@ -107,12 +107,19 @@ class SpeechLM(nn.Module):
         return cls(config, whisper, feature_extractor, llm, tokenizer, whisper_tokenizer)
 
     @classmethod
-    def from_pretrained(cls, directory) -> "SpeechLM":
-        """Rebuild from a `save_adapter` dir: its config names the base models; loads the weights."""
-        config = read_adapter_config(directory)
-        model = cls.build(config)
-        model.load_adapter(directory)
-        return model
+    def from_pretrained(cls, directory, **kwargs) -> "SpeechLM":
+        """Rebuild from an export / `save_adapter` / run dir: its config names the base models,
+        checked against the recorded checksums and shapes (`inference.api.load`; kwargs:
+        ignore_mismatch, trust_remote_code, encoder, llm, dtype)."""
+        from speech_adapter.inference.api import load
+
+        return load(directory, **kwargs)
+
+    def ask(self, audio, instruction: str, **kwargs) -> str:
+        """Reply to `instruction` about `audio` (path or 16 kHz array); see `inference.api.ask`."""
+        from speech_adapter.inference.api import ask
+
+        return ask(self, audio, instruction, **kwargs)
 
     # ---- helpers -------------------------------------------------------------------------
     def train(self, mode: bool = True):
