@@ -118,7 +118,7 @@ def read_rows(path, rejects: RejectLog) -> list[dict]:
 def summary(name: str, written: int, skipped: int, rejects: RejectLog, output) -> str:
     """One line: what the run wrote, what it skipped as done, and the reject counts by kind."""
     rej = sum(rejects.counts.values())
-    parts = [f"{name}: wrote {written} rows to {output}", f"{skipped} already done"]
+    parts = [f"{name}: wrote {written} rows to {output}", f"{skipped} already done (written or rejected)"]
     if rej:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(rejects.counts.items()))
         parts.append(f"{rej} rejected ({kinds}) -> {rejects.path}")
