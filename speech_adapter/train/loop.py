@@ -36,16 +36,21 @@ def _identity(x):
 
 
 class _MicroBatches(torch.utils.data.Dataset):
-    """This rank's micro-batches (lists of row indices) → loaded examples, for DataLoader workers."""
+    """This rank's micro-batches (row indices) → (ids, examples, text_only, collated batch).
 
-    def __init__(self, data, batches):
-        self.data, self.batches = data, batches
+    Audio decoding and the collate (log-mels, tokenization) run here, so DataLoader workers
+    overlap them with the step.
+    """
+
+    def __init__(self, data, batches, collate):
+        self.data, self.batches, self.collate = data, batches, collate
 
     def __len__(self):
         return len(self.batches)
 
     def __getitem__(self, i):
-        return self.data.load(self.batches[i])
+        ids, examples, text_only = self.data.load(self.batches[i])
+        return ids, examples, text_only, self.collate(examples, mode="audio") if examples else None
 
 
 class Trainer:
@@ -134,23 +139,24 @@ class Trainer:
         clip_ids = [i for i, ex in zip(ids, examples) if ex["audio"] is not None]
         return lambda batch: self.cache.encode(self.core, clip_ids, batch)
 
-    def _micro_loss(self, ids, examples, text_only):
+    def _micro_loss(self, ids, examples, text_only, batch=None):
         if not examples:  # every clip of this micro-batch went bad: a zero loss keeps ranks in step
             return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0, {}
         with self.acc.autocast():
             return compute_loss(self.model, examples, self.cfg, text_only=text_only,
-                                encode=self._encode_fn(ids, examples), core=self.core)
+                                encode=self._encode_fn(ids, examples), core=self.core, batch=batch)
 
     def train_step(self, micro_batches) -> dict:
-        """One optimizer step over `grad_accum` loaded micro-batches; returns its metrics."""
+        """One optimizer step over `grad_accum` micro-batches, each (ids, examples, text_only[,
+        collated batch]); returns its metrics."""
         self.model.train()
         accum = len(micro_batches)
         loss_sum, stats_sum = 0.0, {"tokens": 0, "seq_tokens": 0}
-        for m, (ids, examples, text_only) in enumerate(micro_batches):
+        for m, (ids, examples, text_only, *batch) in enumerate(micro_batches):
             sync = m == accum - 1
             ctx = self.acc.no_sync(self.model) if not sync else contextlib.nullcontext()
             with ctx:
-                loss, stats = self._micro_loss(ids, examples, text_only)
+                loss, stats = self._micro_loss(ids, examples, text_only, *batch)
                 self.acc.backward(loss / accum)
             loss_sum += float(loss.detach()) / accum
             for k in ("tokens", "seq_tokens"):
@@ -191,9 +197,9 @@ class Trainer:
                 for s in range(start_step, self.steps_per_epoch) for m in range(cfg.grad_accum)]
         # its own generator: building the loader must not draw from the global torch RNG
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
-        return torch.utils.data.DataLoader(_MicroBatches(self.data, mine), batch_size=None,
-                                           num_workers=cfg.num_workers, collate_fn=_identity,
-                                           generator=gen)
+        return torch.utils.data.DataLoader(
+            _MicroBatches(self.data, mine, self.core.collate), batch_size=None,
+            num_workers=cfg.num_workers, collate_fn=_identity, generator=gen)
 
     def train(self) -> str:
         """Run until `total_steps`; returns "done" or "interrupted" (checkpoint saved)."""
@@ -205,8 +211,8 @@ class Trainer:
             loader = iter(self._epoch_loader(self.epoch, self.step_in_epoch))
             epoch = self.epoch
             while self.epoch == epoch and self.global_step < self.total_steps:
+                t0 = time.perf_counter()  # includes waiting for data: tokens/s is end to end
                 micro = [next(loader) for _ in range(cfg.grad_accum)]
-                t0 = time.perf_counter()
                 m = self.train_step(micro)
                 dt = time.perf_counter() - t0
                 self.global_step += 1

@@ -124,16 +124,18 @@ def _out(o):
     return o.loss, o.logits, o.labels
 
 
-def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, encode=None, core=None):
+def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, encode=None, core=None,
+                 batch: dict | None = None):
     """Loss of one micro-batch under `cfg.objective`; returns (loss, stats dict).
 
     `model`: the (possibly DDP-wrapped) SpeechLM whose forward is differentiated; `core`: the
     unwrapped one, for collate and the teacher pass (default: `model`). `examples` are SpeechLM
     example dicts; `text_only` rows (replay) always use CE. `encode(batch) -> (states, lengths)`
-    supplies cached encoder states. `stats`: "tokens" (response tokens in the loss), "seq_tokens".
+    supplies cached encoder states; `batch`: `core.collate(examples)` made ahead (DataLoader
+    workers). `stats`: "tokens" (response tokens in the loss), "seq_tokens".
     """
     core = model if core is None else core
-    batch = core.collate(examples, mode="audio")
+    batch = core.collate(examples, mode="audio") if batch is None else batch
     states = encode(batch) if encode is not None and not text_only else None
     _, logits, labels = _out(model(batch, encoder_states=states, logits="all"))
     mask = shift(logits, labels)[1] != IGNORE  # (B, T-1)
