@@ -4,8 +4,9 @@ Loading follows peft's one convention (`SpeechLM.from_pretrained(dir)` calls `lo
 export's adapter_config.json names the base models; they are resolved locally (offline refs,
 local dirs, hub ids already in the hub cache; never downloaded) and compared with the recorded
 checksums, hidden size, vocab size and tokenizer (chat template, single-token placeholder).
-A mismatch is refused unless `ignore_mismatch=True`; shape mismatches (hidden size, encoder
-width) cannot be ignored because the weights would not fit.
+A checksum or vocab-size mismatch is refused unless `ignore_mismatch=True`; a different hidden
+size or encoder width, a tokenizer without a chat template or one that splits the placeholder
+cannot be ignored: the weights would not fit, or no prompt could be built.
 
 Long-audio policy (Whisper sees at most 30 s): a clip longer than 30 s is cut with
 `audio.chunk_audio` into consecutive pieces of <= 30 s; each piece gets its own placeholder,
@@ -63,6 +64,19 @@ def _tokenizer_problems(ref: str, placeholder: str, trust_remote_code: bool) -> 
     return problems
 
 
+def _llm_hidden_size(ref: str, trust_remote_code: bool) -> int | None:
+    """The LLM's hidden size from its config.json (None when it cannot be read cheaply)."""
+    if ref.startswith("tiny:"):
+        return None  # the tiny pair is fixed; the post-build check covers it
+    from transformers import AutoConfig
+
+    from speech_adapter.paths import resolve_model
+
+    cfg = AutoConfig.from_pretrained(resolve_model(ref), trust_remote_code=trust_remote_code)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return getattr(cfg, "hidden_size", None)
+
+
 def load(directory, *, ignore_mismatch: bool = False, trust_remote_code: bool = False,
          encoder: str | None = None, llm: str | None = None, dtype: str | None = None):
     """A SpeechLM from an export dir (or a save_adapter / training run dir), checked.
@@ -99,13 +113,19 @@ def load(directory, *, ignore_mismatch: bool = False, trust_remote_code: bool = 
     config = dataclasses.replace(config, **changes)
     config.validate()
 
+    fatal = _tokenizer_problems(config.llm, config.placeholder, config.trust_remote_code)
+    want_h, have_h = raw.get("llm_hidden_size"), _llm_hidden_size(config.llm, config.trust_remote_code)
+    if want_h is not None and have_h is not None and want_h != have_h:
+        fatal.append(f"llm_hidden_size {want_h} recorded, but {config.llm} has {have_h}; "
+                     "the adapter's weights cannot fit")
+    if fatal:
+        raise ConfigError(f"{d}: cannot use these base models (not ignorable):\n  - " + "\n  - ".join(fatal))
     problems = []
     for role, ref in (("encoder", config.encoder), ("llm", config.llm)):
         saved = (raw.get("base_models") or {}).get(role)
         if saved and saved.get("weights"):
             hash_base = "auto" if ref.startswith("offline:") else "always"
             problems += compare_records(saved, base_model_record(ref, hash_base), role)
-    problems += _tokenizer_problems(config.llm, config.placeholder, config.trust_remote_code)
     if problems and not ignore_mismatch:
         raise ConfigError(f"{d}: the base models differ from the ones this adapter was trained with:\n  - "
                           + "\n  - ".join(problems) + "\npass ignore_mismatch=True (CLI: --ignore-mismatch) "
