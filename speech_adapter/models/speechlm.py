@@ -186,7 +186,7 @@ class SpeechLM(nn.Module):
                 raise ConfigError(f"the prompt must hold the placeholder {self.config.placeholder} once, "
                                   f"found {n_ph} times")
             i = ids.index(self.placeholder_id)
-            n = self.num_audio_tokens(len(ex["audio"]))
+            n = self.num_audio_tokens(np.asarray(ex["audio"]).size)
             ids = ids[:i] + [self.placeholder_id] * n + ids[i + 1:]
         elif n_ph:
             raise ConfigError(f"placeholder {self.config.placeholder} appears in a text without audio")
