@@ -1,0 +1,1 @@
+"""Performance benchmarks (issue "Performance"); run `python -m benchmarks.run_all [--quick]`."""
