@@ -87,8 +87,10 @@ def infer(model, rows_path, out_path, config: InferConfig | None = None, gen: di
                        "stage": "infer", "reason": reason})
             counts["rejected"] += 1
 
+        old_lines = {r.get("line") for r in iter_jsonl(rejects_path, strict=False)} if rejects_path.exists() else set()
         for e in errors:
-            reject(None, e["reason"], e["line"])
+            if e["line"] not in old_lines:
+                reject(None, e["reason"], e["line"])
         batch: list[tuple[dict, dict]] = []
 
         def flush():
@@ -106,14 +108,14 @@ def infer(model, rows_path, out_path, config: InferConfig | None = None, gen: di
             batch.clear()
 
         for row in tqdm(rows, desc="infer", unit="clip"):
+            if row.get("id") is not None and str(row["id"]) in skip:
+                counts["skipped"] += 1
+                continue
             bad = _check_row(row)
             if bad:
                 reject(row.get("id"), bad)
                 continue
             rid = str(row["id"])
-            if rid in skip:
-                counts["skipped"] += 1
-                continue
             if rid in seen:
                 reject(row["id"], "duplicate id")
                 continue
