@@ -78,6 +78,8 @@ class ModelConfig:
     lora: Optional[LoraConfig] = help_field(None, "LoRA on the LLM via peft; null = LLM fully frozen")
     use_transcript: bool = help_field(
         False, "DeSTA2: put the transcript after the audio tokens (row's transcript, else Whisper decoding)")
+    max_audio_seconds: float = help_field(
+        120.0, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")
     dtype: Literal["float32", "bfloat16", "float16"] = help_field(
         "float32", "dtype of the frozen encoder and LLM (fp32 on CPU, bf16 on GPU); the adapter stays fp32")
@@ -91,6 +93,8 @@ class ModelConfig:
                 raise ConfigError(f"encoder_layers: layers are 1-based, got {self.encoder_layers}")
             if sorted(set(self.encoder_layers)) != list(self.encoder_layers):
                 raise ConfigError(f"encoder_layers: must be strictly increasing, got {self.encoder_layers}")
+        if self.max_audio_seconds <= 0:
+            raise ConfigError(f"max_audio_seconds: must be > 0, got {self.max_audio_seconds}")
         if not self.placeholder or any(c.isspace() for c in self.placeholder):
             raise ConfigError(f"placeholder: must be a non-empty token without spaces, got {self.placeholder!r}")
 

@@ -6,7 +6,8 @@ encoder's own submodules (conv1, conv2, embed_positions, layers, layer_norm) ins
 `WhisperEncoder.forward`, which in transformers 5.x refuses any input that is not 3000 mel
 frames; nothing in transformers is patched. Clips of different lengths in one batch are padded
 to the batch max and padded frames are masked out of self-attention, so a clip's states do not
-depend on its batch mates. DeSTA2 taps 4 evenly spaced layers; we return them all at once.
+depend on its batch mates. Clips over 30 s are encoded in 30 s windows and joined (Ultravox).
+DeSTA2 taps 4 evenly spaced layers; we return them all at once.
 
 `transcribe` is plain greedy Whisper decoding (30 s padded input, as Whisper was trained).
 """
@@ -26,20 +27,23 @@ class AudioEncoder(nn.Module):
     """Runs `whisper_encoder` (a HF WhisperEncoder) on unpadded log-mels; returns tapped states.
 
     `layers` are 1-based; layer == n_layers gets Whisper's final LayerNorm (as its decoder sees).
+    Clips longer than Whisper's 30 s window are cut into 30 s windows encoded on their own and
+    concatenated along time (Ultravox); clips above `max_seconds` are refused.
     """
 
-    def __init__(self, whisper_encoder, feature_extractor, layers: list[int]):
+    def __init__(self, whisper_encoder, feature_extractor, layers: list[int], max_seconds: float = 120.0):
         super().__init__()
         self.whisper_encoder = whisper_encoder
         self.feature_extractor = feature_extractor
         self.layers = list(layers)
+        self.max_seconds = max_seconds
         self.n_layers = len(whisper_encoder.layers)
         self.dim = whisper_encoder.config.d_model
         self.max_frames = whisper_encoder.embed_positions.num_embeddings  # 1500 = 30 s
         self.hop = feature_extractor.hop_length  # 160 samples = 10 ms per mel frame
-        stride = whisper_encoder.conv1.stride[0] * whisper_encoder.conv2.stride[0]  # 2
-        self.mel_per_frame = stride
-        self.frame_rate = SAMPLE_RATE / self.hop / stride  # 50 Hz
+        self.mel_per_frame = whisper_encoder.conv1.stride[0] * whisper_encoder.conv2.stride[0]  # 2
+        self.window_mels = self.max_frames * self.mel_per_frame  # 3000
+        self.frame_rate = SAMPLE_RATE / self.hop / self.mel_per_frame  # 50 Hz
 
     # ---- lengths -------------------------------------------------------------------------
     def mel_length(self, num_samples: int) -> int:
@@ -47,29 +51,29 @@ class AudioEncoder(nn.Module):
         return num_samples // self.hop
 
     def output_length(self, mel_frames):
-        """Encoder frames for `mel_frames` mel frames (conv2 has stride 2, padding 1)."""
-        return (mel_frames - 1) // self.mel_per_frame + 1
-
-    def max_samples(self) -> int:
-        return self.max_frames * self.mel_per_frame * self.hop
+        """Encoder frames for `mel_frames` mel frames: full 30 s windows give 1500 each, the
+        remainder (m - 1) // 2 + 1 (conv2 has stride 2, padding 1). Works on ints and tensors."""
+        full, rest = mel_frames // self.window_mels, mel_frames % self.window_mels
+        tail = (rest - 1) // self.mel_per_frame + 1
+        tail = tail * (rest > 0) if torch.is_tensor(rest) else (tail if rest > 0 else 0)
+        return full * self.max_frames + tail
 
     # ---- features ------------------------------------------------------------------------
     def features(self, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel of each clip at its own length, zero-padded to the batch max.
 
         Returns (features (A, n_mels, F_max), mel_lengths (A,)). Raises AudioError for a clip
-        that is empty or longer than Whisper's 30 s window (chunk it with audio.chunk_audio).
+        that is too short or longer than `max_seconds`.
         """
         feats, lens = [], []
         for i, w in enumerate(waveforms):
             w = np.asarray(w, dtype=np.float32).reshape(-1)
             if w.size < self.hop * 2:
                 raise AudioError(f"clip {i}", f"too short for the encoder ({w.size} samples)")
-            if w.size > self.max_samples():
-                raise AudioError(f"clip {i}", f"{w.size / SAMPLE_RATE:.1f} s is longer than the encoder's "
-                                 f"{self.max_samples() / SAMPLE_RATE:.0f} s window; chunk it with "
-                                 "speech_adapter.audio.chunk_audio")
-            f = self.feature_extractor(w, sampling_rate=SAMPLE_RATE, padding="longest",
+            if w.size > self.max_seconds * SAMPLE_RATE:
+                raise AudioError(f"clip {i}", f"{w.size / SAMPLE_RATE:.1f} s is longer than max_audio_seconds="
+                                 f"{self.max_seconds:g}; chunk it with speech_adapter.audio.chunk_audio")
+            f = self.feature_extractor(w, sampling_rate=SAMPLE_RATE, padding="longest", truncation=False,
                                        return_tensors="pt").input_features[0]  # (n_mels, F_i)
             n = self.mel_length(w.size)
             feats.append(f[:, :n])
@@ -83,13 +87,37 @@ class AudioEncoder(nn.Module):
     # ---- encoder -------------------------------------------------------------------------
     def forward(self, features: torch.Tensor, mel_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(features (A, n_mels, F), mel_lengths (A,)) -> (states (A, L, T, D), lengths (A,))."""
+        mel_lengths = mel_lengths.cpu()
+        if int(mel_lengths.max()) <= self.window_mels:
+            return self._encode_window(features[..., : int(mel_lengths.max())], mel_lengths)
+        # long clips: cut every clip into 30 s windows, encode them as one batch, re-join in order
+        w = self.window_mels
+        pieces, piece_lens, owner = [], [], []
+        for a, m in enumerate(mel_lengths.tolist()):
+            for start in range(0, m, w):
+                pieces.append(features[a, :, start:start + w])  # (n_mels, <= W)
+                piece_lens.append(min(w, m - start))
+                owner.append(a)
+        x = features.new_zeros(len(pieces), features.shape[1], max(piece_lens))  # (C, n_mels, W)
+        for c, p in enumerate(pieces):
+            x[c, :, : p.shape[1]] = p
+        st, ln = self._encode_window(x, torch.tensor(piece_lens))  # (C, L, ≤1500, D), (C,)
+        lengths = self.output_length(mel_lengths).to(ln.device)  # (A,)
+        states = st.new_zeros(len(mel_lengths), st.shape[1], int(lengths.max()), st.shape[3])  # (A, L, T, D)
+        fill = [0] * len(mel_lengths)
+        for c, a in enumerate(owner):
+            n = int(ln[c])
+            states[a, :, fill[a]: fill[a] + n] = st[c, :, :n]
+            fill[a] += n
+        return states, lengths
+
+    def _encode_window(self, features, mel_lengths):
+        """One Whisper window per row: (A, n_mels, F ≤ 3000), (A,) -> (A, L, T, D), (A,)."""
         enc = self.whisper_encoder
         dtype = enc.conv1.weight.dtype
         x = features.to(device=enc.conv1.weight.device, dtype=dtype)
         mel_lengths = mel_lengths.to(x.device)
         lengths = self.output_length(mel_lengths)  # (A,)
-        if int(lengths.max()) > self.max_frames:
-            raise AudioError("batch", f"input of {int(mel_lengths.max())} mel frames exceeds the encoder window")
         f = x.shape[-1]
         mel_mask = (torch.arange(f, device=x.device)[None] < mel_lengths[:, None]).to(dtype)  # (A, F)
         # zero padded mel frames and conv1 outputs so a clip's edge sees exactly the zero padding

@@ -57,7 +57,7 @@ class SpeechLM(nn.Module):
         self.whisper_tokenizer = whisper_tokenizer
         enc = whisper.model.encoder
         layers = config.tapped_layers(len(enc.layers))
-        self.encoder = AudioEncoder(enc, feature_extractor, layers)
+        self.encoder = AudioEncoder(enc, feature_extractor, layers, config.max_audio_seconds)
         self.tokenizer = tokenizer
         if config.placeholder not in tokenizer.get_vocab():
             tokenizer.add_tokens([config.placeholder], special_tokens=True)

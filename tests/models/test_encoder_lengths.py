@@ -61,10 +61,25 @@ def test_batch_of_mixed_lengths_equals_each_clip_alone(whisper):
             assert torch.all(states[i, :, int(n[0]):] == 0)
 
 
+def test_clips_over_30s_are_encoded_in_windows_and_joined(whisper):
+    enc = _enc(whisper)
+    long = _clip(31.3, 4)
+    with torch.no_grad():
+        states, lengths = enc.encode([long, _clip(0.5)])
+        feats, mel = enc.features([long])
+        head, _ = enc(feats[..., :3000], torch.tensor([3000]))
+        tail, n_tail = enc(feats[..., 3000:], mel - 3000)
+    assert int(lengths[0]) == 1500 + int(n_tail[0]) == enc.output_length(enc.mel_length(long.size))
+    assert int(lengths[1]) == 25
+    torch.testing.assert_close(states[0, :, :1500], head[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(states[0, :, 1500:int(lengths[0])], tail[0], atol=1e-5, rtol=1e-5)
+
+
 def test_too_long_and_too_short_clips_are_refused(whisper):
     enc = _enc(whisper)
-    with pytest.raises(AudioError, match="longer than"):
-        enc.features([_clip(30.5)])
+    enc.max_seconds = 20.0
+    with pytest.raises(AudioError, match="max_audio_seconds=20"):
+        enc.features([_clip(20.5)])
     with pytest.raises(AudioError, match="too short"):
         enc.features([np.zeros(100, np.float32)])
 

@@ -195,3 +195,14 @@ def test_bfloat16_backbone_with_fp32_adapter(tmp_path):
     out = m(m.collate(_examples()))
     out.loss.backward()
     assert torch.isfinite(out.loss) and all(p.grad is not None for p in m.adapter.parameters())
+
+
+@pytest.mark.parametrize("kind", ["window_qformer", "stack_mlp"])
+def test_a_clip_over_30s_gets_tokens_for_its_whole_length(kind):
+    m = tiny_speechlm(kind)
+    ex = {"audio": _clip(31.0, 5), "instruction": "Summarize.", "response": "ok"}
+    batch = m.collate([ex, _examples()[0]])
+    n = int((batch["input_ids"][0] == m.placeholder_id).sum())
+    assert n == m.num_audio_tokens(31 * 16000) > m.num_audio_tokens(30 * 16000)
+    with torch.no_grad():
+        assert torch.isfinite(m(batch).loss)
