@@ -7,8 +7,9 @@ measurements with librosa, and every threshold lives in the one table `BINS` bel
 Measurements (all on 16 kHz mono; 20 ms frames):
 - `duration_s`: samples / rate.
 - `pitch_hz`: median F0 of the frames pyin calls voiced (NaN-free; None if none are voiced).
-- `loudness_dbfs`: RMS level of the *active* frames (above -50 dBFS and above the noise floor
-  + 6 dB) in dBFS, so pauses do not lower it; the whole-clip RMS is `rms_dbfs`.
+- `loudness_dbfs`: speech level in dBFS: mean power of the *active* frames (above -50 dBFS and
+  6 dB above the noise floor) less the noise power, so neither pauses nor background noise
+  move it; the whole-clip RMS is `rms_dbfs`.
 - `rate_wps`: words per second over the active span (first to last active frame; the whole
   clip when the SNR is below 5 dB or the span is under half the clip) when the transcript is known; otherwise onsets per second / `SYLLABLES_PER_WORD` (an estimate,
   `rate_source` says which).
@@ -80,8 +81,8 @@ def _frame_power(x: np.ndarray) -> np.ndarray:
     return np.mean(x[: n * FRAME].reshape(n, FRAME) ** 2, axis=1) + 1e-12  # (n_frames,)
 
 
-def estimate_snr(x: np.ndarray) -> tuple[float, np.ndarray]:
-    """(SNR estimate in dB, boolean mask of active 20 ms frames) — see the module docstring.
+def estimate_snr(x: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(SNR estimate in dB, boolean mask of active 20 ms frames, noise power) — see the module docstring.
 
     The noise spectrum is a minimum-statistics estimate (after Martin 2001, simplified): per
     frequency bin, the 1st percentile over time of a 3-frame smoothed periodogram, divided by
@@ -103,11 +104,11 @@ def estimate_snr(x: np.ndarray) -> tuple[float, np.ndarray]:
     loud_enough = p > 10 ** (-50 / 10)
     active = (p > p_noise * 10 ** 0.6) & loud_enough
     if not active.any():  # stationary sound (a tone, pure noise): no frame stands out of the floor
-        return 0.0, loud_enough
+        return 0.0, loud_enough, 0.0
     p_speech = float(np.mean(p[active])) - p_noise
     if p_speech <= 0:
-        return 0.0, active
-    return float(min(10 * math.log10(p_speech / p_noise), SNR_CAP_DB)), active
+        return 0.0, active, 0.0
+    return float(min(10 * math.log10(p_speech / p_noise), SNR_CAP_DB)), active, p_noise
 
 
 def estimate_pitch(x: np.ndarray, fmin: float = 60.0, fmax: float = 500.0) -> float | None:
@@ -129,9 +130,10 @@ def measure(x: np.ndarray, transcript: str | None = None, fmin: float = 60.0,
 
     x = np.asarray(x, dtype=np.float32)
     duration = len(x) / SR
-    snr, active = estimate_snr(x)
+    snr, active, p_noise = estimate_snr(x)
     p = _frame_power(x)
-    loud = 10 * math.log10(float(np.mean(p[active]))) if active.any() else -120.0
+    # speech level: active-frame power less the noise estimate, so added noise does not read as loud
+    loud = 10 * math.log10(max(float(np.mean(p[active])) - p_noise, 1e-12)) if active.any() else -120.0
     rms = 10 * math.log10(float(np.mean(x.astype(np.float64) ** 2)) + 1e-12)
     idx = np.flatnonzero(active)
     span = (idx[-1] - idx[0] + 1) * FRAME / SR if idx.size else 0.0
@@ -255,7 +257,7 @@ def run_attributes(cfg, progress: bool = True) -> dict:
 
     from tqdm import tqdm
 
-    from data_prep.rows import RejectLog, audio_path, done_ids, read_rows, summary
+    from data_prep.rows import RejectLog, audio_path, done_ids, read_rows, rebase_audio, summary
     from speech_adapter.audio import load_audio
     from speech_adapter.errors import AudioError, ConfigError
     from speech_adapter.utils.io import JsonlAppender
@@ -280,7 +282,8 @@ def run_attributes(cfg, progress: bool = True) -> dict:
                     continue
                 attrs = measure(x, row.get("transcript"), cfg.fmin, cfg.fmax)
                 gender = (row.get("meta") or {}).get("gender")
-                row = dict(row, attributes=attrs, bins=bins_for(attrs, gender))
+                row = dict(rebase_audio(row, cfg.input, cfg.output), attributes=attrs,
+                           bins=bins_for(attrs, gender))
                 if repairs:
                     row["audio_repairs"] = repairs
                 out.write(row)

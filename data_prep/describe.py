@@ -112,7 +112,7 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
     """
     from tqdm import tqdm
 
-    from data_prep.rows import RejectLog, audio_path, done_ids, read_rows, summary
+    from data_prep.rows import RejectLog, audio_path, done_ids, read_rows, rebase_audio, summary
     from speech_adapter.audio import load_audio
     from speech_adapter.errors import AudioError, ConfigError
     from speech_adapter.utils.io import JsonlAppender
@@ -160,7 +160,7 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
                 for row in batch:
                     row["description_fields"] = field_values(row, cfg.fields)
                     row["description"] = describe_row(row, cfg.fields)
-                    out.write(row)
+                    out.write(rebase_audio(row, cfg.input, cfg.output))
                     written += 1
                     bar.update(1)
         bar.close()

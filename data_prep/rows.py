@@ -10,6 +10,7 @@ duplicates or lost rows.
 from __future__ import annotations
 
 import collections
+import os
 from pathlib import Path
 
 from speech_adapter.errors import DataError
@@ -125,3 +126,14 @@ def summary(name: str, written: int, skipped: int, rejects: RejectLog, output) -
     else:
         parts.append("0 rejected")
     return "; ".join(parts)
+
+
+def rebase_audio(row: dict, input_jsonl, output_jsonl) -> dict:
+    """Rewrite a relative `audio` path so it still resolves from the output JSONL's directory."""
+    audio = row.get("audio")
+    if not audio or Path(str(audio)).is_absolute():
+        return row
+    src_dir, dst_dir = Path(input_jsonl).parent.resolve(), Path(output_jsonl).parent.resolve()
+    if src_dir == dst_dir:
+        return row
+    return dict(row, audio=os.path.relpath(src_dir / str(audio), dst_dir))

@@ -62,6 +62,7 @@ def test_missing_transcripts_and_bins_come_from_the_audio(tmp_path):
     assert out["a"]["description"].startswith("[00:00-00:01] heard 16000 (Gender: Male, Pitch: Very high,")
     assert out["b"]["bins"]["pitch"] and "Pitch:" in out["b"]["description"]  # measured: 180 Hz, unknown gender
     assert "transcript_source" not in out["b"]
+    assert out["b"]["audio"] == "../b.wav"  # still resolves from the output's directory
     assert out["d"]["description"].startswith("[00:00-00:03] heard 16000 (Gender: Female, Pitch: High")
     rejects = [json.loads(x) for x in (tmp_path / "out/rejects.jsonl").read_text().splitlines()]
     assert rejects[0]["id"] == "c" and rejects[0]["stage"] == "describe"
