@@ -32,6 +32,10 @@ def summary_markdown(report: dict) -> str:
     modes = report.get("modes", {})
     lines = [f"# Eval report: {report.get('system', '?')}", "",
              f"rows: {report.get('n_rows', '?')}; scores in % (WER tasks as 100·(1−WER)); Δ as a fraction", ""]
+    skipped = {m: n for m, n in (report.get("skipped_rows") or {}).items() if n}
+    if skipped:  # speech needs audio, text modes need a description
+        lines += ["skipped (no audio / no description): "
+                  + ", ".join(f"{m} {n}" for m, n in skipped.items()), ""]
     names = list(modes)
     if names:
         lines += ["## Accuracy per task (seen / unseen)", "",
