@@ -186,8 +186,8 @@ def contradiction_reason(answer: str, row: dict) -> str | None:
     from speech_adapter.templates import ACCENTS
 
     meta = row.get("meta") or {}
-    spoken = set(re.findall(r"[a-z']+", (row.get("transcript") or "").lower()))
-    words = set(re.findall(r"[a-z']+", answer.lower())) - spoken
+    spoken = set(re.findall(r"[a-z]+", (row.get("transcript") or "").lower()))
+    words = set(re.findall(r"[a-z]+", answer.lower())) - spoken  # "man's" -> man, s
     gender = str(meta.get("gender") or "").lower()
     wrong = sorted(words & _GENDER_WORDS.get(gender, set()))
     if wrong:
@@ -202,18 +202,22 @@ def contradiction_reason(answer: str, row: dict) -> str | None:
 
 
 def _ungrounded_reason(answer: str, row: dict, min_overlap: float) -> str | None:
-    """An open answer must be about this clip: its words or its speaker ("I'm ready to help" is not)."""
+    """An open answer must be about this clip: its words, or its speaker's true gender or accent
+    ("I'm ready to help" is not)."""
     from speech_adapter.eval.scoring import word_overlap
 
     transcript = row.get("transcript") or ""
     if transcript and word_overlap(answer, transcript) >= min_overlap:
         return None
-    gender = str((row.get("meta") or {}).get("gender") or "").lower()
+    meta = row.get("meta") or {}
+    gender = str(meta.get("gender") or "").lower()
     own = {"female": _GENDER_WORDS["male"], "male": _GENDER_WORDS["female"]}.get(gender, set())
-    spoken = set(re.findall(r"[a-z']+", transcript.lower()))
-    if (set(re.findall(r"[a-z']+", answer.lower())) - spoken) & own:
+    spoken = set(re.findall(r"[a-z]+", transcript.lower()))
+    if (set(re.findall(r"[a-z]+", answer.lower())) - spoken) & own:
         return None
-    return "not about the clip (neither its words nor its speaker)"
+    if meta.get("accent") and str(meta["accent"]).lower() in answer.lower():
+        return None
+    return "not about the clip (neither its words nor its speaker's gender or accent)"
 
 
 def judge(answer: str, template, row: dict, cfg: DistillConfig) -> str | None:

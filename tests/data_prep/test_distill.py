@@ -143,6 +143,8 @@ def test_contradictions_with_metadata():
     ("I'm ready to help. What's your next question?", False),
     ("The clip is a famous folk song about soup.", False),
     ("A woman speaks quickly.", True),
+    ("The woman's voice is calm.", True),
+    ("The voice has a lovely American English accent.", True),  # c000's true accent
     ("Someone asks me to pass the salt, please.", True),
 ])
 def test_open_answers_must_be_about_the_clip(tmp_path, answer, ok):
