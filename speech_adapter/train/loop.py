@@ -73,6 +73,13 @@ class Trainer:
     # ---- setup ---------------------------------------------------------------------------
     def setup(self) -> None:
         """Accelerator, optimizer, schedule, feature cache, logging; resume if a checkpoint exists."""
+        try:
+            self._setup()
+        except BaseException:
+            _reset_accelerate()  # a failed setup must not pin this process's accelerate state
+            raise
+
+    def _setup(self) -> None:
         from accelerate import Accelerator, DistributedDataParallelKwargs
         from accelerate.utils import DistributedType, set_seed
         from transformers import get_cosine_schedule_with_warmup
@@ -114,6 +121,7 @@ class Trainer:
 
         latest = ckpt.latest_checkpoint(self.run_dir)
         if latest is not None:
+            self._check_resumable(latest)
             pos = ckpt.load_checkpoint(latest, self.core, self.optimizer, self.scheduler, self.rank)
             self.global_step, self.epoch, self.step_in_epoch = (
                 pos["global_step"], pos["epoch"], pos["step_in_epoch"])
@@ -128,6 +136,24 @@ class Trainer:
             except ImportError:  # tensorboard is an optional extra
                 self.tb = None
         self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    # settings that fix the data order: a resume with other values would not continue the run
+    RESUME_KEYS = ("batch_size", "grad_accum", "seed", "length_bucketing", "bucket_size", "text_mix",
+                   "train_file", "text_file", "objective")
+
+    def _check_resumable(self, latest: Path) -> None:
+        import json
+
+        saved_path = latest / ckpt.STATE / "train_config.json"
+        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        now = to_dict(self.cfg)
+        pos = json.loads((latest / ckpt.STATE / "position.json").read_text())
+        diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in self.RESUME_KEYS if k in saved and saved[k] != now[k]]
+        if pos.get("world", self.world) != self.world:
+            diff.append(f"processes: {pos['world']} -> {self.world}")
+        if diff:
+            raise ConfigError(f"{self.run_dir}: its checkpoints come from other settings ({'; '.join(diff)}); "
+                              "resume with the same settings or use a new run dir")
 
     def _on_sigint(self, signum, frame):
         self._stop = True  # finish the current step, checkpoint, exit
@@ -266,7 +292,7 @@ class Trainer:
         if self.acc.is_main_process:
             ckpt.save_checkpoint(
                 self.run_dir, self.global_step, self.core, self.optimizer, self.scheduler,
-                {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch}, states,
+                {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "world": self.world}, states,
                 config=to_dict(self.cfg))
             ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last)
             if os.environ.get(KILL_AFTER_ENV) == str(self.global_step):
@@ -282,3 +308,11 @@ class Trainer:
         if self._old_sigint is not None:
             signal.signal(signal.SIGINT, self._old_sigint)
         self.acc.end_training()
+        _reset_accelerate()
+
+
+def _reset_accelerate() -> None:
+    """Forget this run's mixed precision etc., so a later Trainer in the process may differ."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()

@@ -17,59 +17,57 @@ def test_ce_ignores_prompt_positions():
     torch.manual_seed(0)
     labels = torch.stack([_labels(5, [1, 2, 3]), _labels(3, [4, 5, 6], pad=2)])  # (2, 8)
     logits = torch.randn(2, 8, V)
-    base = O.response_ce(logits, labels)
+
+    def ce(lg, lb):
+        return O.response_ce(*O.targets_from_all(lg, lb))
+
+    base = ce(logits, labels)
     # the same CE by hand: logits[t] predicts labels[t+1]
     lp = torch.log_softmax(logits, -1)
     terms = [-lp[b, t - 1, labels[b, t]] for b in range(2) for t in range(1, 8) if labels[b, t] != -100]
     assert torch.allclose(base, torch.stack(terms).mean())
-    # changing what a prompt position predicts changes nothing...
+    # changing what a prompt (or padding) position predicts changes nothing...
     other = logits.clone()
     other[0, :4] = torch.randn(4, V) * 10  # positions 0..3 predict prompt tokens 1..4
     other[1, 5:] = 99.0  # padding
-    assert torch.equal(O.response_ce(other, labels), base)
-    # ...changing a prompt token's label (still ignored) changes nothing, a response logit does
-    assert torch.equal(O.response_ce(logits, labels.clone().index_put_((torch.tensor([0]), torch.tensor([2])),
-                                                                          torch.tensor(-100))), base)
+    assert torch.equal(ce(other, labels), base)
+    # ...nor does the prompt token's own id; a response logit does
+    relabel = labels.clone()
+    relabel[0, 2] = -100
+    assert torch.equal(ce(logits, relabel), base)
     other[0, 5, 2] += 5.0
-    assert not torch.allclose(O.response_ce(other, labels), base)
+    assert not torch.allclose(ce(other, labels), base)
 
 
 def test_kl_zero_for_identical_distributions_despite_different_prompts():
     torch.manual_seed(1)
     resp = [3, 7, 2]
-    s_labels = _labels(6, resp)[None]  # student: long audio prompt
-    t_labels = _labels(2, resp, pad=4)[None]  # teacher: short text prompt, padded
-    s_logits = torch.randn(1, 9, V)
-    t_logits = torch.randn(1, 9, V)
-    t_logits[0, 1:4] = s_logits[0, 5:8]  # the response-predicting positions agree
-    assert O.kl_loss(s_logits, s_labels, t_logits, t_labels).abs() < 1e-6
-    s_logits[0, 6] += torch.randn(V)
-    kl = O.kl_loss(s_logits, s_labels, t_logits, t_labels, temperature=2.0)
-    s, t = s_logits[0, 5:8] / 2, t_logits[0, 1:4] / 2
-    ref = (t.softmax(-1) * (t.log_softmax(-1) - s.log_softmax(-1))).sum(-1).mean() * 4
+    s_all, s_lab = torch.randn(1, 9, V), _labels(6, resp)[None]  # student: long audio prompt
+    t_all, t_lab = torch.randn(1, 9, V), _labels(2, resp, pad=4)[None]  # teacher: short text prompt
+    t_all[0, 1:4] = s_all[0, 5:8]  # the response-predicting positions agree
+    (s, s_t), (t, t_t) = O.targets_from_all(s_all, s_lab), O.targets_from_all(t_all, t_lab)
+    assert torch.equal(s_t, t_t)
+    assert O.kl_loss(s, t).abs() < 1e-6
+    s_all[0, 6] += torch.randn(V)
+    s, _ = O.targets_from_all(s_all, s_lab)
+    kl = O.kl_loss(s, t, temperature=2.0)
+    s2, t2 = s_all[0, 5:8] / 2, t_all[0, 1:4] / 2
+    ref = (t2.softmax(-1) * (t2.log_softmax(-1) - s2.log_softmax(-1))).sum(-1).mean() * 4
     assert kl > 0 and torch.allclose(kl, ref, atol=1e-6)
+    keep = torch.tensor([True, False, True])  # the perturbed token (k=1) filtered out: zero again
+    assert O.kl_loss(s, t, 2.0, keep).abs() < 1e-6
 
 
-def test_kl_refuses_misaligned_responses():
-    logits = torch.randn(1, 5, V)
-    with pytest.raises(ValueError, match="different response tokens"):
-        O.kl_loss(logits, _labels(2, [1, 2, 3])[None], logits, _labels(2, [1, 2, 4])[None])
-
-
-@pytest.mark.parametrize("n,p,dropped", [(10, 0.2, 2), (10, 0.0, 0), (7, 0.5, 3), (3, 0.2, 0)])
-def test_hard_token_filter_drops_lowest(n, p, dropped):
-    torch.manual_seed(n)
-    lp = -torch.rand(2, n)  # (B, T-1)
-    mask = torch.ones(2, n, dtype=torch.bool)
-    mask[1, n // 2:] = False  # padding never counts nor gets picked
-    keep = O.hard_token_keep(lp, mask, p)
-    total = int(mask.sum())
+@pytest.mark.parametrize("n,p", [(10, 0.2), (10, 0.0), (7, 0.5), (3, 0.2)])
+def test_hard_token_filter_drops_lowest(n, p):
     import math
-    assert int((mask & ~keep).sum()) == math.floor(p * total)
-    assert not (keep & ~mask).any()
-    if dropped:
-        worst = lp[mask].sort().values[: math.floor(p * total)]
-        assert torch.equal(lp[mask & ~keep].sort().values, worst)
+
+    torch.manual_seed(n)
+    lp = -torch.rand(n)
+    keep = O.hard_token_keep(lp, p)
+    dropped = math.floor(p * n)
+    assert int((~keep).sum()) == dropped
+    assert torch.equal(lp[~keep].sort().values, lp.sort().values[:dropped])
 
 
 def test_compute_loss_hard_filter_counts_tokens():
@@ -81,6 +79,10 @@ def test_compute_loss_hard_filter_counts_tokens():
     ex = [{"audio": np.zeros(8000, np.float32) + 0.1, "instruction": "Hi?", "response": r,
            "description": "A tone."} for r in RESPONSES[:2]]
     full, s_full = O.compute_loss(model, ex, TrainConfig())
+    with torch.no_grad():
+        out = model(model.collate(ex), logits="all")  # the model's own masked CE over all logits
+    lg, lb = O.targets_from_all(out.logits, out.labels)
+    assert torch.allclose(full, out.loss, atol=1e-5) and torch.allclose(full, O.response_ce(lg, lb), atol=1e-5)
     half, s_half = O.compute_loss(model, ex, TrainConfig(hard_token_filter=0.5))
     assert s_half["tokens"] == s_full["tokens"] - s_full["tokens"] // 2
     assert not torch.allclose(full, half)

@@ -143,3 +143,22 @@ def test_dev_loss_and_eval_hook(tmp_path):
     import json
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["dev_loss"] > 0 and r["hook"] == 1.0 for r in rows)
+
+
+def test_resume_refuses_changed_data_settings(tmp_path):
+    from speech_adapter.errors import ConfigError
+
+    tr = make_trainer(tmp_path, max_steps=1, save_every=1)
+    tr.train()
+    tr.cleanup()
+    with pytest.raises(ConfigError, match=r"batch_size: 2 -> 4"):
+        make_trainer(tmp_path, max_steps=2, batch_size=4)
+
+
+def test_bf16_autocast_step_runs(tmp_path):
+    tr = make_trainer(tmp_path, max_steps=1, precision="bf16")
+    assert tr.train() == "done"
+    tr.cleanup()
+    import json
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 < row["loss"] < 20
