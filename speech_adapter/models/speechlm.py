@@ -375,7 +375,7 @@ class SpeechLM(nn.Module):
         with atomic_path(d / ADAPTER_WEIGHTS) as tmp:
             save_file(self.adapter_state_dict(), str(tmp), metadata={"format": "pt"})
         if self.config.lora is not None:
-            self.llm.save_pretrained(str(d / LORA_DIR))
+            _save_lora_atomic(self.llm, d / LORA_DIR)
         write_json_atomic(d / ADAPTER_CONFIG, {
             "format_version": FORMAT_VERSION, "speech_adapter_version": __version__,
             "model": to_dict(self.config), "tapped_layers": self.encoder.layers,
@@ -411,6 +411,20 @@ class SpeechLM(nn.Module):
             bad = getattr(res, "unexpected_keys", None)
             if bad:
                 raise ConfigError(f"{lora_file}: unexpected LoRA tensors {bad[:3]}")
+
+
+def _save_lora_atomic(peft_model, target: Path) -> None:
+    """peft's save_pretrained into a temp dir, then swapped into place (no torn lora/)."""
+    import shutil
+
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    for p in (tmp, old):
+        shutil.rmtree(p, ignore_errors=True)
+    peft_model.save_pretrained(str(tmp))
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _pick(logits, do_sample, temperature, top_p, gen):

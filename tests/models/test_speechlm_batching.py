@@ -46,7 +46,10 @@ def test_lora_parameters_train_too():
     m = tiny_speechlm("stack_mlp", lora=True)
     names = [k for k, p in m.named_parameters() if p.requires_grad]
     assert any("lora_" in k for k in names) and all(k.startswith("adapter.") or "lora_" in k for k in names)
-    m(m.collate(_examples())).loss.backward()
+    batch = m.collate(_examples())
+    with torch.no_grad():
+        torch.testing.assert_close(m(batch, logits="targets").loss, m(batch).loss)
+    m(batch).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for k, p in m.named_parameters() if "lora_B" in k)
     assert set(m.trainable_state_dict()) == set(names)
 
@@ -141,6 +144,9 @@ def test_save_then_load_gives_identical_outputs(tmp_path, kind, lora):
     with torch.no_grad():
         ref = trained(batch).logits
     trained.save_adapter(tmp_path / "ck")
+    trained.save_adapter(tmp_path / "ck")  # overwriting an existing dir works
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == sorted(
+        ["adapter.safetensors", "adapter_config.json"] + (["lora"] if lora else []))
     assert (tmp_path / "ck" / "adapter.safetensors").exists()
     assert (tmp_path / "ck" / "lora" / "adapter_model.safetensors").exists() == lora
     fresh = tiny_speechlm(kind, lora=lora, seed=2)
