@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from speech_adapter.config import from_dict, to_dict
-from speech_adapter.errors import ConfigError, ModelNotFoundError
+from speech_adapter.errors import ConfigError, DataError, ModelNotFoundError
 from speech_adapter.models.adapters import build_adapter
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.models.encoder import AudioEncoder, transcribe
@@ -215,6 +215,8 @@ class SpeechLM(nn.Module):
         """
         if mode not in ("audio", "text"):
             raise ConfigError(f"mode: {mode!r} is not 'audio' or 'text'")
+        for i, ex in enumerate(examples):
+            _check_example(i, ex)
         transcripts = self._transcripts(examples) if mode == "audio" else [None] * len(examples)
         seqs, labs = [], []
         for ex, tr in zip(examples, transcripts):
@@ -411,6 +413,21 @@ class SpeechLM(nn.Module):
             bad = getattr(res, "unexpected_keys", None)
             if bad:
                 raise ConfigError(f"{lora_file}: unexpected LoRA tensors {bad[:3]}")
+
+
+def _check_example(i: int, ex) -> None:
+    """DataError naming the example and key for a malformed example dict."""
+    if not isinstance(ex, dict):
+        raise DataError(f"example {i}: expected a dict, got {type(ex).__name__}")
+    for key in ("instruction", "response", "system", "transcript", "description"):
+        if ex.get(key) is not None and not isinstance(ex[key], str):
+            raise DataError(f"example {i}: '{key}' must be a string, got {type(ex[key]).__name__}")
+    if not isinstance(ex.get("instruction"), str):
+        raise DataError(f"example {i}: missing key 'instruction'")
+    audio = ex.get("audio")
+    if audio is not None and np.asarray(audio).ndim != 1:
+        raise DataError(f"example {i}: 'audio' must be a 1-D 16 kHz waveform (use speech_adapter.audio."
+                        f"load_audio), got shape {tuple(np.asarray(audio).shape)}")
 
 
 def _save_lora_atomic(peft_model, target: Path) -> None:

@@ -212,3 +212,15 @@ def test_a_clip_over_30s_gets_tokens_for_its_whole_length(kind):
     assert n == m.num_audio_tokens(31 * 16000) > m.num_audio_tokens(30 * 16000)
     with torch.no_grad():
         assert torch.isfinite(m(batch).loss)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"audio": None}, "missing key 'instruction'"),
+    ({"audio": None, "instruction": "x", "response": 3}, "'response' must be a string"),
+    ({"audio": np.zeros((2, 16000), np.float32), "instruction": "x"}, "1-D"),
+])
+def test_malformed_examples_name_the_key(bad, match):
+    from speech_adapter.errors import DataError
+
+    with pytest.raises(DataError, match=f"example 1: .*{match}" if match != "1-D" else match):
+        tiny_speechlm("stack_mlp").collate([_examples()[1], bad])
