@@ -177,11 +177,12 @@ def bins_for(attrs: dict, gender: str | None = None) -> dict:
 # the BINS edges above, fitted on a 300-clip synthetic corpus (seed 1, espeak-ng 1.52, m1-m7 and
 # f1-f5 variants): F0 ~= reference * 2**((0.158 * pitch - 9.7) / 12), i.e. espeak voices at
 # their default pitch 50 sit ~2 semitones below the human references; median words/s ~= 0.0203
-# * wpm over the active span; active dBFS ~= 17.8 * log10(volume) - 56.2.
+# * wpm over the active span; speech level ~= 20 * log10(volume / 100) - 19.3 dBFS (amplitude is
+# proportional to espeak's volume; the offset refit on a second corpus, seed 2).
 SETTING_EDGES = {
     "pitch": ("meta.pitch, espeak 0-99", (36, 52, 71, 87)),
     "speed": ("meta.rate, espeak words/min", (98, 133, 172, 212)),
-    "volume": ("meta.volume, espeak 0-200", (30, 57, 109, 183)),
+    "volume": ("meta.volume, espeak 0-200", (29, 52, 92, 146)),
     "noise": ("-meta.snr_db (clean = no noise)", BINS["noise"][1]),
 }
 

@@ -14,6 +14,7 @@ P_speech is the mean power of the clean clip's active 20 ms frames (above -50 dB
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from data_prep import espeak
 from data_prep.config import SynthConfig
+from data_prep.rows import done_ids
 from data_prep.text_pool import text_pool
 from speech_adapter.config import to_dict
 from speech_adapter.errors import ConfigError
@@ -123,8 +125,6 @@ def _check_same_config(cfg: SynthConfig) -> None:
     path = Path(cfg.out_dir) / CONFIG_NAME
     mine = {k: v for k, v in to_dict(cfg).items() if k not in ("shard_index", "out_dir")}
     if path.exists():
-        import json
-
         theirs = json.loads(path.read_text(encoding="utf-8"))
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
@@ -136,8 +136,8 @@ def _check_same_config(cfg: SynthConfig) -> None:
 
 def synth_corpus(cfg: SynthConfig, progress: bool = True) -> dict:
     """Write (or resume) this shard of the corpus; returns counts {written, skipped, total}."""
-    from tqdm import tqdm
     import soundfile as sf
+    from tqdm import tqdm
 
     if not cfg.out_dir:
         raise ConfigError("out_dir: give an output directory (--out-dir)")
@@ -156,8 +156,6 @@ def synth_corpus(cfg: SynthConfig, progress: bool = True) -> dict:
     wav_dir = Path(cfg.out_dir) / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
     mine = range(cfg.shard_index, cfg.num_clips, cfg.num_shards)
-    from data_prep.rows import done_ids
-
     done = done_ids(out, "synth")
     todo = [i for i in mine if f"{cfg.id_prefix}-{i:06d}" not in done]
     written = 0

@@ -82,7 +82,7 @@ def test_pitch_bins_are_gender_aware():
 
 def test_setting_bins_and_agreement():
     meta = {"pitch": 90, "rate": 100, "volume": 100, "snr_db": None, "speakers": 1, "gender": "female"}
-    assert A.setting_bins(meta) == {"pitch": "Very high", "speed": "Slow", "volume": "Normal", "noise": "Very low"}
+    assert A.setting_bins(meta) == {"pitch": "Very high", "speed": "Slow", "volume": "High", "noise": "Very low"}
     rows = [{"meta": dict(meta, pitch=p), "attributes": {"pitch_hz": f, "rate_wps": 2.5, "loudness_dbfs": -19,
                                                            "snr_db": 40.0},
              "bins": {"pitch": A.bins_for({"pitch_hz": f}, "female")["pitch"], "speed": "Slow",
