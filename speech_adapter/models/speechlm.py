@@ -76,8 +76,12 @@ class SpeechLM(nn.Module):
             from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
             lc = config.lora
-            llm = get_peft_model(llm, PeftLoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                                                     target_modules=list(lc.target_modules), bias="none"))
+            try:
+                llm = get_peft_model(llm, PeftLoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                                         target_modules=list(lc.target_modules), bias="none"))
+            except ValueError as e:
+                raise ConfigError(f"lora.target_modules: {lc.target_modules} do not fit the LLM "
+                                  f"({str(e).splitlines()[0][:200]})") from None
         self.llm = llm
         self.whisper.eval()
         self.llm.eval()

@@ -224,3 +224,14 @@ def test_malformed_examples_name_the_key(bad, match):
 
     with pytest.raises(DataError, match=f"example 1: .*{match}" if match != "1-D" else match):
         tiny_speechlm("stack_mlp").collate([_examples()[1], bad])
+
+
+def test_lora_targets_missing_from_the_llm_are_a_config_error():
+    from speech_adapter.models.tiny import tiny_config, tiny_llm, tiny_whisper
+
+    cfg = tiny_config("stack_mlp", lora=True)
+    cfg.lora.target_modules = ["nonexistent_proj"]
+    w, fe, _ = tiny_whisper()
+    llm, tok = tiny_llm()
+    with pytest.raises(ConfigError, match="lora.target_modules"):
+        SpeechLM.from_components(cfg, w, fe, llm, tok)
