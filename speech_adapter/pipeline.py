@@ -1,0 +1,280 @@
+"""`speech-adapter run RECIPE`: the whole pipeline, each stage skipped when already complete.
+
+    models → data → attributes → describe → split → distill → replay → train → eval → export
+
+Every stage writes under the recipe's output_dir and is resumable on its own (a killed run
+reruns from where it stopped); a stage whose config changed reruns. This is the README's main
+command: `speech-adapter run recipes/demo.yaml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import time
+from pathlib import Path
+
+STAGES = ("models", "data", "attributes", "describe", "split", "distill", "replay", "train", "eval", "export")
+
+
+def configure(parser) -> None:
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=50")
+    parser.add_argument("--until", choices=STAGES, default=None, help="stop after this stage")
+    parser.add_argument("--redo", action="append", default=[], choices=STAGES,
+                        help="rerun this stage (and every later one) even if complete; repeatable")
+    parser.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan only")
+
+
+def main(args) -> int:
+    from speech_adapter.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        import yaml
+
+        from speech_adapter.recipe import resolved_dict
+
+        print(yaml.safe_dump(resolved_dict(recipe), sort_keys=False))
+        print("stages: " + " → ".join(STAGES))
+        return 0
+    summary = run_pipeline(recipe, until=args.until, redo=args.redo)
+    print(format_summary(recipe, summary))
+    return 0
+
+
+def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Deterministic train/held-out split by a hash of (seed, clip id): stable as the corpus grows."""
+    def key(row):
+        return hashlib.sha256(f"{seed}:{row['id']}".encode()).hexdigest()
+
+    ranked = sorted(rows, key=key)
+    n_held = max(1, round(len(rows) * fraction)) if len(rows) > 1 else 0
+    held = {r["id"] for r in ranked[:n_held]}
+    return [r for r in rows if r["id"] not in held], [r for r in rows if r["id"] in held]
+
+
+def run_pipeline(recipe, until: str | None = None, redo: list[str] | None = None) -> dict:
+    """Run the recipe's stages in order; returns {stage: summary}."""
+    from speech_adapter.config import to_dict
+    from speech_adapter.recipe import resolved_dict
+    from speech_adapter.stages import StageRunner, fingerprint
+    from speech_adapter.utils.io import write_json_atomic
+
+    run_dir = recipe.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "recipe.resolved.json", resolved_dict(recipe))
+    runner = StageRunner(run_dir, log=lambda m: print(m, file=sys.stderr, flush=True))
+    p = recipe.paths()
+    first_redo = min((STAGES.index(s) for s in (redo or [])), default=len(STAGES))
+    results: dict[str, dict] = {}
+    prev = ""  # each stage's fingerprint covers the one before it: a change reruns what follows
+
+    for i, stage in enumerate(STAGES):
+        fn, cfg = _STAGE_FUNCS[stage], _stage_config(recipe, stage)
+        fp = fingerprint(stage, cfg, prev)
+        if i >= first_redo:
+            fp += f"-redo{time.time_ns()}"
+        results[stage] = runner.run(stage, fp, lambda: fn(recipe, p))
+        prev = fp
+        if stage == until:
+            break
+    return results
+
+
+def _stage_config(recipe, stage: str):
+    from speech_adapter.config import to_dict
+
+    return {
+        "models": [recipe.model.encoder, recipe.model.llm],
+        "data": to_dict(recipe.data),
+        "attributes": recipe.data.attributes,
+        "describe": recipe.data.describe,
+        "split": [recipe.data.heldout_fraction, recipe.seed],
+        "distill": recipe.distill,
+        "replay": to_dict(recipe.replay),
+        "train": [to_dict(recipe.model), recipe.train],
+        "eval": to_dict(recipe.eval),
+        "export": to_dict(recipe.export),
+    }[stage]
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _models(recipe, p) -> dict:
+    refs = [r for r in (recipe.model.encoder, recipe.model.llm) if str(r).startswith("offline:")]
+    if not refs:
+        return {"prepared": []}
+    from speech_adapter.offline_models.prepare import prepare
+
+    results = prepare()
+    return {"prepared": [str(getattr(r, "path", r)) for r in results]}
+
+
+def _data(recipe, p) -> dict:
+    if recipe.data.source == "synth":
+        from data_prep.synth import synth_corpus
+
+        return synth_corpus(recipe.synth_config())
+    if recipe.data.source == "import":
+        from data_prep.importers import run_import
+
+        return run_import(recipe.import_config())
+    # an existing corpus: attributes read it in place
+    return {"corpus": recipe.data.corpus}
+
+
+def _corpus_path(recipe, p) -> Path:
+    if recipe.data.source == "corpus":
+        return Path(recipe.data.corpus)
+    from data_prep.synth import corpus_path
+
+    if recipe.data.source == "synth":
+        return corpus_path(recipe.synth_config())
+    return p["data"] / "corpus.jsonl"
+
+
+def _attributes(recipe, p) -> dict:
+    from data_prep.attributes import run_attributes
+
+    return run_attributes(recipe.attributes_config(_corpus_path(recipe, p)))
+
+
+def _describe(recipe, p) -> dict:
+    from data_prep.describe import run_describe
+
+    return run_describe(recipe.describe_config())
+
+
+def _split(recipe, p) -> dict:
+    from speech_adapter.eval.suite import load_rows
+    from speech_adapter.utils.io import write_jsonl_atomic
+
+    rows = load_rows(p["described"])  # audio made absolute: the split files live elsewhere
+    train, held = split_heldout(rows, recipe.data.heldout_fraction, recipe.seed)
+    write_jsonl_atomic(p["train_clips"], train)
+    write_jsonl_atomic(p["heldout_clips"], held)
+    return {"train_clips": len(train), "heldout_clips": len(held)}
+
+
+def _distill(recipe, p) -> dict:
+    from data_prep.distill import distill
+    from speech_adapter.utils.io import read_jsonl
+
+    cfg = recipe.distill_config()
+    Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+    stats = distill(read_jsonl(p["train_clips"]), cfg)
+    return {k: v for k, v in stats.items() if not isinstance(v, (dict, list))}
+
+
+def _replay(recipe, p) -> dict:
+    n = recipe.replay.magpie_rows
+    if n <= 0:
+        return {"text_rows": 0}
+    from data_prep.magpie import magpie_rows
+
+    return magpie_rows(recipe.model.llm, n, p["text_rows"], seed=recipe.seed)
+
+
+def _build_model(recipe):
+    from accelerate.utils import set_seed
+
+    from speech_adapter.models.speechlm import SpeechLM
+
+    set_seed(recipe.train_config().seed)  # the adapter's init comes from the seed: runs reproduce
+    return SpeechLM.build(recipe.model)
+
+
+def _train(recipe, p) -> dict:
+    from speech_adapter.config import to_dict
+    from speech_adapter.train.cli import run_training
+    from speech_adapter.utils.io import read_jsonl, write_json_atomic
+
+    train_cfg = recipe.train_config()
+    if not read_jsonl(train_cfg.train_file):
+        from speech_adapter.errors import DataError
+
+        raise DataError(f"{train_cfg.train_file}: distillation kept no rows; see rejects.jsonl beside it")
+    p["train"].mkdir(parents=True, exist_ok=True)
+    write_json_atomic(p["train"] / "config.json", {"model": to_dict(recipe.model), "train": to_dict(train_cfg)})
+    model = _build_model(recipe)
+    enc_cfg = {"encoder": recipe.model.encoder, "layers": model.encoder.layers, "dtype": recipe.model.dtype}
+    status, adapter = run_training(model, train_cfg, p["train"], encoder_config=enc_cfg)
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    return {"status": status, "adapter": str(adapter)}
+
+
+def _eval(recipe, p) -> dict:
+    """Untrained vs trained adapter (speech), the backbone reading the description (ceiling),
+    and — with LoRA — the speech model on text-only prompts (text-side retention)."""
+    from speech_adapter.eval import suite as S
+    from speech_adapter.eval.report import compare, write_report
+    from speech_adapter.eval.runner import evaluate, speechlm_generate_fn
+    from speech_adapter.templates import templates_for
+    from speech_adapter.utils.io import read_jsonl, write_jsonl_atomic
+
+    held = S.load_rows(p["heldout_clips"])
+    train_rows = read_jsonl(p["distilled"])
+    ids, audio = S.training_keys([p["distilled"]])
+    rows, stats = S.build_suite(held, recipe.suite_config(), ids, audio)
+    S.check_unseen_leak(templates_for(split="unseen") + rows, train_rows)
+    write_jsonl_atomic(p["suite"], rows)
+
+    cfg = recipe.eval
+    systems = {}
+    if "untrained" in cfg.systems:
+        untrained = p["eval"] / "untrained_adapter"
+        if not (untrained / "adapter_config.json").exists():
+            _build_model(recipe).save_adapter(untrained)
+        systems["untrained"] = (untrained, [m for m in cfg.modes if m == "speech"])
+    if "trained" in cfg.systems:
+        modes = list(cfg.modes)
+        if recipe.model.lora is None and "text_retention" in modes:
+            modes.remove("text_retention")  # without LoRA the LLM is untouched: equals text_ceiling
+        systems["trained"] = (p["train"] / "adapter", modes)
+    from speech_adapter.models.speechlm import SpeechLM
+
+    reports = {}
+    for name, (adapter_dir, modes) in systems.items():
+        if not modes:
+            continue
+        model = SpeechLM.from_pretrained(adapter_dir)
+        model.eval()
+        gen = speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        out = p["eval"] / name
+        report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size)
+        report["model"] = str(adapter_dir)
+        write_report(report, out)
+        reports[name] = report
+        del model
+    table = compare([p["eval"] / n for n in reports], p["eval"] / "compare")
+    print(table)
+    return {"suite_rows": len(rows), **{f"{n}_{m}_accuracy": r["modes"][m].get("accuracy")
+                                        for n, r in reports.items() for m in r["modes"]}}
+
+
+def _export(recipe, p) -> dict:
+    if not recipe.export.enabled:
+        return {"exported": False}
+    from speech_adapter.export import export_run
+
+    out = export_run(p["train"], p["export"], merge_lora=recipe.export.merge_lora)
+    return {"export": str(out)}
+
+
+_STAGE_FUNCS = {
+    "models": _models, "data": _data, "attributes": _attributes, "describe": _describe,
+    "split": _split, "distill": _distill, "replay": _replay, "train": _train, "eval": _eval,
+    "export": _export,
+}
+
+
+def format_summary(recipe, results: dict) -> str:
+    lines = [f"run '{recipe.name}' complete: {recipe.run_dir}"]
+    for stage, summary in results.items():
+        brief = ", ".join(f"{k}={v}" for k, v in list(summary.items())[:6])
+        lines.append(f"  {stage:<10} {brief}")
+    return "\n".join(lines)

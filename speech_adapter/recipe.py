@@ -1,0 +1,192 @@
+"""A recipe: one YAML for the whole pipeline, validated before any work.
+
+    name: demo                 # run name
+    output_dir: runs/demo      # everything the run writes goes under here
+    seed: 0
+    data:     {source, synth|import_|corpus, heldout_fraction, attributes, describe}
+    distill:  data_prep.distill.DistillConfig (input/output are set by the pipeline)
+    replay:   {magpie_rows}    # text-only pseudo-replay rows (Magpie) written by the backbone
+    model:    speech_adapter.models.config.ModelConfig
+    train:    speech_adapter.train.config.TrainConfig (data files are set by the pipeline)
+    eval:     {suite: SuiteConfig, modes, batch_size, max_new_tokens, systems}
+    export:   {merge_lora}
+
+Paths that stages hand to each other are not recipe keys: a recipe that sets one is refused
+with the key's name, so a recipe never disagrees with the run directory's layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from data_prep.config import AttributesConfig, DescribeConfig, ImportConfig, SynthConfig
+from data_prep.distill import DistillConfig
+from speech_adapter.config import apply_overrides, from_dict, help_field, load_yaml, to_dict
+from speech_adapter.errors import ConfigError
+from speech_adapter.eval.suite import SuiteConfig
+from speech_adapter.models.config import ModelConfig
+from speech_adapter.train.config import TrainConfig
+
+# keys the pipeline fills in itself, per section
+MANAGED = {
+    "data.synth": ("out_dir",),
+    "data.import_": ("out_dir",),
+    "data.attributes": ("input", "output"),
+    "data.describe": ("input", "output"),
+    "distill": ("input", "output"),
+    "train": ("train_file", "dev_file", "text_file"),
+}
+
+
+@dataclass
+class DataSection:
+    source: Literal["synth", "import", "corpus"] = help_field(
+        "synth", "where clips come from: synth (espeak-ng), import (a labelled folder or dataset), "
+        "corpus (an existing corpus JSONL)")
+    synth: dict = help_field(default_factory=dict, help="data_prep.config.SynthConfig settings")
+    import_: dict = help_field(default_factory=dict, help="data_prep.config.ImportConfig settings")
+    corpus: str | None = help_field(None, "an existing corpus JSONL (source: corpus)")
+    heldout_fraction: float = help_field(0.2, "share of clips held out of training for eval")
+    attributes: dict = help_field(default_factory=dict, help="data_prep.config.AttributesConfig settings")
+    describe: dict = help_field(default_factory=dict, help="data_prep.config.DescribeConfig settings")
+
+    def validate(self):
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError(f"heldout_fraction: must be in (0, 1), got {self.heldout_fraction}")
+        if self.source == "corpus" and not self.corpus:
+            raise ConfigError("corpus: source is 'corpus' but no corpus JSONL is given")
+        if self.source == "corpus" and not Path(self.corpus).is_file():
+            raise ConfigError(f"corpus: file not found: {self.corpus}")
+        if self.source == "import" and not self.import_.get("source"):
+            raise ConfigError("import_.source: source is 'import' but no label file or dataset dir is given")
+
+
+@dataclass
+class ReplaySection:
+    magpie_rows: int = help_field(0, "Magpie-style text-only rows the backbone writes for replay (0 = none)")
+
+
+@dataclass
+class EvalSection:
+    suite: dict = help_field(default_factory=dict, help="speech_adapter.eval.suite.SuiteConfig settings")
+    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention"],
+                                  help="speech (with audio), text_ceiling (backbone + description), "
+                                       "text_retention (speech model, text-only prompts)")
+    systems: list[str] = help_field(default_factory=lambda: ["untrained", "trained"],
+                                    help="which adapters to evaluate: untrained (random init), trained")
+    batch_size: int = help_field(8, "rows per generate call")
+    max_new_tokens: int = help_field(96, "generation length cap")
+
+
+@dataclass
+class ExportSection:
+    enabled: bool = help_field(True, "export the trained adapter to OUTPUT_DIR/export")
+    merge_lora: bool = help_field(False, "also write an LLM with the LoRA merged in")
+
+
+@dataclass
+class Recipe:
+    name: str = help_field("run", "run name")
+    output_dir: str = help_field("", "where the run writes (default runs/NAME)")
+    seed: int = help_field(0, "seed for every stage unless a section sets its own")
+    data: DataSection = help_field(default_factory=DataSection, help="clips and their descriptions")
+    distill: dict = help_field(default_factory=dict, help="data_prep.distill.DistillConfig settings")
+    replay: ReplaySection = help_field(default_factory=ReplaySection, help="text-only replay rows")
+    model: ModelConfig = help_field(default_factory=ModelConfig, help="encoder, adapter, LLM, LoRA")
+    train: dict = help_field(default_factory=dict, help="speech_adapter.train.config.TrainConfig settings")
+    eval: EvalSection = help_field(default_factory=EvalSection, help="suite and systems to evaluate")
+    export: ExportSection = help_field(default_factory=ExportSection, help="portable export")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.name}")
+
+    # The stage configs, with the pipeline's paths filled in (validated at load time).
+    def paths(self) -> dict[str, Path]:
+        d = self.run_dir
+        return {
+            "data": d / "data", "corpus": d / "data" / "corpus.jsonl",
+            "attributes": d / "data" / "attributes.jsonl", "described": d / "data" / "described.jsonl",
+            "train_clips": d / "data" / "train_clips.jsonl", "heldout_clips": d / "data" / "heldout_clips.jsonl",
+            "distilled": d / "distill" / "distilled.jsonl", "text_rows": d / "distill" / "text_rows.jsonl",
+            "train": d / "train", "eval": d / "eval", "suite": d / "eval" / "suite.jsonl",
+            "export": d / "export",
+        }
+
+    def synth_config(self) -> SynthConfig:
+        return _section(SynthConfig, self.data.synth, "data.synth",
+                        {"out_dir": str(self.paths()["data"]), "seed": self.seed})
+
+    def import_config(self) -> ImportConfig:
+        return _section(ImportConfig, self.data.import_, "data.import_", {"out_dir": str(self.paths()["data"])})
+
+    def attributes_config(self, input_path) -> AttributesConfig:
+        return _section(AttributesConfig, self.data.attributes, "data.attributes",
+                        {"input": str(input_path), "output": str(self.paths()["attributes"])})
+
+    def describe_config(self) -> DescribeConfig:
+        return _section(DescribeConfig, self.data.describe, "data.describe",
+                        {"input": str(self.paths()["attributes"]), "output": str(self.paths()["described"])})
+
+    def distill_config(self) -> DistillConfig:
+        return _section(DistillConfig, self.distill, "distill",
+                        {"input": str(self.paths()["train_clips"]), "output": str(self.paths()["distilled"]),
+                         "seed": self.seed, "model": self.model.llm})
+
+    def train_config(self) -> TrainConfig:
+        p = self.paths()
+        fill = {"train_file": str(p["distilled"]), "seed": self.seed}
+        if self.replay.magpie_rows > 0:
+            fill["text_file"] = str(p["text_rows"])
+        return _section(TrainConfig, self.train, "train", fill)
+
+    def suite_config(self) -> SuiteConfig:
+        return _section(SuiteConfig, self.eval.suite, "eval.suite", {"seed": self.seed})
+
+    def validate(self):
+        # Build every stage config once so a bad key anywhere fails before any work.
+        if self.data.source == "synth":
+            self.synth_config()
+        elif self.data.source == "import":
+            self.import_config()
+        self.attributes_config(self.paths()["corpus"])
+        self.describe_config()
+        self.distill_config()
+        self.train_config()
+        self.suite_config()
+        for s in self.eval.systems:
+            if s not in ("untrained", "trained"):
+                raise ConfigError(f"eval.systems: {s!r} is not one of ['untrained', 'trained']")
+
+
+def _section(cls, user: dict, prefix: str, fill: dict):
+    """`cls` from the user's settings plus the pipeline's; a user-set managed key is refused."""
+    for key in MANAGED.get(prefix, ()):
+        if key in user:
+            raise ConfigError(f"{prefix}.{key}: set by the pipeline (it is a path inside output_dir); remove it")
+    merged = {k: v for k, v in fill.items() if k in {f.name for f in dataclasses.fields(cls)}}
+    merged.update(user)
+    return from_dict(cls, merged, prefix=prefix)
+
+
+def load_recipe(path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override (`a.b=value`), and fully validate a recipe; raises ConfigError naming the key."""
+    data = apply_overrides(load_yaml(path), list(overrides or []))
+    if "data" in data and isinstance(data["data"], dict) and "import" in data["data"]:
+        data["data"]["import_"] = data["data"].pop("import")
+    recipe = from_dict(Recipe, data)
+    return recipe
+
+
+def resolved_dict(recipe: Recipe) -> dict:
+    """The recipe with every stage config resolved (defaults and pipeline paths filled in)."""
+    out = to_dict(recipe)
+    out["distill"] = to_dict(recipe.distill_config())
+    out["train"] = to_dict(recipe.train_config())
+    out["eval"]["suite"] = to_dict(recipe.suite_config())
+    if recipe.data.source == "synth":
+        out["data"]["synth"] = to_dict(recipe.synth_config())
+    return out
