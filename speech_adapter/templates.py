@@ -62,6 +62,7 @@ class Task:
     label: Callable[[dict], str | None]
     metric: str  # "option" | "number" | "wer" | "word_overlap" | "open"
     needs: str = ""  # what the row must carry, for error messages
+    focus: tuple = ()  # words naming the attribute: scoring reads those sentences of a long answer
 
 
 # ---------------------------------------------------------------- labels from rows
@@ -188,15 +189,19 @@ def _none(row):
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("gender", lambda r: ["female", "male"] if _gender(r) else None, _gender, "option", "meta.gender"),
-    Task("pitch", _pitch_opts, _pitch_label, "option", "bins.pitch or meta.pitch"),
-    Task("speed", _speed_opts, _speed_label, "option", "bins.speed or meta.rate"),
-    Task("volume", _volume_opts, _volume_label, "option", "bins.volume or meta.volume"),
-    Task("accent", lambda r: _pick_options(ACCENTS, _accent(r), r), _accent, "option", "meta.accent"),
+    Task("gender", lambda r: ["female", "male"] if _gender(r) else None, _gender, "option", "meta.gender",
+         ("gender", "male", "female", "man", "woman")),
+    Task("pitch", _pitch_opts, _pitch_label, "option", "bins.pitch or meta.pitch", ("pitch",)),
+    Task("speed", _speed_opts, _speed_label, "option", "bins.speed or meta.rate",
+         ("speed", "pace", "rate", "tempo")),
+    Task("volume", _volume_opts, _volume_label, "option", "bins.volume or meta.volume",
+         ("volume", "loud")),
+    Task("accent", lambda r: _pick_options(ACCENTS, _accent(r), r), _accent, "option", "meta.accent", ("accent",)),
     Task("language", lambda r: _pick_options(sorted(set(LANGUAGE_NAMES.values())), _language(r), r),
-         _language, "option", "language"),
-    Task("duration", _duration_opts, _duration_label, "option", "bins.duration or duration"),
-    Task("noise", _noise_opts, _noise_label, "option", "bins.noise or meta.snr_db"),
+         _language, "option", "language", ("language",)),
+    Task("duration", _duration_opts, _duration_label, "option", "bins.duration or duration",
+         ("duration", "long", "length", "short")),
+    Task("noise", _noise_opts, _noise_label, "option", "bins.noise or meta.snr_db", ("noise", "noisy")),
     Task("word_count", _none, _word_count, "number", "transcript"),
     Task("speaker_count", _none, _speakers, "number", "meta.speakers"),
     Task("content", _yes_no, lambda r: ("yes" if mention_word(r)[1] else "no") if r.get("transcript") else None,

@@ -73,11 +73,14 @@ def generate_cached(rows: list[dict], generate: GenerateFn, *, system: str, mode
 
 def score_row(row: dict, output: str, mode: str) -> dict:
     """Content score (None for open tasks) and per-constraint pass/fail of one output."""
+    from speech_adapter.templates import TASKS
+
     fmt = check_all(row.get("constraints") or [], output)
+    focus = TASKS[row["task"]].focus if row.get("task") in TASKS else ()
     return {"id": row["id"], "task": row["task"], "split": row.get("split"), "mode": mode,
             "template_id": row.get("template_id"), "kind": row.get("kind", "plain"),
             "metric": row.get("metric"), "label": row.get("label"), "output": output,
-            "score": score_answer(output, row.get("label"), row.get("metric", "exact"), row.get("options")),
+            "score": score_answer(output, row.get("label"), row.get("metric", "exact"), row.get("options"), focus),
             "format": fmt, "format_ok": all(fmt.values()) if fmt else None}
 
 

@@ -52,16 +52,28 @@ def _spans(words: list[str], option_words: list[str]) -> list[int]:
     return [i for i in range(len(words) - n + 1) if words[i:i + n] == option_words]
 
 
-def parse_option(answer, options: list[str]) -> str | None:
+def parse_option(answer, options: list[str], focus=()) -> str | None:
     """Map a free answer onto one of `options`, or None when absent or ambiguous.
 
     Handles case, punctuation, sentences ("The speaker is female."), JSON {"answer": ...},
     options that contain each other ("low" vs "very low": the longest match wins) and negation
-    ("not male, female" -> female; a bare "not male" -> None).
+    ("not male, female" -> female; a bare "not male" -> None). When the whole answer is
+    ambiguous and `focus` words are given (e.g. ("pitch",)), only the sentences that mention one
+    are read: "The pitch is high. The volume is low." -> high.
     """
     if not options:
         return None
-    words = normalize(extract_answer(answer)).split()
+    picked = _parse_option(extract_answer(answer), options)
+    if picked is None and focus:
+        pieces = re.split(r"[.!?;\n]+", str(answer or ""))
+        keep = [p for p in pieces if any(f in normalize(p) for f in focus)]
+        if keep and len(keep) < len(pieces):
+            picked = _parse_option(". ".join(keep), options)
+    return picked
+
+
+def _parse_option(text: str, options: list[str]) -> str | None:
+    words = normalize(text).split()
     if not words:
         return None
     norm = {opt: normalize(opt).split() for opt in options}
@@ -124,17 +136,17 @@ def word_overlap(hypothesis, reference) -> float:
     return sum((ref & hyp).values()) / sum(ref.values())
 
 
-def score_answer(answer: str, label, metric: str, options: list[str] | None = None) -> float | None:
+def score_answer(answer: str, label, metric: str, options: list[str] | None = None, focus=()) -> float | None:
     """A score in [0, 1] for one answer (None for the open metric, which has no label).
 
-    metrics: "option" (exact match after option parsing), "number" (first integer equals the
+    metrics: "option" (exact match after option parsing, `focus` as in `parse_option`), "number" (first integer equals the
     label), "exact" (normalized exact match), "wer" (1 - WER, floored at 0), "word_overlap".
     """
     if metric == "open" or label is None:
         return None
     if metric == "option":
         if options:
-            picked = parse_option(answer, options)
+            picked = parse_option(answer, options, focus)
             return float(picked is not None and normalize(picked) == normalize(label))
         metric = "exact"
     if metric == "exact":

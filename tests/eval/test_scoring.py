@@ -57,3 +57,12 @@ def test_score_answer_metrics():
     assert score_answer("3 words", "3", "number") == 1.0
     assert score_answer('{"answer": "the cat sat"}', "the cat sat", "wer") == 1.0
     assert score_answer("anything", None, "open") is None
+
+
+def test_focus_reads_the_sentences_about_the_attribute():
+    long = "The speaker is a woman.\nThe pitch is very high.\nThe speaking speed is slow.\nThe volume is low."
+    assert parse_option(long, LEVELS) is None
+    assert parse_option(long, LEVELS, focus=("pitch",)) == "very high"
+    assert parse_option(long, LEVELS, focus=("volume", "loud")) == "low"
+    assert parse_option("The pitch is low or high.", LEVELS, focus=("pitch",)) is None
+    assert score_answer(long, "very high", "option", LEVELS, focus=("pitch",)) == 1.0
