@@ -91,14 +91,14 @@ def plan_clip(cfg: SynthConfig, index: int) -> dict:
 
 def render_clip(cfg: SynthConfig, plan: dict) -> tuple[np.ndarray, bool]:
     """The clip's audio at `cfg.sampling_rate` (float32 mono) and whether it had to be clipped."""
-    import librosa
+    import soxr  # librosa's "soxr_hq" backend, without importing librosa (numba start-up)
 
     m = plan["meta"]
     gap = np.zeros(int(cfg.gap_seconds * cfg.sampling_rate), np.float32)
     parts = []
     for k, (text, voice) in enumerate(zip(plan["texts"], plan["voices"])):
         audio, sr = espeak.synthesize(text, voice=voice, rate=m["rate"], pitch=m["pitch"], volume=m["volume"])
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=cfg.sampling_rate, res_type="soxr_hq")
+        audio = soxr.resample(audio, sr, cfg.sampling_rate, quality="HQ")  # (T,) at the target rate
         if k:
             parts.append(gap)
         parts.append(audio.astype(np.float32))
