@@ -2,7 +2,9 @@
 
 Follows DeSTA2 / DeSTA2.5-Audio, whose seed descriptions carry categorical attributes
 ("Pitch: High, Speaking speed: Fast, Volume: Normal"); the categories here come from
-measurements with librosa, and every threshold lives in the one table `BINS` below.
+measurements with librosa, and every threshold lives in the one table `BINS` below
+(`SETTING_EDGES` maps the synthetic corpus's espeak settings onto the same labels, for
+`agreement` and for describing synthetic rows from their exact settings).
 
 Measurements (all on 16 kHz mono; 20 ms frames):
 - `duration_s`: samples / rate.
@@ -11,8 +13,9 @@ Measurements (all on 16 kHz mono; 20 ms frames):
   6 dB above the noise floor) less the noise power, so neither pauses nor background noise
   move it; the whole-clip RMS is `rms_dbfs`.
 - `rate_wps`: words per second over the active span (first to last active frame; the whole
-  clip when the SNR is below 5 dB or the span is under half the clip) when the transcript is known; otherwise onsets per second / `SYLLABLES_PER_WORD` (an estimate,
-  `rate_source` says which).
+  clip when the SNR is below 5 dB or the span is under half the clip) when the transcript is
+  known; otherwise onsets per second / `SYLLABLES_PER_WORD` (an estimate; `rate_source` says
+  which).
 - `snr_db`: 10*log10((P_active - P_noise) / P_noise), P_noise from minimum statistics of the
   spectrum (`estimate_snr`), P_active = mean power of the active frames; capped at
   `SNR_CAP_DB` (digital silence would give infinity).
@@ -34,8 +37,8 @@ NOISE_PERCENTILE = 1  # per-bin percentile over time taken as the noise floor
 NOISE_SMOOTH = 3  # frames (10 ms hop) the periodogram is averaged over first
 NOISE_BIAS = 0.124  # that percentile / the mean, measured on white noise (3 seeds: 0.123-0.124)
 PYIN_RESOLUTION = 0.25  # semitones per pyin state: 4x faster than librosa's 0.1, same medians
-SYLLABLES_PER_WORD = 1.4
-RATE_MIN_SNR_DB = 5.0  # below this the active span is unreliable and the rate uses the duration  # English average, converts onset (syllable) rate to words/s
+SYLLABLES_PER_WORD = 1.4  # English average, converts onset (syllable) rate to words/s
+RATE_MIN_SNR_DB = 5.0  # below this the active span is unreliable and the rate uses the duration
 
 # Reference F0 per gender (Hz): typical adult speaking F0 (male ~100-130, female ~190-230), and
 # their geometric mean when the gender is unknown.
@@ -51,7 +54,7 @@ NOISE = ("Very low", "Low", "Medium", "High", "Very high")
 BINS = {
     "pitch": ("semitones from PITCH_REFERENCE_HZ[gender]", (-4.0, -1.5, 1.5, 4.0), LEVELS),
     "speed": ("rate_wps, words per second", (2.0, 2.7, 3.5, 4.3), SPEEDS),
-    "volume": ("loudness_dbfs, active RMS dBFS", (-30.0, -25.0, -20.0, -16.0), LEVELS),
+    "volume": ("loudness_dbfs, speech level in dBFS", (-30.0, -25.0, -20.0, -16.0), LEVELS),
     "duration": ("duration_s, seconds", (1.5, 3.0, 6.0, 12.0), DURATIONS),
     # noise level from snr_db: high SNR = little noise, so the edges run downwards
     # (SNR >= 25 dB "Very low" i.e. clean, 15-25 "Low", 5-15 "Medium", -5..5 "High", below "Very high")
