@@ -100,12 +100,13 @@ def write_report(report: dict, out_dir) -> dict[str, Path]:
     write_json_atomic(paths["json"], report)
     write_text_atomic(paths["md"], summary_markdown(report))
     modes = report.get("modes", {})
-    focus = modes.get("speech") or next(iter(modes.values()), {"tasks": {}})
+    focus_mode = "speech" if "speech" in modes else next(iter(modes), "none")
+    focus = modes.get(focus_mode, {"tasks": {}})
     tasks = sorted(focus["tasks"])
     _bar_plot(paths["tasks_png"], tasks,
               {"seen": [focus["tasks"][t]["seen"] for t in tasks],
                "unseen": [focus["tasks"][t]["unseen"] for t in tasks]},
-              f"{report.get('system', '')}: accuracy per task", "score (%)")
+              f"{report.get('system', '')} ({focus_mode}): accuracy per task", "score (%)")
     cons = sorted({c for m in modes.values() for c in m["constraints"]})
     _bar_plot(paths["if_png"], cons,
               {m: [modes[m]["constraints"].get(c, {}).get("rate") for c in cons] for m in modes},
