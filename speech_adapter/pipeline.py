@@ -57,7 +57,6 @@ def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
 
 def run_pipeline(recipe, until: str | None = None, redo: list[str] | None = None) -> dict:
     """Run the recipe's stages in order; returns {stage: summary}."""
-    from speech_adapter.config import to_dict
     from speech_adapter.recipe import resolved_dict
     from speech_adapter.stages import StageRunner, fingerprint
     from speech_adapter.utils.io import write_json_atomic
@@ -71,15 +70,44 @@ def run_pipeline(recipe, until: str | None = None, redo: list[str] | None = None
     results: dict[str, dict] = {}
     prev = ""  # each stage's fingerprint covers the one before it: a change reruns what follows
 
-    for i, stage in enumerate(STAGES):
-        fn, cfg = _STAGE_FUNCS[stage], _stage_config(recipe, stage)
-        fp = fingerprint(stage, cfg, prev)
-        if i >= first_redo:
+    def step(stage, name, rec, fn):
+        nonlocal prev
+        fp = fingerprint(name, _stage_config(rec, stage), prev)
+        if STAGES.index(stage) >= first_redo:
             fp += f"-redo{time.time_ns()}"
-        results[stage] = runner.run(stage, fp, lambda: fn(recipe, p))
-        prev = fp
+        results[name] = runner.run(name, fp, lambda: fn(rec, rec.paths()))
+        return fp
+
+    shared = STAGES[: STAGES.index("train")]
+    for stage in shared:
+        prev = step(stage, stage, recipe, _STAGE_FUNCS[stage])
         if stage == until:
-            break
+            return results
+    base = prev
+    suite_fp = None
+    variants = [recipe.for_variant(v) for v in recipe.variants] or [recipe]
+    reports = []
+    for rec in variants:
+        tag = f":{rec.variant}" if rec.variant else ""
+        prev = base
+        train_fp = step("train", "train" + tag, rec, _train)
+        if until == "train":
+            continue
+        if suite_fp is None:  # shared by every variant: built once, after the first training
+            prev = base
+            step("eval", "suite", recipe, _suite)
+            suite_fp = step("eval", "eval_untrained", recipe, _eval_untrained)
+            if "untrained" in recipe.eval.systems:
+                reports.append(("untrained", p["eval"] / "untrained"))
+        prev = suite_fp + train_fp
+        step("eval", "eval" + tag, rec, _eval_trained)
+        name = rec.variant or "trained"
+        reports.append((name, rec.paths()["eval"] / name))
+        if until == "eval":
+            continue
+        step("export", "export" + tag, rec, _export)
+    if until != "train":
+        results["compare"] = _compare(recipe, p, reports)
     return results
 
 
@@ -95,7 +123,7 @@ def _stage_config(recipe, stage: str):
         "distill": recipe.distill,
         "replay": to_dict(recipe.replay),
         "train": [to_dict(recipe.model), recipe.train],
-        "eval": to_dict(recipe.eval),
+        "eval": [to_dict(recipe.eval), to_dict(recipe.model), recipe.train],
         "export": to_dict(recipe.export),
     }[stage]
 
@@ -104,13 +132,16 @@ def _stage_config(recipe, stage: str):
 
 
 def _models(recipe, p) -> dict:
-    refs = [r for r in (recipe.model.encoder, recipe.model.llm) if str(r).startswith("offline:")]
-    if not refs:
-        return {"prepared": []}
-    from speech_adapter.offline_models.prepare import prepare
+    """Prepare the offline defaults when the recipe uses them; refuse early, before any data work,
+    when a named model's weights are not on this machine."""
+    from speech_adapter.paths import resolve_model
 
-    results = prepare()
-    return {"prepared": [str(getattr(r, "path", r)) for r in results]}
+    refs = [str(r) for r in (recipe.model.encoder, recipe.model.llm) if not str(r).startswith("tiny:")]
+    if any(r.startswith("offline:") for r in refs):
+        from speech_adapter.offline_models.prepare import prepare
+
+        prepare()
+    return {"models": [str(resolve_model(r)) for r in refs]}
 
 
 def _data(recipe, p) -> dict:
@@ -207,53 +238,71 @@ def _train(recipe, p) -> dict:
     return {"status": status, "adapter": str(adapter)}
 
 
-def _eval(recipe, p) -> dict:
-    """Untrained vs trained adapter (speech), the backbone reading the description (ceiling),
-    and — with LoRA — the speech model on text-only prompts (text-side retention)."""
+def _suite(recipe, p) -> dict:
+    """The eval suite from held-out clips; refuses a training clip or a leaked unseen template."""
     from speech_adapter.eval import suite as S
-    from speech_adapter.eval.report import compare, write_report
-    from speech_adapter.eval.runner import evaluate, speechlm_generate_fn
     from speech_adapter.templates import templates_for
-    from speech_adapter.utils.io import read_jsonl, write_jsonl_atomic
+    from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 
     held = S.load_rows(p["heldout_clips"])
-    train_rows = read_jsonl(p["distilled"])
     ids, audio = S.training_keys([p["distilled"]])
     rows, stats = S.build_suite(held, recipe.suite_config(), ids, audio)
-    S.check_unseen_leak(templates_for(split="unseen") + rows, train_rows)
+    training = read_jsonl(p["distilled"]) + (read_jsonl(p["text_rows"]) if p["text_rows"].exists() else [])
+    S.check_unseen_leak(templates_for(split="unseen") + rows, training)
     write_jsonl_atomic(p["suite"], rows)
+    write_json_atomic(p["suite"].with_suffix(".stats.json"), stats)
+    return {"suite_rows": len(rows)}
 
-    cfg = recipe.eval
-    systems = {}
-    if "untrained" in cfg.systems:
-        untrained = p["eval"] / "untrained_adapter"
-        if not (untrained / "adapter_config.json").exists():
-            _build_model(recipe).save_adapter(untrained)
-        systems["untrained"] = (untrained, [m for m in cfg.modes if m == "speech"])
-    if "trained" in cfg.systems:
-        modes = list(cfg.modes)
-        if recipe.model.lora is None and "text_retention" in modes:
-            modes.remove("text_retention")  # without LoRA the LLM is untouched: equals text_ceiling
-        systems["trained"] = (p["train"] / "adapter", modes)
+
+def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict:
+    from speech_adapter.eval.report import write_report
+    from speech_adapter.eval.runner import evaluate, speechlm_generate_fn
+    from speech_adapter.eval.suite import load_rows
     from speech_adapter.models.speechlm import SpeechLM
 
-    reports = {}
-    for name, (adapter_dir, modes) in systems.items():
-        if not modes:
-            continue
-        model = SpeechLM.from_pretrained(adapter_dir)
-        model.eval()
-        gen = speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        out = p["eval"] / name
-        report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size)
-        report["model"] = str(adapter_dir)
-        write_report(report, out)
-        reports[name] = report
-        del model
-    table = compare([p["eval"] / n for n in reports], p["eval"] / "compare")
-    print(table)
-    return {"suite_rows": len(rows), **{f"{n}_{m}_accuracy": r["modes"][m].get("accuracy")
-                                        for n, r in reports.items() for m in r["modes"]}}
+    cfg = recipe.eval
+    rows = load_rows(p["suite"])
+    model = SpeechLM.from_pretrained(adapter_dir)
+    model.eval()
+    gen = speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    out = p["eval"] / name
+    report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size)
+    report["model"] = str(adapter_dir)
+    write_report(report, out)
+    return {f"{m}_accuracy": report["modes"][m].get("accuracy") for m in report["modes"]} | {
+        f"{m}_if_rate": report["modes"][m].get("if_rate") for m in report["modes"]}
+
+
+def _eval_untrained(recipe, p) -> dict:
+    """The adapter at its (seeded) initialisation, with audio: the floor training must beat."""
+    if "untrained" not in recipe.eval.systems or "speech" not in recipe.eval.modes:
+        return {}
+    untrained = p["eval"] / "untrained_adapter"
+    if not (untrained / "adapter_config.json").exists():
+        _build_model(recipe).save_adapter(untrained)
+    return _evaluate(recipe, p, "untrained", untrained, ["speech"])
+
+
+def _eval_trained(recipe, p) -> dict:
+    """The trained adapter with audio, the backbone reading the description (the ceiling), and —
+    with LoRA — the speech model on text-only prompts (text-side retention)."""
+    if "trained" not in recipe.eval.systems:
+        return {}
+    modes = list(recipe.eval.modes)
+    if recipe.model.lora is None and "text_retention" in modes:
+        modes.remove("text_retention")  # without LoRA the LLM is untouched: it equals text_ceiling
+    return _evaluate(recipe, p, recipe.variant or "trained", p["train"] / "adapter", modes)
+
+
+def _compare(recipe, p, names: list[tuple[str, Path]]) -> dict:
+    from speech_adapter.eval.report import compare
+
+    dirs = [d for _, d in names if (d / "report.json").exists()]
+    if not dirs:
+        return {}
+    table = compare(dirs, p["compare"])
+    print(table, file=sys.stderr)
+    return {"compare": str(p["compare"])}
 
 
 def _export(recipe, p) -> dict:
@@ -267,8 +316,7 @@ def _export(recipe, p) -> dict:
 
 _STAGE_FUNCS = {
     "models": _models, "data": _data, "attributes": _attributes, "describe": _describe,
-    "split": _split, "distill": _distill, "replay": _replay, "train": _train, "eval": _eval,
-    "export": _export,
+    "split": _split, "distill": _distill, "replay": _replay, "train": _train, "export": _export,
 }
 
 

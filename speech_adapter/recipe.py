@@ -88,6 +88,17 @@ class ExportSection:
 
 
 @dataclass
+class VariantSection:
+    name: str = help_field("", "variant name; its train/eval/export go to OUTPUT_DIR/variants/NAME")
+    train: dict = help_field(default_factory=dict, help="train settings that override the recipe's")
+    model: dict = help_field(default_factory=dict, help="model settings that override the recipe's")
+
+    def validate(self):
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"name: give a plain name (letters, digits, - and _), got {self.name!r}")
+
+
+@dataclass
 class Recipe:
     name: str = help_field("run", "run name")
     output_dir: str = help_field("", "where the run writes (default runs/NAME)")
@@ -99,21 +110,40 @@ class Recipe:
     train: dict = help_field(default_factory=dict, help="speech_adapter.train.config.TrainConfig settings")
     eval: EvalSection = help_field(default_factory=EvalSection, help="suite and systems to evaluate")
     export: ExportSection = help_field(default_factory=ExportSection, help="portable export")
+    variants: list[VariantSection] = help_field(
+        default_factory=list, help="train the same data several ways (e.g. task_sft vs self_distill); "
+        "data and distillation are shared, each variant is trained, evaluated and compared")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.name}")
 
+    @property
+    def variant(self) -> str:
+        return getattr(self, "_variant", "")
+
+    def for_variant(self, v: "VariantSection") -> "Recipe":
+        """This recipe with a variant's train/model overrides; its per-run outputs move to
+        OUTPUT_DIR/variants/NAME while data and distillation stay shared."""
+        data = to_dict(self)
+        data["variants"] = []
+        data["train"] = {**self.train, **v.train}
+        data["model"] = {**data["model"], **v.model}
+        out = from_dict(Recipe, data)
+        out._variant = v.name
+        return out
+
     # The stage configs, with the pipeline's paths filled in (validated at load time).
     def paths(self) -> dict[str, Path]:
         d = self.run_dir
+        v = d / "variants" / self.variant if self.variant else d
         return {
             "data": d / "data", "corpus": d / "data" / "corpus.jsonl",
             "attributes": d / "data" / "attributes.jsonl", "described": d / "data" / "described.jsonl",
             "train_clips": d / "data" / "train_clips.jsonl", "heldout_clips": d / "data" / "heldout_clips.jsonl",
             "distilled": d / "distill" / "distilled.jsonl", "text_rows": d / "distill" / "text_rows.jsonl",
-            "train": d / "train", "eval": d / "eval", "suite": d / "eval" / "suite.jsonl",
-            "export": d / "export",
+            "suite": d / "eval" / "suite.jsonl", "compare": d / "eval" / "compare",
+            "train": v / "train", "eval": v / "eval", "export": v / "export",
         }
 
     def synth_config(self) -> SynthConfig:
@@ -157,6 +187,14 @@ class Recipe:
         self.distill_config()
         self.train_config()
         self.suite_config()
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"variants: names must be unique, got {names}")
+        for v in self.variants:
+            try:
+                self.for_variant(v)
+            except ConfigError as e:
+                raise ConfigError(f"variants[{v.name}]: {e}") from None
         for s in self.eval.systems:
             if s not in ("untrained", "trained"):
                 raise ConfigError(f"eval.systems: {s!r} is not one of ['untrained', 'trained']")
