@@ -39,14 +39,15 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ERRORS = {-1: "internal error", 1: "buffer full", 2: "not found"}
 
-# Accent names for the English voices the bundled data ships (verified with list_voices()).
+# Accent names for the English voices the bundled data ships (verified with list_voices());
+# the same strings as speech_adapter.templates.ACCENTS, which offers them as answer options.
 ENGLISH_ACCENTS = {
     "en-us": "American English",
     "en-us-nyc": "New York English",
     "en-gb": "British English",
-    "en-gb-x-rp": "British English (Received Pronunciation)",
+    "en-gb-x-rp": "Received Pronunciation",
     "en-gb-scotland": "Scottish English",
-    "en-gb-x-gbclan": "Lancashire English",
+    "en-gb-x-gbclan": "Lancastrian English",
     "en-gb-x-gbcwmd": "West Midlands English",
     "en-029": "Caribbean English",
 }

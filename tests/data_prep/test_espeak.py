@@ -73,3 +73,9 @@ def test_same_call_gives_same_samples_whatever_was_spoken_before():
     espeak.synthesize("Etwas ganz anderes.", voice="de+f2", rate=90, pitch=5)
     again, _ = espeak.synthesize("Hello there my friend, how are you.", rate=235)
     assert np.array_equal(ref, again)
+
+
+def test_accent_names_are_the_eval_answer_options():
+    from speech_adapter.templates import ACCENTS
+
+    assert set(espeak.ENGLISH_ACCENTS.values()) <= set(ACCENTS)
