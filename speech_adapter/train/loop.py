@@ -35,6 +35,11 @@ def _identity(x):
     return x
 
 
+def _worker_init(_):
+    # Ctrl-C reaches the whole process group: workers ignore it, the main process checkpoints
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _MicroBatches(torch.utils.data.Dataset):
     """This rank's micro-batches (row indices) → (ids, examples, text_only, collated batch).
 
@@ -225,7 +230,8 @@ class Trainer:
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         return torch.utils.data.DataLoader(
             _MicroBatches(self.data, mine, self.core.collate), batch_size=None,
-            num_workers=cfg.num_workers, collate_fn=_identity, generator=gen)
+            num_workers=cfg.num_workers, collate_fn=_identity, generator=gen,
+            worker_init_fn=_worker_init if cfg.num_workers else None)
 
     def train(self) -> str:
         """Run until `total_steps`; returns "done" or "interrupted" (checkpoint saved)."""

@@ -162,3 +162,15 @@ def test_bf16_autocast_step_runs(tmp_path):
     import json
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert 0 < row["loss"] < 20
+
+
+def test_dataloader_workers_give_the_same_step(tmp_path):
+    """Loading + collating in a worker process changes nothing about the training."""
+    weights = []
+    for workers in (0, 1):
+        torch.manual_seed(0)
+        tr = make_trainer(tmp_path / f"w{workers}", max_steps=2, num_workers=workers)
+        assert tr.train() == "done"
+        tr.cleanup()
+        weights.append(tr.core.trainable_state_dict())
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[0])
