@@ -31,7 +31,7 @@ _ACTIVITIES = ["go swimming", "visit my parents", "clean the house", "bake some 
                "play chess", "write some letters"]
 _ADJ = ["quiet", "busy", "cold", "warm", "crowded", "beautiful", "noisy", "expensive", "cheap",
         "friendly"]
-_UNITS = ["ones", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_UNITS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 _TEMPLATES = [
     "{name} bought {n} {thing} at {place} on {day}.",
