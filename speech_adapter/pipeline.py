@@ -308,10 +308,12 @@ def _compare(recipe, p, names: list[tuple[str, Path]]) -> dict:
 def _export(recipe, p) -> dict:
     if not recipe.export.enabled:
         return {"exported": False}
-    from speech_adapter.export import export_run
+    from speech_adapter.export import ExportConfig, export
 
-    out = export_run(p["train"], p["export"], merge_lora=recipe.export.merge_lora)
-    return {"export": str(out)}
+    out = export(p["train"], p["export"], ExportConfig(checkpoint="final", merge_lora=recipe.export.merge_lora),
+                 log=lambda m: print(m, file=sys.stderr))
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    return {"export": str(out), "export_mb": round(size / 2**20, 2)}
 
 
 _STAGE_FUNCS = {

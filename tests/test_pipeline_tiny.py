@@ -1,0 +1,70 @@
+"""The whole pipeline on tiny random models and a scripted teacher: every stage runs, writes its
+outputs, and a rerun skips every finished stage (seconds, no real weights)."""
+
+import json
+
+import pytest
+
+from speech_adapter.pipeline import run_pipeline
+from speech_adapter.recipe import load_recipe
+
+SCRIPT = {"rules": [
+    {"contains": "Gender: Male", "answers": ["I hear a man speaking in a calm voice."]},
+    {"contains": "Gender: Female", "answers": ["I hear a woman speaking in a calm voice."]},
+], "default": "I hear a person speaking in a calm voice."}
+
+
+@pytest.fixture
+def recipe_path(tmp_path):
+    script = tmp_path / "teacher.json"
+    script.write_text(json.dumps(SCRIPT))
+    text = f"""
+name: tiny
+output_dir: {tmp_path / 'run'}
+seed: 0
+data:
+  source: synth
+  synth: {{num_clips: 6, p_multi_speaker: 0.0, p_other_language: 0.0, rate_min: 150}}
+  heldout_fraction: 0.34
+distill:
+  model: fake:{script}
+  describe_per_clip: 1
+  templates_per_clip: 0
+  attempts: 1
+  open_min_grounding: 0.0
+model:
+  encoder: tiny:whisper
+  llm: tiny:llm
+  adapter: {{kind: stack_mlp}}
+train:
+  max_steps: 3
+  batch_size: 2
+  save_every: 0
+eval:
+  suite: {{n_per_task: 1, tasks: [gender, describe]}}
+  max_new_tokens: 4
+  modes: [speech, text_ceiling]
+"""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_tiny_pipeline_end_to_end_then_skips(recipe_path, capsys):
+    recipe = load_recipe(recipe_path)
+    results = run_pipeline(recipe)
+    p = recipe.paths()
+    assert results["split"] == {"train_clips": 4, "heldout_clips": 2}
+    distilled = [json.loads(x) for x in p["distilled"].read_text().splitlines()]
+    assert distilled and all(r["split"] == "seen" and r["response"] for r in distilled)
+    assert (p["train"] / "adapter" / "adapter_config.json").exists()
+    for system in ("untrained", "trained"):
+        report = json.loads((p["eval"] / system / "report.json").read_text())
+        assert "speech" in report["modes"]
+    assert (p["compare"] / "compare.md").exists()
+    assert (p["export"] / "adapter_model.safetensors").exists() and results["export"]["export_mb"] < 5
+    capsys.readouterr()
+    again = run_pipeline(load_recipe(recipe_path))
+    err = capsys.readouterr().err
+    assert "[train] already complete" in err and "[distill] already complete" in err
+    assert again["split"] == results["split"]

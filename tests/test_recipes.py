@@ -1,0 +1,86 @@
+"""Every shipped recipe validates; recipe errors name the key; the pipeline skips finished stages."""
+
+from pathlib import Path
+
+import pytest
+
+from speech_adapter.errors import ConfigError
+from speech_adapter.pipeline import split_heldout
+from speech_adapter.recipe import load_recipe
+from speech_adapter.stages import StageRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+PIPELINE_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts]
+
+
+def test_recipes_are_found():
+    names = {p.name for p in PIPELINE_RECIPES}
+    assert {"demo.yaml", "smol_cpu.yaml", "forgetting_study.yaml"} <= names
+    assert any("hub" in p.parts for p in PIPELINE_RECIPES)
+
+
+@pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_validates(path):
+    recipe = load_recipe(path)
+    recipe.validate()
+    assert path.read_text().startswith("# speech-adapter run")  # the launch command comes first
+    for v in recipe.variants:
+        assert recipe.for_variant(v).paths()["train"] != recipe.paths()["train"]
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("name: x\ntrian: {}\n", "unknown key 'trian'; did you mean 'train'"),
+    ("train: {lr: fast}\n", "train.lr: expected a number"),
+    ("train: {objectiv: task_sft}\n", "unknown key 'train.objectiv'; did you mean 'objective'"),
+    ("model: {adapter: {kind: qformr}}\n", "model.adapter.kind: 'qformr' is not one of"),
+    ("train: {train_file: x.jsonl}\n", "train.train_file: set by the pipeline"),
+    ("data: {source: corpus, corpus: /nonexistent/c.jsonl}\n", "data.corpus: file not found"),
+    ("variants: [{name: a}, {name: a}]\n", "variants: names must be unique"),
+    ("variants: [{name: a, train: {objective: sft}}]\n", "variants\\[a\\]: train.objective"),
+    ("eval: {systems: [trained, backbone]}\n", "eval.systems"),
+])
+def test_recipe_errors_name_the_key(tmp_path, text, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load_recipe(_write(tmp_path, text)).validate()
+
+
+def test_overrides_apply_and_validate(tmp_path):
+    p = _write(tmp_path, "name: x\n")
+    r = load_recipe(p, ["train.lr=3e-4", "data.synth.num_clips=7", f"output_dir={tmp_path}/o"])
+    assert r.train_config().lr == 3e-4 and r.synth_config().num_clips == 7
+    assert r.paths()["distilled"] == tmp_path / "o" / "distill" / "distilled.jsonl"
+    with pytest.raises(ConfigError, match="train.max_stesp"):
+        load_recipe(p, ["train.max_stesp=3"]).validate()
+
+
+def test_heldout_split_is_deterministic_and_disjoint():
+    rows = [{"id": f"c{i}"} for i in range(50)]
+    a_train, a_held = split_heldout(rows, 0.2, seed=0)
+    b_train, b_held = split_heldout(list(reversed(rows)), 0.2, seed=0)
+    assert {r["id"] for r in a_held} == {r["id"] for r in b_held} and len(a_held) == 10
+    assert not {r["id"] for r in a_train} & {r["id"] for r in a_held}
+    _, c_held = split_heldout(rows, 0.2, seed=1)
+    assert {r["id"] for r in c_held} != {r["id"] for r in a_held}
+
+
+def test_stage_runner_skips_complete_stage_and_reruns_on_change(tmp_path):
+    calls = []
+    runner = StageRunner(tmp_path, log=lambda m: None)
+    runner.run("s", "fp1", lambda: calls.append(1) or {"n": 1})
+    assert runner.run("s", "fp1", lambda: calls.append(2) or {"n": 2}) == {"n": 1}
+    runner.run("s", "fp2", lambda: calls.append(3) or {"n": 3})
+    assert calls == [1, 3]
+
+
+def test_a_failing_stage_leaves_no_marker(tmp_path):
+    runner = StageRunner(tmp_path, log=lambda m: None)
+    with pytest.raises(RuntimeError):
+        runner.run("s", "fp", lambda: (_ for _ in ()).throw(RuntimeError("killed")))
+    assert not runner.is_done("s", "fp")
