@@ -173,27 +173,32 @@ def evaluate(rows: list[dict], generators: dict[str, GenerateFn], *, system: str
 
 
 def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int = 128,
-                         batch_size: int = 8) -> GenerateFn:
+                         batch_size: int = 8, system: str | None = "default") -> GenerateFn:
     """A `generate(rows, mode)` for a `SpeechLM` (docs/CONTRACTS.md example dicts).
 
     "speech" loads the audio; "text_*" passes audio None with the description put into the
     instruction by `teacher_user_message`. "text_ceiling" turns LoRA off (the bare backbone).
-    `mode`, when given, fixes the mode whatever the runner asks.
+    `mode`, when given, fixes the mode whatever the runner asks. `system="default"` uses
+    prompts.DEFAULT_SYSTEM_PROMPT, the one distillation and training use (None: the chat
+    template's own default).
     """
     from speech_adapter.audio import load_audio
-    from speech_adapter.prompts import teacher_user_message
+    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_user_message
+
+    if system == "default":  # the system prompt distillation and training used
+        system = DEFAULT_SYSTEM_PROMPT
 
     def examples(rows, m):
         out = []
         for r in rows:
             if m == "speech":
                 out.append({"audio": load_audio(r["audio"]), "instruction": r["instruction"],
-                            "response": None, "system": None, "transcript": None, "description": None})
+                            "response": None, "system": system, "transcript": None, "description": None})
             else:
                 if not r.get("description"):
                     raise DataError(f"row {r['id']}: mode {m} needs a description")
                 out.append({"audio": None, "instruction": teacher_user_message(r["description"], r["instruction"]),
-                            "response": None, "system": None, "transcript": None, "description": None})
+                            "response": None, "system": system, "transcript": None, "description": None})
         return out
 
     def generate(rows: list[dict], run_mode: str) -> list[str]:
