@@ -273,9 +273,10 @@ def model_card(cfg: dict, root: Path) -> str:
     for role, rec in cfg["base_models"].items():
         sums = ", ".join(f"{k} sha256 `{v[:16]}…`" for k, v in (rec.get("weights") or {}).items()) or "no checksum"
         base.append(f"- {role}: `{rec['ref']}` ({rec.get('revision', rec['kind'])}; {sums})")
-    recipe = [f"- {k}: `{train[k]}`" for k in ("objective", "steps", "epochs", "lr", "batch_size", "seed")
+    recipe = [f"- {k}: `{train[k]}`" for k in ("objective", "max_steps", "epochs", "lr", "batch_size",
+                                                "grad_accum", "text_mix", "hard_token_filter", "seed")
               if k in train]
-    data = [f"- {k}: `{v}`" for k, v in train.items() if "data" in k and isinstance(v, (str, list))]
+    data = [f"- {k}: `{train[k]}`" for k in ("train_file", "text_file", "dev_file") if train.get(k)]
     lora = m.get("lora")
     lines = [
         f"# speech_adapter export ({a['kind']} adapter)", "",

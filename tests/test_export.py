@@ -42,7 +42,7 @@ def test_export_holds_only_trained_tensors_and_a_card(lora_export):
     assert cfg["llm_hidden_size"] == 32 and cfg["placeholder"] == "<|AUDIO|>"
     assert "{instruction}" in cfg["prompt"]["user_template"]
     card = (out / "README.md").read_text()
-    assert "50.0 %" in card and "75.0 %" in card and "SpeechLM.from_pretrained" in card
+    assert "50.0 %" in card and "75.0 %" in card and "distilled.jsonl" in card and "SpeechLM.from_pretrained" in card
     assert not list(out.glob(".*tmp"))  # the temp dir was renamed away
 
 

@@ -31,7 +31,7 @@ def make_run(model, run: Path, eval_report: bool = True) -> Path:
         model.save_adapter(run / "checkpoints" / f"step-{step:05d}")
         (run / "checkpoints" / f"step-{step:05d}" / "training_state").mkdir()
     (run / "config.json").write_text(json.dumps({"train": {"objective": "self_distill", "lr": 0.001,
-                                                           "data": "distilled.jsonl"}}))
+                                                           "train_file": "distilled.jsonl"}}))
     if eval_report:
         (run / "eval").mkdir()
         (run / "eval" / "report.json").write_text(json.dumps({"n_rows": 12, "modes": {

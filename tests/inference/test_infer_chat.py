@@ -149,3 +149,14 @@ def test_infer_long_clip_is_answered(exported, tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"id": "L", "audio": "long.wav", "instruction": "hi"}) + "\n")
     assert infer(model, rows, tmp_path / "out.jsonl", gen=GEN)["answered"] == 1
+
+
+def test_infer_cli(exported, tmp_path, capsys):
+    from speech_adapter.cli import main
+
+    root, _, wavs = exported
+    args = ["infer", "--model", str(root / "model"), str(_rows(root, wavs)), "--max-new-tokens", "4"]
+    assert main(args + [str(tmp_path / "o.jsonl"), "--batch-size", "2"]) == 0
+    assert len(_read(tmp_path / "o.jsonl")) == 3 and "3 answered" in capsys.readouterr().err
+    assert main(args + [str(tmp_path / "s.jsonl"), "--strict"]) == 2
+    assert "rows.jsonl:4" in capsys.readouterr().err
