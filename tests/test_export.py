@@ -173,3 +173,11 @@ def test_export_cli_writes_and_prints(lora_export, tmp_path, capsys):
     assert "step-00002" in json.loads((tmp_path / "e" / "adapter_config.json").read_text())["exported_from"]
     assert main(["export", str(run), str(tmp_path / "f"), "--merge-lora", "--checkpoint", "nope"]) == 2
     assert not (tmp_path / "f").exists()
+
+
+def test_remote_code_is_never_taken_from_the_file(local_export):
+    _, out, _ = local_export
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["model"]["trust_remote_code"] = True
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    assert load(out).config.trust_remote_code is False

@@ -24,7 +24,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
-    parser.add_argument("--system", default=None, help="system prompt (default: the one the adapter was trained with)")
+    parser.add_argument("--system", default=None, help="system prompt (default: prompts.DEFAULT_SYSTEM_PROMPT, the one distill and training use)")
     parser.add_argument("--no-system", action="store_true", help="no system turn (the template's default applies)")
     parser.add_argument("--ignore-mismatch", action="store_true",
                         help="load even if the base models differ from the recorded ones")
