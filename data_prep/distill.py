@@ -46,6 +46,14 @@ LEAK_PATTERNS = [
     r"\bno audio\b", r"\[audio\]",
 ]
 _LEAK = re.compile("|".join(LEAK_PATTERNS), re.IGNORECASE)
+# Directional attribute claims checked against `bins` (a "high-pitched" voice binned "Low" is wrong).
+_LEVEL_PATTERNS = {
+    "pitch": r"\b(high|low)[- ]pitch",
+    "speed": r"\b(fast|quick|rapid|slow)(?:ly)?[- ]?(?:paced|speaking|speech|talking|pace|delivery|speed)",
+    "volume": r"\b(loud|quiet|soft)(?:ly)?\b",
+}
+_HIGH = {"high", "very high", "fast", "very fast"}
+_LOW = {"low", "very low", "slow", "very slow"}
 _GENDER_WORDS = {
     "female": {"male", "man", "men", "masculine", "gentleman", "boy", "he", "his", "him"},
     "male": {"female", "woman", "women", "feminine", "lady", "girl", "she", "her", "hers"},
@@ -192,6 +200,14 @@ def contradiction_reason(answer: str, row: dict) -> str | None:
     wrong = sorted(words & _GENDER_WORDS.get(gender, set()))
     if wrong:
         return f"contradicts gender {gender} ({', '.join(wrong)})"
+    bins = {k: str(v).lower() for k, v in (row.get("bins") or {}).items() if v}
+    for name, pattern in _LEVEL_PATTERNS.items():
+        true = bins.get(name, "")
+        side = "high" if true in _HIGH else "low" if true in _LOW else None
+        for m in re.finditer(pattern, answer.lower()):
+            said = "high" if m.group(1) in ("high", "fast", "quick", "rapid", "loud") else "low"
+            if side and said != side:
+                return f"contradicts {name} {true} ({m.group(0)!r})"
     accent = meta.get("accent")
     if accent:
         low = answer.lower()

@@ -156,6 +156,17 @@ def test_open_answers_must_be_about_the_clip(tmp_path, answer, ok):
     assert (reason is None) == ok, reason
 
 
+@pytest.mark.parametrize("answer, contradiction", [
+    ("A woman with a low-pitched voice.", "contradicts pitch high"),
+    ("She has a slow-paced delivery.", "contradicts speed fast"),
+    ("A high-pitched, fast-paced voice, quite loud.", None),  # volume is Normal: not checked
+])
+def test_attribute_level_contradictions(answer, contradiction):
+    row = described_rows(1)[0]  # bins: pitch High, speed Fast, volume Normal
+    reason = contradiction_reason(answer, row)
+    assert (reason is None) if contradiction is None else (contradiction in reason)
+
+
 def test_config_rejects_unknown_task(tmp_path):
     from speech_adapter.config import from_dict
     from speech_adapter.errors import ConfigError
