@@ -172,6 +172,8 @@ def degenerate_reason(answer: str, max_words: int, transcript: str | None = None
         return "empty answer"
     if len(words) > max_words:
         return f"too long ({len(words)} words > {max_words})"
+    if len(words) >= 20 and text[-1] not in ".!?\"')]`*:;":
+        return "cut off mid-sentence (no final punctuation)"
     if re.search(r"\b(\w+)(?:\W+\1\b){3,}", text.lower()):
         return "repetition loop (a word repeated 4+ times in a row)"
     if len(words) >= 12:

@@ -76,6 +76,10 @@ def instruction_reason(text: str, cfg: MagpieConfig, seen: set[str]) -> str | No
         return f"instruction: {reason}"
     if len(re.findall(r"\w+", text)) < cfg.min_instruction_words:
         return f"instruction too short (< {cfg.min_instruction_words} words)"
+    tokens = text.split()
+    wordy = sum(bool(re.fullmatch(r"[\"'(]?[A-Za-z][a-z'’-]*[.,!?;:)\"']*", t)) for t in tokens)
+    if wordy < 0.7 * len(tokens):
+        return "instruction is not plain language (too many non-word tokens)"
     if _norm(text) in seen:
         return "duplicate instruction"
     return None

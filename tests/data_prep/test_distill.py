@@ -120,6 +120,7 @@ def test_only_seen_templates_are_planned_and_written(tmp_path):
     ("The text says the speaker is female.", "text input"),
     ("[00:00-00:03] Could you please pass me the salt?", "text input"),
     ("I'm sorry, as an AI I cannot hear audio.", "text input"),
+    ("The speaker has a calm voice and talks about the weather in the city while the rain falls on the", "cut off"),
 ])
 def test_degenerate_answers_are_rejected(answer, why):
     reason = degenerate_reason(answer, max_words=120)

@@ -8,7 +8,7 @@ from tests.data_prep.test_teacher import tiny_teacher
 
 INSTRUCTIONS = ["Give me three tips for sleeping better at night.", "hi",
                 "Give me three tips for sleeping better at night!", "Explain why the sky is blue to a child.",
-                "Write a haiku about the sea in winter."]
+                "Write a haiku about the sea in winter.", "Your #HGKCanIUse_A^HGK0A^J is on HAGG site x9Z_q."]
 ANSWERS = {"sleeping": "Keep a regular schedule, avoid screens late and keep the room cool.",
            "sky": "Sunlight scatters off air molecules, and blue light scatters the most.",
            "haiku": "As an AI, I cannot write poems."}
@@ -31,7 +31,7 @@ def test_prefix_stops_where_the_user_writes():
 
 
 def test_magpie_rows_and_filters(tmp_path):
-    cfg = MagpieConfig(output=str(tmp_path / "magpie.jsonl"), num_candidates=5, batch_size=2, quiet=True)
+    cfg = MagpieConfig(output=str(tmp_path / "magpie.jsonl"), num_candidates=6, batch_size=2, quiet=True)
     stats = magpie(cfg, teacher=fake())
     rows = read(tmp_path / "magpie.jsonl")
     assert [r["instruction"] for r in rows] == [INSTRUCTIONS[0], INSTRUCTIONS[3]]
@@ -41,7 +41,8 @@ def test_magpie_rows_and_filters(tmp_path):
     assert "too short" in reasons["magpie-000001"]
     assert "duplicate" in reasons["magpie-000002"]
     assert "refusal" in reasons["magpie-000004"]
-    assert stats["kept"] == 2 and stats["rejected"] == 3
+    assert "not plain language" in reasons["magpie-000005"]
+    assert stats["kept"] == 2 and stats["rejected"] == 4
     # a rerun finds every slot done and writes nothing new
     again = magpie(cfg, teacher=fake())
     assert again["candidates"] == 0 and len(read(tmp_path / "magpie.jsonl")) == 2
