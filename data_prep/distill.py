@@ -11,12 +11,14 @@ checked — an attribute whose true value the metadata knows (mapped with
 `eval.scoring.parse_option`), a count, the transcript's words, an IFEval-style format
 constraint (`eval.constraints`) — the first answer is greedy and up to k-1 seeded samples
 follow; the first answer that passes is kept, otherwise the row is rejected with the reason.
-Every answer must also be non-degenerate (not empty, no repetition loop, not too long), must not
-talk about its input ("the description says", "[00:00") and must not contradict the metadata
-(e.g. "a man" for a female speaker).
+Every answer must also be non-degenerate (not empty, no repetition loop, not too long or cut off
+mid-sentence), must not talk about its input ("the description says", "[00:00") and must not
+contradict the metadata ("a man" for a female speaker, "high-pitched" for a voice binned low).
+Open rows (the describe family) must be about the clip: its words, or its speaker's true gender
+or accent.
 
-Resumable: rows are keyed `clip_id/template_id`, appended durably; a rerun skips keys already in
-the output or rejected at this stage. Sampling is seeded per row, so a resumed run writes what
+Resumable: output rows have `id` = `clip_id/template_id` (the clip's own id is `clip_id`),
+appended durably; a rerun skips keys already in the output or rejected at this stage. Sampling is seeded per row, so a resumed run writes what
 an uninterrupted one would.
 """
 
