@@ -13,6 +13,7 @@ accept long audio chunk it with `chunk_audio`).
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -103,3 +104,24 @@ def chunk_audio(samples: np.ndarray, sr: int = SAMPLE_RATE, seconds: float = CHU
     """Split audio into consecutive chunks of at most `seconds` (the long-audio policy)."""
     step = int(seconds * sr)
     return [samples[i : i + step] for i in range(0, max(len(samples), 1), step)]
+
+
+def save_wav(path, samples: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
+    """Write a WAV atomically (temp file renamed into place).
+
+    The file is encoded in memory and written by Python, so a full or read-only disk raises an
+    `OSError` naming the file (libsndfile's own writer reports only "System error.").
+    """
+    import io
+
+    import soundfile as sf
+
+    from speech_adapter.utils.io import atomic_path
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, sr, format="WAV", subtype=subtype)
+    with atomic_path(path, suffix=".wav") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())

@@ -391,17 +391,21 @@ class SpeechLM(nn.Module):
 
     def load_adapter(self, directory) -> None:
         """Load weights written by `save_adapter` into this model (same config)."""
-        from safetensors.torch import load_file
 
         d = Path(directory)
         path = d / ADAPTER_WEIGHTS
         if not path.exists():
+            from speech_adapter.utils.safety import refuse_pickles
+
+            refuse_pickles(d, "adapter weights")
             raise ModelNotFoundError(f"{path}: no adapter weights (expected {ADAPTER_WEIGHTS})")
         saved = read_adapter_config(d)
         if to_dict(saved.adapter) != to_dict(self.config.adapter):
             raise ConfigError(f"{d / ADAPTER_CONFIG}: adapter config {to_dict(saved.adapter)} differs from "
                               f"this model's {to_dict(self.config.adapter)}")
-        state = load_file(str(path), device=str(self.device))
+        from speech_adapter.utils.safety import load_safetensors
+
+        state = load_safetensors(path, device=str(self.device))
         missing, unexpected = self.adapter.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ConfigError(f"{path}: tensors do not fit the adapter (missing {missing}, unexpected {unexpected})")
@@ -413,7 +417,7 @@ class SpeechLM(nn.Module):
             from peft import set_peft_model_state_dict
 
             lora_file = lora_dir / "adapter_model.safetensors"
-            res = set_peft_model_state_dict(self.llm, load_file(str(lora_file), device=str(self.device)))
+            res = set_peft_model_state_dict(self.llm, load_safetensors(lora_file, device=str(self.device)))
             bad = getattr(res, "unexpected_keys", None)
             if bad:
                 raise ConfigError(f"{lora_file}: unexpected LoRA tensors {bad[:3]}")
