@@ -391,7 +391,6 @@ class SpeechLM(nn.Module):
 
     def load_adapter(self, directory) -> None:
         """Load weights written by `save_adapter` into this model (same config)."""
-
         d = Path(directory)
         path = d / ADAPTER_WEIGHTS
         if not path.exists():
