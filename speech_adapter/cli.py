@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":  # safetensors' I/O errors (e.g. disk full on save)
+            raise
+        print(f"error: safetensors: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
