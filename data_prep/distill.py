@@ -163,6 +163,16 @@ def plan_clip(row: dict, cfg: DistillConfig) -> list:
 # ---------------------------------------------------------------- judging one answer
 
 
+def trim_cut_off(answer: str, min_words: int = 20) -> str:
+    """An answer cut off by max_new_tokens, trimmed back to its last complete sentence; other
+    answers unchanged. A long answer with no sentence end at all stays as is (and is rejected)."""
+    text = (answer or "").strip()
+    if len(re.findall(r"\w+", text)) < min_words or text[-1] in ".!?\"')]`*:;":
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s)", text)]
+    return text[: ends[-1]].strip() if ends else text
+
+
 def degenerate_reason(answer: str, max_words: int, transcript: str | None = None,
                       check_leaks: bool = True) -> str | None:
     """Why an answer is unusable as a target whatever the question, or None.
@@ -325,6 +335,7 @@ def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[d
         answers = teacher.generate(prompts, n=1, sampling=sampling, seeds=seeds)
         still = []
         for it, (answer,) in zip(pending, answers):
+            answer = trim_cut_off(answer)
             it["attempts"] = attempt + 1
             reason = judge(answer, it["template"], it["row"], cfg)
             if reason is None:

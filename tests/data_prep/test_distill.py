@@ -133,6 +133,19 @@ def test_good_answers_pass(answer):
     assert degenerate_reason(answer, 120, transcript="Could you please pass me the salt?") is None
 
 
+def test_cut_off_answers_are_trimmed_to_the_last_sentence(tmp_path):
+    from data_prep.distill import trim_cut_off
+
+    cut = ("A woman asks for the salt. Her voice is high and fast. She sounds polite and calm, and "
+           "then she goes on to talk about the")
+    assert trim_cut_off(cut) == "A woman asks for the salt. Her voice is high and fast."
+    assert trim_cut_off("female") == "female"
+    fake = FakeTeacher({"default": cut})
+    distill(described_rows(1), cfg_for(tmp_path, describe_per_clip=1, templates_per_clip=0), teacher=fake)
+    (row,) = read(tmp_path / "out" / "distilled.jsonl")
+    assert row["response"] == "A woman asks for the salt. Her voice is high and fast."
+
+
 def test_contradictions_with_metadata():
     row = described_rows(3)[2]  # female, Scottish English, transcript says "He said ..."
     assert "contradicts gender" in contradiction_reason("A man speaks calmly.", row)
