@@ -51,6 +51,7 @@ def inside(root, rel: str, key: str) -> Path:
 
 
 LOCAL_HOSTS = (None, "", "localhost", "127.0.0.1", "::1")
+_INSTALLED: list = []
 ATTEMPTS: list[str] = []  # what the guard refused in this process (libraries may swallow the error)
 
 
@@ -97,7 +98,9 @@ def block_network(log=None):
 
 def install_network_guard(log=None) -> None:
     """Block the network for the rest of this process (for a sitecustomize in tests)."""
-    block_network(log).__enter__()
+    guard = block_network(log)
+    guard.__enter__()
+    _INSTALLED.append(guard)  # kept alive: a collected generator would run its `finally` and unblock
 
 
 def load_safetensors(path, device: str = "cpu") -> dict:
