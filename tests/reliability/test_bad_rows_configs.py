@@ -84,6 +84,8 @@ ERROR_CASES = {
                                           "--input", "x", "--output", "y"], ["fmin"]),
     "data_synth_bad_range": (lambda d: ["data", "synth", "--out-dir", str(d), "--pitch-min", "120"],
                              ["pitch_min"]),
+    "import_non_utf8_csv": (lambda d: ["data", "import", "--source", str(_csv(d, b"audio,text\nx.wav,caf\xe9\n")),
+                                       "--out-dir", str(d / "imp"), "--quiet"], ["labels.csv", "utf-8"]),
     # train
     "train_unknown_key": (lambda d: ["train", str(recipe(d)), "train.lrr=1"], ["train.lrr", "did you mean 'lr'"]),
     "train_wrong_type": (lambda d: ["train", str(recipe(d)), "train.lr=fast"], ["train.lr"]),
@@ -96,6 +98,10 @@ ERROR_CASES = {
     "eval_malformed_suite": (lambda d: _suite(d, ["{oops"]), ["suite.jsonl:1"]),
     "eval_missing_model": (lambda d: _suite(d, [{"id": "a"}])[:5] + [str(d / "no model")] + _suite(d, [])[6:],
                            ["no model", "adapter_config.json"]),
+    "eval_row_missing_instruction": (lambda d: _suite(d, [_eval_row(d, instruction=None)]), ["suite.jsonl", "instruction"]),
+    "eval_row_missing_id": (lambda d: _suite(d, [_eval_row(d, id=None)]), ["suite.jsonl", "id"]),
+    "eval_row_unknown_constraint": (lambda d: _suite(d, [_eval_row(d, constraints=[{"id": "nope", "kwargs": {}}])]),
+                                    ["suite.jsonl", "nope"]),
     "eval_bad_modes": (lambda d: _suite(d, [{"id": "a"}])[:-1] + ["speach"], ["speach"]),
     # infer / chat
     "infer_missing_rows_file": (lambda d: ["infer", "--model", str(d / "model"), str(d / "nope.jsonl"),
@@ -121,6 +127,21 @@ ERROR_CASES = {
     "recipe_missing_corpus": (lambda d: ["run", str(_demo(d)), "data.source=corpus",
                                          f"data.corpus={d}/no corpus ü.jsonl", "--dry-run"], ["no corpus ü.jsonl"]),
 }
+
+
+def _csv(d: Path, data: bytes) -> Path:
+    (d / "x.wav").write_bytes(b"")
+    p = d / "labels.csv"
+    p.write_bytes(data)
+    return p
+
+
+def _eval_row(d: Path, **changes) -> dict:
+    row = {"id": "r1", "task": "gender", "audio": str(wav(d / "e clip.wav")), "transcript": "hi",
+           "meta": {"gender": "female"}, "instruction": "Male or female?", "template_id": "g.0", "split": "seen",
+           "constraints": [], "options": ["female", "male"], "label": "female", "metric": "option"}
+    row.update(changes)
+    return {k: v for k, v in row.items() if v is not None}
 
 
 def _yaml(d: Path, data: dict) -> Path:
