@@ -21,6 +21,8 @@ SITE = """import os
 if os.environ.get("NET_GUARD_LOG"):
     from speech_adapter.utils.safety import install_network_guard
     install_network_guard(os.environ["NET_GUARD_LOG"])
+    with open(os.environ["NET_GUARD_LOG"] + ".installed", "a") as f:
+        f.write(f"{os.getpid()}\n")
 """
 OVERRIDES = ["data.synth.num_clips=8", "train.max_steps=3", "eval.suite.n_per_task=1", "eval.suite.tasks=[gender]",
              "distill.describe_per_clip=1", "distill.templates_per_clip=1", "distill.attempts=1",
@@ -67,6 +69,7 @@ def test_pipeline_runs_with_the_network_blocked(tmp_path):
                        env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     log = tmp_path / "net.log"
+    assert (tmp_path / "net.log.installed").read_text().strip(), "the guard was never installed"
     assert not log.exists() or not log.read_text().strip(), f"network attempts: {log.read_text()}"
     exported = list(out.rglob("adapter_config.json"))
     assert exported, "no adapter was written"
