@@ -52,7 +52,7 @@ _LEAK = re.compile("|".join(LEAK_PATTERNS), re.IGNORECASE)
 _LEVEL_PATTERNS = {
     "pitch": r"\b(high|low)[- ]pitch",
     "speed": r"\b(fast|quick|rapid|slow)(?:ly)?[- ]?(?:paced|speaking|speech|talking|pace|delivery|speed)",
-    "volume": r"\b(loud|quiet|soft)(?:ly)?\b",
+    "volume": r"\b(?:(loud|quiet|soft)(?:ly|er)?\b|(high|low)(?= volume))",
 }
 _HIGH = {"high", "very high", "fast", "very fast"}
 _LOW = {"low", "very low", "slow", "very slow"}
@@ -219,7 +219,8 @@ def contradiction_reason(answer: str, row: dict) -> str | None:
         true = bins.get(name, "")
         side = "high" if true in _HIGH else "low" if true in _LOW else None
         for m in re.finditer(pattern, answer.lower()):
-            said = "high" if m.group(1) in ("high", "fast", "quick", "rapid", "loud") else "low"
+            word = next(g for g in m.groups() if g)
+            said = "high" if word in ("high", "fast", "quick", "rapid", "loud") else "low"
             if side and said != side:
                 return f"contradicts {name} {true} ({m.group(0)!r})"
     accent = meta.get("accent")

@@ -173,10 +173,12 @@ def test_open_answers_must_be_about_the_clip(tmp_path, answer, ok):
 @pytest.mark.parametrize("answer, contradiction", [
     ("A woman with a low-pitched voice.", "contradicts pitch high"),
     ("She has a slow-paced delivery.", "contradicts speed fast"),
-    ("A high-pitched, fast-paced voice, quite loud.", None),  # volume is Normal: not checked
+    ("A high-pitched, fast-paced voice, quite loud.", None),
+    ("She speaks with a low volume.", "contradicts volume high"),
+    ("She speaks softly.", "contradicts volume high"),
 ])
 def test_attribute_level_contradictions(answer, contradiction):
-    row = described_rows(1)[0]  # bins: pitch High, speed Fast, volume Normal
+    row = {**described_rows(1)[0], "bins": {"pitch": "High", "speed": "Fast", "volume": "High"}}
     reason = contradiction_reason(answer, row)
     assert (reason is None) if contradiction is None else (contradiction in reason)
 
