@@ -77,24 +77,43 @@ def make_batches(model, rows, batch: int, bucketing: bool):
     return [(g, model.collate(g)) for g in groups]
 
 
-def step_fn(model, opt, logits: str, cache: dict | None):
-    """One optimizer step on a collated batch, the way the Trainer does it (minus accelerate)."""
+def step_fn(model, opt, logits: str | None, cache: dict | None, examples_of: dict):
+    """One optimizer step on batch `key`, the way the Trainer does it (minus accelerate).
+
+    `logits` "all"/"targets" calls SpeechLM.forward directly; None goes through the Trainer's
+    own loss path (`objectives.compute_loss`, self_distill). `cache` maps key -> encoder states.
+    """
     import torch
 
+    from speech_adapter.train.config import TrainConfig
+    from speech_adapter.train.objectives import compute_loss
+
+    cfg = TrainConfig()
+
     def step(key, batch):
-        states = None
-        if cache is not None:
-            if key not in cache:
-                cache[key] = model.encode_audio(batch)
-            states = cache[key]
-        out = model(batch, encoder_states=states, logits=logits)
-        out.loss.backward()
+        states = cache[key] if cache is not None else None
+        if logits is None:
+            loss, _ = compute_loss(model, examples_of[key], cfg,
+                                   encode=(lambda b: states) if states is not None else None)
+        else:
+            loss = model(batch, encoder_states=states, logits=logits).loss
+        loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(out.loss.detach())
+        return float(loss.detach())
 
     return step
+
+
+VARIANTS = [  # name, logits, bucketing, encoder cache, attention implementation
+    ("logits=all, no bucketing, no cache", "all", False, False, "sdpa"),
+    ("logits=targets, no bucketing, no cache", "targets", False, False, "sdpa"),
+    ("logits=targets, bucketing, no cache", "targets", True, False, "sdpa"),
+    ("logits=targets, bucketing, cache", "targets", True, True, "sdpa"),
+    ("logits=targets, bucketing, cache, eager attention", "targets", True, True, "eager"),
+    ("Trainer compute_loss, bucketing, cache", None, True, True, None),
+]
 
 
 def run(args) -> Result:
@@ -107,97 +126,73 @@ def run(args) -> Result:
     print(f"peak fp32 matmul: {peak:.1f} GFLOP/s")
     model = load_model(args.quick)
     model.train()
+    lm_config = model.causal_lm.config
+    default_attn = lm_config._attn_implementation
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     n_rows = args.batch * args.steps
     rng = np.random.default_rng(0)
-    rows = examples(n_rows, durations=[0.5, 1.0] if args.quick else None, seed=1)
+    rows = examples(n_rows, durations=[0.5, 1.0] if args.quick else None,
+                    response_words=6 if args.quick else None, seed=1)
     rows = [rows[i] for i in rng.permutation(n_rows)]
 
-    # per-batch encoder / adapter forward FLOPs (the same for every variant on the same batch)
-    def part_flops(batch):
-        with torch.no_grad():
-            enc = count_flops(lambda: model.encode_audio(batch))
-            states, lengths = model.encode_audio(batch)
-            ad = count_flops(lambda: model.adapter(states, lengths))
-        return enc, ad
-
-    variants = [  # name, logits, bucketing, cache, path
-        ("logits=all, no bucketing, no cache", "all", False, False, "forward"),
-        ("logits=targets, no bucketing, no cache", "targets", False, False, "forward"),
-        ("logits=targets, bucketing, no cache", "targets", True, False, "forward"),
-        ("logits=targets, bucketing, encoder cache", "targets", True, True, "forward"),
-        ("Trainer compute_loss (self_distill), bucketing, cache", None, True, True, "compute_loss"),
-    ]
-    results = []
-    prof_table = ""
-    for name, logits, bucketing, cached, path in variants:
-        batches = make_batches(model, rows, args.batch, bucketing)
-        cache = {} if cached else None
-        if path == "forward":
-            step = step_fn(model, opt, logits, cache)
-        else:
-            from speech_adapter.train.config import TrainConfig
-            from speech_adapter.train.objectives import compute_loss
-
-            cfg = TrainConfig()
-
-            def step(key, batch, _ex={k: g for k, (g, _) in enumerate(batches)}):
-                enc = None
-                if cache is not None:
-                    def enc(b, key=key):
-                        if key not in cache:
-                            cache[key] = model.encode_audio(b)
-                        return cache[key]
-                loss, _ = compute_loss(model, _ex[key], cfg, encode=enc)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                return float(loss.detach())
-        # warm-up on the first batch fills the cache (epoch 1) and oneDNN's kernel caches
-        step(0, batches[0][1])
-        times, flops, executed = [], [], []
+    results, layouts = [], {}
+    for name, logits, bucketing, cached, attn in VARIANTS:
+        if bucketing not in layouts:  # collate + per-batch FLOPs once per batch layout
+            batches = make_batches(model, rows, args.batch, bucketing)
+            info = []
+            with torch.no_grad():
+                for _, b in batches:
+                    enc_f = count_flops(lambda: model.encode_audio(b))
+                    states = model.encode_audio(b)
+                    ad_f = count_flops(lambda: model.adapter(*states))
+                    info.append((enc_f, ad_f, states))
+            layouts[bucketing] = (batches, info)
+        batches, info = layouts[bucketing]
+        cache = {k: states for k, (_, _, states) in enumerate(info)} if cached else None  # epoch 2+
+        lm_config._attn_implementation = attn or default_attn
+        step = step_fn(model, opt, logits, cache, {k: g for k, (g, _) in enumerate(batches)})
+        step(0, batches[0][1])  # warm-up: oneDNN kernel caches, allocator
+        times, flops = [], []
         for k, (g, b) in enumerate(batches):
-            enc_f, ad_f = part_flops(b)
-            flops.append(useful_flops(model, b, enc_f, ad_f, cached))
-            if cached:
-                step(k, b)  # the first epoch fills the cache; time the second
+            flops.append(useful_flops(model, b, info[k][0], info[k][1], cached))
             t0 = time.perf_counter()
             step(k, b)
             times.append(time.perf_counter() - t0)
-        executed.append(count_flops(lambda: step(0, batches[0][1])))
+        executed = count_flops(lambda: step(0, batches[0][1])) if name == VARIANTS[0][0] or logits is None else None
+        lm_config._attn_implementation = default_attn
         dt = sum(times)
         useful = sum(f["total"] for f in flops)
         real = sum(f["real_tokens"] for f in flops)
         padded = sum(f["padded_tokens"] for f in flops)
-        ex_rate = executed[0] / times[0] / 1e9
         r = {"variant": name, "step_s": dt / len(times), "tokens_per_s": real / dt,
              "useful_gflops_per_step": useful / len(times) / 1e9, "useful_gflop_s": useful / dt / 1e9,
-             "mfu": useful / dt / 1e9 / peak, "executed_gflop_s_first_batch": ex_rate,
-             "padding_frac": 1 - real / padded,
-             "llm_frac": sum(f["llm"] for f in flops) / useful}
+             "mfu": useful / dt / 1e9 / peak,
+             "executed_gflop_s": executed / times[0] / 1e9 if executed else None,
+             "padding_frac": 1 - real / padded, "llm_frac": sum(f["llm"] for f in flops) / useful,
+             "times": times}
         results.append(r)
         print(f"{name}: {r['step_s']:.2f} s/step, {r['tokens_per_s']:.0f} tok/s, MFU {r['mfu']:.1%}",
               flush=True)
 
-    # profile the best variant: where does the time go?
-    best = max(results[:4], key=lambda r: r["mfu"])
-    name, logits, bucketing, cached, _ = variants[results.index(best)]
-    batches = make_batches(model, rows, args.batch, bucketing)
-    cache = {} if cached else None
-    step = step_fn(model, opt, logits, cache)
-    step(0, batches[0][1])
+    # profile the best direct variant: where does the time go?
+    best_i = max(range(len(VARIANTS) - 1), key=lambda i: results[i]["mfu"])
+    name, logits, bucketing, cached, attn = VARIANTS[best_i]
+    batches, info = layouts[bucketing]
+    lm_config._attn_implementation = attn or default_attn
+    step = step_fn(model, opt, logits, {0: info[0][2]} if cached else None, {})
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step(0, batches[0][1])
+    lm_config._attn_implementation = default_attn
     prof_table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     print(f"\ntorch.profiler, one step of '{name}' (top ops by self CPU time):\n{prof_table}")
 
     rows_t = [[r["variant"], r["step_s"], r["tokens_per_s"], r["useful_gflop_s"], f"{r['mfu']:.1%}",
-               r["executed_gflop_s_first_batch"], f"{r['padding_frac']:.1%}"] for r in results]
+               "" if r["executed_gflop_s"] is None else r["executed_gflop_s"], f"{r['padding_frac']:.1%}"]
+              for r in results]
     table = print_table(
-        f"Training step, batch {args.batch}, {args.steps} steps/variant, peak {peak:.0f} GFLOP/s "
+        f"Training step, batch {args.batch}, {args.steps} timed steps/variant, peak {peak:.0f} GFLOP/s "
         f"({threads} threads)",
         ["variant", "s/step", "tokens/s", "useful GFLOP/s", "MFU", "executed GFLOP/s", "padding"], rows_t)
     base, best_r = results[0], max(results, key=lambda r: r["mfu"])
@@ -218,7 +213,7 @@ def run(args) -> Result:
 def main(argv=None) -> int:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8, help="rows per micro-batch")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per variant")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per variant")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.steps = min(args.batch, 4), min(args.steps, 2)
