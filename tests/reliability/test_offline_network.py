@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXE = ROOT / ".venv" / "bin" / "speech-adapter"
-SITE = """import os
+SITE = r"""import os
 if os.environ.get("NET_GUARD_LOG"):
     from speech_adapter.utils.safety import install_network_guard
     install_network_guard(os.environ["NET_GUARD_LOG"])
