@@ -124,6 +124,13 @@ ERROR_CASES = {
                               ["model.adapter.knd", "kind"]),
     "recipe_bad_enum": (lambda d: ["run", str(_demo(d)), "model.adapter.kind=transformer", "--dry-run"],
                         ["model.adapter.kind", "transformer"]),
+    "recipe_is_directory": (lambda d: ["run", str(d), "--dry-run"], ["{d}", "is a directory"]),
+    "data_input_is_directory": (lambda d: ["data", "attributes", "--input", str(d), "--output", str(d / "o.jsonl")],
+                                ["{d}", "is a directory"]),
+    "infer_rows_is_directory": (lambda d: ["infer", "--model", str(d / "model"), str(d), str(d / "o.jsonl")],
+                                ["{d}", "is a directory"]),
+    "eval_model_is_a_file": (lambda d: _suite(d, [_eval_row(d)])[:5] + [str(wav(d / "m.wav"))] + _suite(d, [])[6:],
+                             ["m.wav", "adapter_config.json"]),
     "recipe_missing_corpus": (lambda d: ["run", str(_demo(d)), "data.source=corpus",
                                          f"data.corpus={d}/no corpus ü.jsonl", "--dry-run"], ["no corpus ü.jsonl"]),
 }
@@ -183,6 +190,7 @@ def test_error_is_one_line_naming_the_culprit(name, tmp_path, capsys, monkeypatc
     last = err.splitlines()[-1] if err else ""
     assert last.startswith("error: "), err
     for n in needles:
+        n = n.replace("{d}", str(tmp_path))
         assert n.lower() in last.lower(), f"{n!r} not in {last!r}"
     assert "Traceback" not in err
 
