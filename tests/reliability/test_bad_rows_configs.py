@@ -86,6 +86,14 @@ ERROR_CASES = {
                              ["pitch_min"]),
     "import_non_utf8_csv": (lambda d: ["data", "import", "--source", str(_csv(d, b"audio,text\nx.wav,caf\xe9\n")),
                                        "--out-dir", str(d / "imp"), "--quiet"], ["labels.csv", "utf-8"]),
+    "distill_missing_description": (lambda d: ["data", "distill", "--input", str(corpus(d, {"id": "b", "audio": "x.wav"})),
+                                               "--output", str(d / "dist" / "o.jsonl"), "--model", f"fake:{_fake(d)}",
+                                               "--quiet"], ["in.jsonl", "'a'", "description"]),
+    "distill_unknown_task": (lambda d: ["data", "distill", "--input", "x", "--output", "y", "--tasks", "gendr"],
+                             ["tasks", "gendr", "did you mean 'gender'"]),
+    "distill_bad_fake_script": (lambda d: ["data", "distill", "--input", str(jsonl(d / "in.jsonl", [
+                                           {"id": "b", "audio": "x.wav", "description": "x"}])), "--output", str(d / "o.jsonl"),
+                                           "--model", f"fake:{_text(d, b'{oops')}"], ["r.yaml", "cannot read"]),
     # train
     "train_unknown_key": (lambda d: ["train", str(recipe(d)), "train.lrr=1"], ["train.lrr", "did you mean 'lr'"]),
     "train_wrong_type": (lambda d: ["train", str(recipe(d)), "train.lr=fast"], ["train.lr"]),
@@ -149,6 +157,12 @@ def _eval_row(d: Path, **changes) -> dict:
            "constraints": [], "options": ["female", "male"], "label": "female", "metric": "option"}
     row.update(changes)
     return {k: v for k, v in row.items() if v is not None}
+
+
+def _fake(d: Path) -> Path:
+    p = d / "fake.json"
+    p.write_text(json.dumps({"default": "A person speaks."}))
+    return p
 
 
 def _yaml(d: Path, data: dict) -> Path:
