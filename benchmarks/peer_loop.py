@@ -11,7 +11,9 @@ charged to the peer).
 
 Ours: the real `Trainer` (speech_adapter.train.cli.run_training) with the offline defaults:
 variable-length encoding, length bucketing, encoder cache (epoch 1 fills it, epoch 2 reads it).
-Both time only the optimizer steps (feature extraction included, disk reads excluded).
+Both time the optimizer steps with log-mel extraction and collation included; ours also
+includes reading the wavs from disk (the Trainer's step time is end to end), the peer reads
+them from memory, which favours the peer slightly.
 
     python -m benchmarks.peer_loop [--quick] [--threads 2] [--clips 32]
 """

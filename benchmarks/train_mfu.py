@@ -69,11 +69,19 @@ def useful_flops(model, batch, enc_fwd: float, adapter_fwd: float, cached: bool)
 
 
 def make_batches(model, rows, batch: int, bucketing: bool):
-    """Collated micro-batches: rows in given (shuffled) order, or sorted by length first."""
-    order = list(range(len(rows)))
-    if bucketing:  # what TrainData does inside each window: sort by audio + response length
-        order.sort(key=lambda i: len(rows[i]["audio"]) / 1600 + len(rows[i]["response"]) / 4)
-    groups = [[rows[i] for i in order[k:k + batch]] for k in range(0, len(order), batch)]
+    """Collated micro-batches in the order the real `TrainData` (train/data.py) yields them,
+    with length bucketing on or off; its sort key decides how much padding is left."""
+    from speech_adapter.train.config import TrainConfig
+    from speech_adapter.train.data import TrainData
+
+    cfg = TrainConfig(batch_size=batch, length_bucketing=bucketing)
+    meta = [{"id": str(i), "audio": f"clip{i}.wav", "duration": len(r["audio"]) / 16000,
+             "instruction": r["instruction"], "response": r["response"], "system": None,
+             "transcript": None, "description": None} for i, r in enumerate(rows)]
+    data = TrainData(meta, cfg, check_audio=False)
+    if hasattr(data, "set_audio_token_rate"):
+        data.set_audio_token_rate(model)
+    groups = [[rows[i] for i in idx] for idx in data.epoch_batches(0)]
     return [(g, model.collate(g)) for g in groups]
 
 
