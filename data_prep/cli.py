@@ -1,8 +1,7 @@
-"""`speech-adapter data ...`: synth, import, attributes, describe, distill.
+"""`speech-adapter data ...`: synth, import, attributes, describe, distill, magpie.
 
 Light imports only at parser-build time (so `--help` is fast); each subcommand's work is
-imported inside its `main`. distill's parser and main come from `data_prep.distill`, built
-separately; when that module is absent the subcommand says "not built yet".
+imported inside its `main`. distill's and magpie's parsers and mains come from their modules.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 
 from data_prep.config import (AttributesConfig, DescribeConfig, ImportConfig, SynthConfig,
                               add_config_args, config_from_args)
@@ -65,11 +63,6 @@ def _describe(args) -> int:
     return 0
 
 
-def _not_built(args) -> int:
-    print("speech-adapter data distill: not built yet in this version", file=sys.stderr)
-    return 3
-
-
 SUBCOMMANDS = {
     "synth": (SynthConfig, _synth, "synthesise an espeak-ng speech corpus with exact metadata"),
     "import": (ImportConfig, _import, "import a local folder + labels or a saved datasets dataset"),
@@ -87,16 +80,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         if name == "describe":
             p.add_argument("--show", type=int, default=0, help="print the first N descriptions")
         p.set_defaults(_data_main=fn)
-    p = sub.add_parser("distill", help="the frozen LLM answers instructions about each description")
-    try:
-        distill = importlib.import_module("data_prep.distill")
-    except ModuleNotFoundError as e:
-        if e.name != "data_prep.distill":
-            raise
-        p.set_defaults(_data_main=_not_built)
-    else:
-        distill.configure(p)
-        p.set_defaults(_data_main=distill.main)
+    # distill and magpie live in their own modules, which build their own flags
+    for name, module, help_text in (
+            ("distill", "data_prep.distill", "the frozen LLM answers instructions about each description"),
+            ("magpie", "data_prep.magpie", "Magpie pseudo-replay: the LLM writes and answers its own instructions")):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.configure(p)
+        p.set_defaults(_data_main=mod.main)
 
 
 def main(args) -> int:

@@ -37,7 +37,7 @@ def _cap(v) -> str:
 
 
 def field_values(row: dict, fields: list[str]) -> dict:
-    """{field: value} for the fields that are known for this row (metadata first, then bins)."""
+    """{field: value} for the fields that are known for this row (metadata, measured bins, settings)."""
     meta = row.get("meta") or {}
     synthetic = meta.get("source") == "espeak-ng"
     from_settings = A.setting_bins(meta) if synthetic else {}
@@ -51,7 +51,9 @@ def field_values(row: dict, fields: list[str]) -> dict:
             g = meta.get("gender")
             value = _cap(g) if g in ("male", "female", "mixed") else None
         elif f in MEASURED:
-            value = from_settings.get(f) or bins.get(f)
+            # measured from the audio first: what the student can hear, and the same source the
+            # eval labels (speech_adapter.templates) use; synthetic settings only fill gaps
+            value = bins.get(f) or from_settings.get(f)
         elif f == "accent":
             value = meta.get("accent") or None
         elif f == "duration":

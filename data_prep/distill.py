@@ -401,9 +401,14 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
 def _row(it: dict, teacher: Teacher, cfg: DistillConfig, src: Path, dst: Path) -> dict:
     from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
 
+    from speech_adapter.templates import TASKS
+
     t, row = it["template"], _relocate_audio(it["row"], src, dst)
+    # the ground truth, where the metadata knows it: task_sft (the naive baseline) trains on it
+    label = TASKS[t.task].label(row) if t.task in TASKS else None
     return {**row, "id": it["key"], "clip_id": row["id"], "instruction": it["instruction"],
             "template_id": t.id, "task": t.task, "split": t.split, "response": it["answer"],
+            "label": None if label is None else str(label),
             "constraints": [dict(c) for c in t.constraints],
             "system": None if cfg.no_system_prompt else DEFAULT_SYSTEM_PROMPT,
             "teacher": {"model": getattr(teacher, "model_id", "?"), "sampling": it["sampling"],

@@ -201,12 +201,12 @@ def _distill(recipe, p) -> dict:
 
 
 def _replay(recipe, p) -> dict:
-    n = recipe.replay.magpie_rows
-    if n <= 0:
+    if recipe.replay.magpie_candidates <= 0:
         return {"text_rows": 0}
-    from data_prep.magpie import magpie_rows
+    from data_prep.magpie import magpie
 
-    return magpie_rows(recipe.model.llm, n, p["text_rows"], seed=recipe.seed)
+    stats = magpie(recipe.magpie_config())
+    return {k: v for k, v in stats.items() if not isinstance(v, (dict, list))}
 
 
 def _build_model(recipe):

@@ -37,6 +37,7 @@ MANAGED = {
     "data.attributes": ("input", "output"),
     "data.describe": ("input", "output"),
     "distill": ("input", "output"),
+    "replay.magpie": ("output", "num_candidates"),
     "train": ("train_file", "dev_file", "text_file"),
 }
 
@@ -66,7 +67,10 @@ class DataSection:
 
 @dataclass
 class ReplaySection:
-    magpie_rows: int = help_field(0, "Magpie-style text-only rows the backbone writes for replay (0 = none)")
+    magpie_candidates: int = help_field(
+        0, "Magpie pseudo-replay: instructions the backbone writes for itself and answers, as "
+        "text-only training rows (0 = none; the filters keep most of them)")
+    magpie: dict = help_field(default_factory=dict, help="further data_prep.magpie.MagpieConfig settings")
 
 
 @dataclass
@@ -169,9 +173,16 @@ class Recipe:
     def train_config(self) -> TrainConfig:
         p = self.paths()
         fill = {"train_file": str(p["distilled"]), "seed": self.seed}
-        if self.replay.magpie_rows > 0:
+        if self.replay.magpie_candidates > 0:
             fill["text_file"] = str(p["text_rows"])
         return _section(TrainConfig, self.train, "train", fill)
+
+    def magpie_config(self):
+        from data_prep.magpie import MagpieConfig
+
+        return _section(MagpieConfig, self.replay.magpie, "replay.magpie",
+                        {"output": str(self.paths()["text_rows"]), "seed": self.seed, "model": self.model.llm,
+                         "num_candidates": self.replay.magpie_candidates})
 
     def suite_config(self) -> SuiteConfig:
         return _section(SuiteConfig, self.eval.suite, "eval.suite", {"seed": self.seed})
@@ -186,6 +197,8 @@ class Recipe:
         self.describe_config()
         self.distill_config()
         self.train_config()
+        if self.replay.magpie_candidates > 0:
+            self.magpie_config()
         self.suite_config()
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
@@ -204,7 +217,8 @@ def _section(cls, user: dict, prefix: str, fill: dict):
     """`cls` from the user's settings plus the pipeline's; a user-set managed key is refused."""
     for key in MANAGED.get(prefix, ()):
         if key in user:
-            raise ConfigError(f"{prefix}.{key}: set by the pipeline (it is a path inside output_dir); remove it")
+            raise ConfigError(f"{prefix}.{key}: set by the pipeline (a path inside output_dir, or a "
+                              "setting of its own section); remove it")
     merged = {k: v for k, v in fill.items() if k in {f.name for f in dataclasses.fields(cls)}}
     merged.update(user)
     return from_dict(cls, merged, prefix=prefix)
