@@ -349,13 +349,16 @@ def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[d
     return items
 
 
+_ANSWER_LENGTH = {"option": 0, "number": 0, "word_overlap": 2, "wer": 2, "open": 3}  # sort order
+
+
 def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None,
             input_path: str | None = None) -> dict:
     """Distill `rows` (described rows) into `cfg.output`; returns the stats dict (also saved)."""
     from tqdm import tqdm
 
     from data_prep.rows import RejectLog, done_ids
-    from speech_adapter.templates import render
+    from speech_adapter.templates import TASKS, render
     from speech_adapter.utils.io import JsonlAppender, write_json_atomic
 
     out_path = Path(cfg.output)
@@ -371,6 +374,10 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
                 skipped += 1
                 continue
             work.append({"row": row, "template": template, "key": key, "instruction": render(template, row)})
+    # Batch rows of like answer length together: a batch decodes until its longest answer ends,
+    # so one-word answers next to open descriptions would wait for them. Stable, so deterministic.
+    work.sort(key=lambda it: _ANSWER_LENGTH.get(TASKS[it["template"].task].metric, 1)
+              + (1 if it["template"].constraints else 0))
     teacher = teacher or load_teacher(cfg.teacher_config())
     stats = _Stats()
     start = time.time()
