@@ -50,6 +50,7 @@ def summary_rows(results: dict) -> list[list[str]]:
         rows.append([f"training-step MFU, best variant ({h['best_variant']})", f"{h['best_mfu']:.1%}",
                      ">= 60%", "yes" if h["met"] else "no"])
         rows.append(["training-step MFU, Trainer's compute_loss path", f"{h['trainer_mfu']:.1%}", "", ""])
+        rows.append(["training tokens/s, Trainer's compute_loss path", f"{h['trainer_tokens_per_s']:.0f}", "", ""])
         rows.append(["step speedup vs logits=all, no bucketing, no cache",
                      f"{h['speedup_vs_all_logits']:.2f}x", "", ""])
         rows.append(["peak fp32 matmul (2048², same run)", f"{h['peak_gflop_s']:.0f} GFLOP/s", "", ""])
