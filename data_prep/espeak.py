@@ -131,6 +131,10 @@ class _Engine:
 
     def _synth_here(self, text, voice, rate, pitch, volume) -> np.ndarray:
         lib = self.lib()
+        # espeak-ng seeds its own generator (breath noise of variants such as +f2) from the clock
+        # at initialisation, so the same call differed between processes; a fixed seed per call
+        # makes every process give the same samples.
+        lib.espeak_ng_SetRandSeed(ctypes.c_long(0))
         lib.espeak_SetVoiceByName(voice.encode())
         for param, value in ((_RATE, rate), (_PITCH, pitch), (_VOLUME, volume), (_RANGE, 50)):
             lib.espeak_SetParameter(param, int(value), 0)
