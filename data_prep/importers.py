@@ -92,8 +92,12 @@ def _label_rows(path: Path, rejects):
         raise ConfigError(f"source: {path} is not .csv, .tsv, .jsonl or a saved dataset dir")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-        for row in reader:
-            yield reader.line_num, row
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text after line {reader.line_num} ({e.reason}); "
+                            "re-save the label file as UTF-8") from None
 
 
 def _dataset_rows(path: Path, cfg: ImportConfig, audio_col: str):
@@ -141,13 +145,12 @@ def _materialize(value, base: Path, tmpdir: str) -> Path:
 
 def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
     """`data import`: write out_dir/corpus.jsonl + out_dir/wavs/*.wav; resumable; rejects beside."""
-    import soundfile as sf
     from tqdm import tqdm
 
     from data_prep.rows import RejectLog, done_ids, summary
-    from speech_adapter.audio import SAMPLE_RATE, load_audio
+    from speech_adapter.audio import SAMPLE_RATE, load_audio, save_wav
     from speech_adapter.errors import AudioError
-    from speech_adapter.utils.io import JsonlAppender, atomic_path
+    from speech_adapter.utils.io import JsonlAppender
 
     if not cfg.source or not cfg.out_dir:
         raise ConfigError("source/out_dir: give --source LABELS_OR_DATASET and --out-dir DIR")
@@ -192,8 +195,7 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
                     rejects.add(reason, id=cid, **where)
                     continue
                 rel = f"wavs/{cid}.wav"
-                with atomic_path(out_dir / rel, suffix=".wav") as tmp:
-                    sf.write(str(tmp), x, SAMPLE_RATE, subtype="PCM_16")
+                save_wav(out_dir / rel, x, SAMPLE_RATE)  # a full disk raises OSError naming the file
                 text = rec.get(cols["text"]) if "text" in cols else None
                 meta = {"source": str(source), "source_audio": _source_name(rec[cols["audio"]]),
                         "speaker": _str(rec.get(cols["speaker"])) if "speaker" in cols else None,

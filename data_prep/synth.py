@@ -24,9 +24,10 @@ from data_prep import espeak
 from data_prep.config import SynthConfig
 from data_prep.rows import done_ids
 from data_prep.text_pool import text_pool
+from speech_adapter.audio import save_wav
 from speech_adapter.config import to_dict
 from speech_adapter.errors import ConfigError
-from speech_adapter.utils.io import JsonlAppender, atomic_path, write_json_atomic
+from speech_adapter.utils.io import JsonlAppender, write_json_atomic
 
 CONFIG_NAME = "synth_config.json"
 FRAME = 320  # 20 ms at 16 kHz
@@ -136,7 +137,6 @@ def _check_same_config(cfg: SynthConfig) -> None:
 
 def synth_corpus(cfg: SynthConfig, progress: bool = True) -> dict:
     """Write (or resume) this shard of the corpus; returns counts {written, skipped, total}."""
-    import soundfile as sf
     from tqdm import tqdm
 
     if not cfg.out_dir:
@@ -165,8 +165,7 @@ def synth_corpus(cfg: SynthConfig, progress: bool = True) -> dict:
             plan = plan_clip(cfg, i)
             audio, clipped = render_clip(cfg, plan)
             row = build_row(cfg, plan, len(audio), clipped)
-            with atomic_path(Path(cfg.out_dir) / row["audio"], suffix=".wav") as tmp:
-                sf.write(str(tmp), audio, cfg.sampling_rate, subtype="PCM_16")
+            save_wav(Path(cfg.out_dir) / row["audio"], audio, cfg.sampling_rate)  # atomic; OSError names the file
             rows.write(row)
             written += 1
             bar.update(1)
