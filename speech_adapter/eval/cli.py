@@ -128,14 +128,21 @@ def _run(args) -> int:
 
     from speech_adapter.config import from_dict
     from speech_adapter.eval.report import summary_markdown, write_report
-    from speech_adapter.eval.runner import evaluate, speechlm_generate_fn
+    from speech_adapter.eval.runner import check_rows, evaluate, reject_bad_audio, speechlm_generate_fn
     from speech_adapter.eval.suite import load_rows
 
     cfg = from_dict(RunConfig, {"modes": [m.strip() for m in args.modes.split(",") if m.strip()],
                                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
                                 "limit": args.limit})
     rows = load_rows(args.suite)[: cfg.limit]
+    check_rows(rows, args.suite)
     model_dir = resolve_model_dir(args.model)
+    if "speech" in cfg.modes:  # unreadable clips go to rejects.jsonl; the rest of the suite runs
+        from speech_adapter.models.speechlm import read_adapter_config
+
+        rows, n_bad = reject_bad_audio(rows, args.out, read_adapter_config(model_dir).max_audio_seconds)
+        if n_bad:
+            print(f"{n_bad} rows with unreadable audio skipped in speech mode (see {Path(args.out) / 'rejects.jsonl'})")
     system = args.system or Path(args.model).resolve().name
     loaded = []
 

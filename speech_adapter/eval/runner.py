@@ -71,6 +71,53 @@ def generate_cached(rows: list[dict], generate: GenerateFn, *, system: str, mode
     return {r["id"]: cache[_cache_key(system, mode, r["id"])] for r in rows}
 
 
+def check_rows(rows: list[dict], path) -> None:
+    """Raise DataError naming the suite file, row and key for a row the runner cannot use."""
+    from speech_adapter.eval.constraints import CHECKERS
+
+    for i, r in enumerate(rows, 1):
+        where = f"{path}: row {i}" + (f" (id {r['id']})" if r.get("id") not in (None, "") else "")
+        for key in ("id", "task", "instruction"):
+            if r.get(key) in (None, ""):
+                raise DataError(f"{where}: missing '{key}'")
+        if not isinstance(r["instruction"], str):
+            raise DataError(f"{where}: 'instruction' must be a string, got {type(r['instruction']).__name__}")
+        for c in r.get("constraints") or []:
+            cid = c.get("id") if isinstance(c, dict) else c
+            if cid not in CHECKERS:
+                raise DataError(f"{where}: unknown constraint id {cid!r}; known: {', '.join(CHECKERS)}")
+
+
+def reject_bad_audio(rows: list[dict], out_dir, max_seconds: float | None = None) -> tuple[list[dict], int]:
+    """Rows whose audio `load_audio` refuses lose their audio, so the speech mode skips them
+    (text modes still run them), and go to out_dir/rejects.jsonl `{id, source, stage, reason}`.
+
+    Returns (rows, number rejected). A rerun does not log the same row twice.
+    """
+    from speech_adapter.audio import load_audio
+    from speech_adapter.errors import AudioError
+
+    path = Path(out_dir) / "rejects.jsonl"
+    logged = {str(r.get("id")) for r in iter_jsonl(path, strict=False)} if path.exists() else set()
+    out, bad, log = [], 0, None
+    try:
+        for r in rows:
+            if r.get("audio"):
+                try:
+                    load_audio(r["audio"], max_seconds=max_seconds)
+                except AudioError as e:
+                    bad += 1
+                    if str(r["id"]) not in logged:
+                        log = log or JsonlAppender(path)
+                        log.write({"id": r["id"], "source": str(r["audio"]), "stage": "eval", "reason": str(e)})
+                    r = dict(r, audio=None)
+            out.append(r)
+    finally:
+        if log is not None:
+            log.close()
+    return out, bad
+
+
 def score_row(row: dict, output: str, mode: str) -> dict:
     """Content score (None for open tasks) and per-constraint pass/fail of one output."""
     from speech_adapter.templates import TASKS
