@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from speech_adapter.errors import SpeechAdapterError
 from speech_adapter.utils.io import atomic_path
+from speech_adapter.utils.safety import load_safetensors
 
 STATE = "training_state"
 TRAINABLE = "trainable.safetensors"
@@ -152,7 +153,7 @@ def load_trainable(model, ckpt) -> None:
     """Load a checkpoint's trainable tensors into `model` (unwrapped); every key must match."""
     ckpt = Path(ckpt)
     _check_safe(ckpt)
-    sd = load_file(str(ckpt / STATE / TRAINABLE))
+    sd = load_safetensors(ckpt / STATE / TRAINABLE)
     expected = set(model.trainable_state_dict())
     if set(sd) != expected:
         extra, missing = sorted(set(sd) - expected)[:3], sorted(expected - set(sd))[:3]
@@ -174,10 +175,10 @@ def load_checkpoint(ckpt, model, optimizer, scheduler, rank: int = 0) -> dict:
     load_trainable(model, ckpt)
     st = ckpt / STATE
     meta = json.loads((st / "optimizer.json").read_text())
-    optimizer.load_state_dict(_join_optimizer(load_file(str(st / "optimizer.safetensors")), meta))
+    optimizer.load_state_dict(_join_optimizer(load_safetensors(st / "optimizer.safetensors"), meta))
     scheduler.load_state_dict(json.loads((st / "scheduler.json").read_text()))
     metas = json.loads((st / "rng.json").read_text())
-    states = load_file(str(st / "rng.safetensors"))
+    states = load_safetensors(st / "rng.safetensors")
     r = rank if f"rank{rank}" in states else 0  # a different world size: reuse rank 0's stream
     set_rng_state(metas[r], states[f"rank{r}"])
     return json.loads((st / "position.json").read_text())
