@@ -225,3 +225,21 @@ def test_remote_code_needs_the_users_flag(exported, tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="stop after build"):
             api.load(out, trust_remote_code=flag)
     assert seen == [False, True]
+
+
+def test_corrupt_checkpoint_names_the_file(tiny_adapter, tmp_path):
+    from safetensors.torch import save_file
+
+    from speech_adapter.train.checkpoint import load_trainable
+
+    model, _ = tiny_adapter
+    st = tmp_path / "step-00001" / "training_state"
+    st.mkdir(parents=True)
+    save_file(model.trainable_state_dict(), str(st / "trainable.safetensors"))
+    for name in ("optimizer.safetensors", "rng.safetensors"):
+        (st / name).write_bytes(b"")
+    load_trainable(model, st.parent)  # control: a whole file loads
+    data = (st / "trainable.safetensors").read_bytes()
+    (st / "trainable.safetensors").write_bytes(data[:100])
+    with pytest.raises(SpeechAdapterError, match="trainable.safetensors: not a readable safetensors file"):
+        load_trainable(model, st.parent)
