@@ -243,3 +243,40 @@ def test_corrupt_checkpoint_names_the_file(tiny_adapter, tmp_path):
     (st / "trainable.safetensors").write_bytes(data[:100])
     with pytest.raises(SpeechAdapterError, match="trainable.safetensors: not a readable safetensors file"):
         load_trainable(model, st.parent)
+
+
+@pytest.mark.parametrize("damage", ["pickled", "truncated"])
+def test_export_with_bad_weights_names_the_file(exported, tmp_path, damage):
+    from speech_adapter.inference.api import load
+
+    out = _copy_export(exported, tmp_path)
+    weights = next(out.glob("*.safetensors"))
+    data = weights.read_bytes()
+    if damage == "pickled":
+        weights.unlink()
+        _pickle(out / "adapter.bin", {"x": torch.zeros(2)})
+        match = r"refusing pickled adapter weights \['adapter.bin'\]"
+    else:
+        weights.write_bytes(data[:64])
+        match = f"{weights.name}: not a readable safetensors file"
+    with pytest.raises(SpeechAdapterError, match=match):
+        load(out)
+
+
+def test_base_model_mismatch_is_one_line(tmp_path):
+    """The checked loader lists every mismatch, on one line (the CLI prints errors as one line)."""
+    from speech_adapter.export import export
+    from speech_adapter.inference.api import load
+    from speech_adapter.models.speechlm import SpeechLM
+    from speech_adapter.models.tiny import tiny_config
+    from tests.inference.export_fixtures import save_local_pair
+
+    w, l = save_local_pair(tmp_path / "base")
+    cfg = tiny_config()
+    cfg.encoder, cfg.llm = w, l
+    SpeechLM.build(cfg).save_adapter(tmp_path / "run" / "adapter")
+    out = export(tmp_path / "run", tmp_path / "out", log=lambda s: None)
+    save_local_pair(tmp_path / "base", bump=0.01, chat_template=False)
+    with pytest.raises(SpeechAdapterError) as e:
+        load(out)
+    assert "\n" not in str(e.value) and "chat template" in str(e.value), str(e.value)
