@@ -96,8 +96,18 @@ def _label_rows(path: Path, rejects):
             for row in reader:
                 yield reader.line_num, row
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text after line {reader.line_num} ({e.reason}); "
+            raise DataError(f"{path}:{_first_non_utf8_line(path)}: not UTF-8 text ({e.reason}); "
                             "re-save the label file as UTF-8") from None
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return 0
 
 
 def _dataset_rows(path: Path, cfg: ImportConfig, audio_col: str):

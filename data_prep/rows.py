@@ -109,7 +109,7 @@ def read_rows(path, rejects: RejectLog) -> list[dict]:
     for i, row in enumerate(rows):
         missing = [k for k in ("id", "audio") if not row.get(k)]
         if missing:
-            rejects.add(f"{path}: row {i + 1} lacks {', '.join(missing)}", id=row.get("id"),
+            rejects.add(f"row {i + 1} lacks {', '.join(missing)}", id=row.get("id"),
                         source=str(path), kind="missing keys")
             continue
         good.append(row)
