@@ -85,7 +85,7 @@ ERROR_CASES = {
     "data_synth_bad_range": (lambda d: ["data", "synth", "--out-dir", str(d), "--pitch-min", "120"],
                              ["pitch_min"]),
     "import_non_utf8_csv": (lambda d: ["data", "import", "--source", str(_csv(d, b"audio,text\nx.wav,caf\xe9\n")),
-                                       "--out-dir", str(d / "imp"), "--quiet"], ["labels.csv", "utf-8"]),
+                                       "--out-dir", str(d / "imp"), "--quiet"], ["labels.csv:2", "utf-8"]),
     "distill_missing_description": (lambda d: ["data", "distill", "--input", str(corpus(d, {"id": "b", "audio": "x.wav"})),
                                                "--output", str(d / "dist" / "o.jsonl"), "--model", f"fake:{_fake(d)}",
                                                "--quiet"], ["in.jsonl", "'a'", "description"]),
