@@ -61,3 +61,24 @@ def test_readme_summary(results, tmp_path):
     assert "| measure | result | target | met |" in text
     for title in ("Encoder cost", "MFU", "feature cache", "Teacher generation", "peer-style", "Memory"):
         assert title.lower() in text.lower(), title
+
+
+@pytest.mark.parametrize("adapter,rate,pairs", [("qformer", 0.0, [[0, 1], [2, 3]]),
+                                                ("stack_mlp", 12.5, [[0, 2], [1, 3]])])
+def test_bucketing_key_counts_llm_tokens(adapter, rate, pairs):
+    """The MFU fix in train/data.py: the bucketing key weights audio seconds by the adapter's
+    tokens per second (0 for the fixed-size Q-Former; 50 Hz / stack 4 for the tiny stack_mlp)."""
+    from speech_adapter.models.tiny import tiny_speechlm
+    from speech_adapter.train.config import TrainConfig
+    from speech_adapter.train.data import TrainData
+
+    rows = [{"id": str(i), "audio": "x.wav", "duration": d, "instruction": "Hi?", "response": r,
+             "system": None, "transcript": None, "description": None}
+            for i, (d, r) in enumerate([(9.0, "a"), (1.0, "b"), (8.0, "c" * 200), (2.0, "d" * 200)])]
+    data = TrainData(rows, TrainConfig(batch_size=2, bucket_size=2), check_audio=False)
+    data.set_audio_token_rate(tiny_speechlm(adapter))
+    assert data.audio_tokens_per_s == rate
+    batches = sorted(sorted(b) for b in data.epoch_batches(0))
+    # Q-Former (64 tokens whatever the duration): the short texts pair up, the long ones too;
+    # stack_mlp: 1 s + short text (14 tokens) with 2 s + long text (76), 9 s (114) with 8 s (151)
+    assert batches == pairs

@@ -58,6 +58,8 @@ def run_training(model, train_cfg, run_dir, encoder_config: dict | None = None,
     run_dir = Path(run_dir)
     rejects = Rejects(run_dir / "rejects.jsonl")
     data = load_train_data(train_cfg, rejects)
+    if hasattr(model, "adapter"):  # bucket by LLM tokens: less padding in each batch
+        data.set_audio_token_rate(model)
     dev = None
     if train_cfg.dev_file is not None:
         dev = TrainData(read_rows(train_cfg.dev_file, train_cfg.objective, rejects), train_cfg,

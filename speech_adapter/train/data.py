@@ -120,10 +120,23 @@ class TrainData:
     def __len__(self):
         return len(self.rows)
 
+    # LLM tokens one second of audio becomes; `set_audio_token_rate` reads it off the adapter
+    audio_tokens_per_s: float = 10.0
+
+    def set_audio_token_rate(self, model) -> None:
+        """Weight audio seconds in the bucketing key by `model`'s adapter tokens per second
+        (0 for the fixed-size Q-Former, whose batches then bucket by text length alone)."""
+        import torch
+
+        frames = torch.tensor([10, 20]) * model.encoder.frame_rate  # encoder frames of 10 s, 20 s
+        n = model.adapter.num_tokens(frames.round().long())
+        self.audio_tokens_per_s = float(n[1] - n[0]) / 10
+
     def length(self, i: int) -> float:
-        """A sort key for bucketing: seconds of audio plus ~response text length."""
+        """A sort key for bucketing: ~LLM tokens of the row (audio tokens + instruction + response)."""
         row = self.row(i)
-        return float(row.get("duration") or 0.0) * 10 + len(row["response"]) / 4
+        text = len(row.get("instruction") or "") + len(row["response"])
+        return float(row.get("duration") or 0.0) * self.audio_tokens_per_s + text / 4
 
     def row(self, i: int) -> dict:
         n = len(self.rows)
