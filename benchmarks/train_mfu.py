@@ -114,6 +114,7 @@ def step_fn(model, opt, logits: str | None, cache: dict | None, examples_of: dic
     return step
 
 
+EPOCH_BATCHES = 16  # batches per bucketed epoch (bucketing needs more than a few rows to sort)
 VARIANTS = [  # name, logits, bucketing, encoder cache, attention implementation
     ("logits=all, no bucketing, no cache", "all", False, False, "sdpa"),
     ("logits=targets, no bucketing, no cache", "targets", False, False, "sdpa"),
@@ -137,7 +138,8 @@ def run(args) -> Result:
     lm_config = model.causal_lm.config
     default_attn = lm_config._attn_implementation
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    n_rows = args.batch * args.steps
+    # an epoch of EPOCH_BATCHES batches is bucketed (as a real epoch is), `steps` of them are timed
+    n_rows = args.batch * max(args.steps, 2 if args.quick else EPOCH_BATCHES)
     rng = np.random.default_rng(0)
     rows = examples(n_rows, durations=[0.5, 1.0] if args.quick else None,
                     response_words=6 if args.quick else None, seed=1)
@@ -146,7 +148,7 @@ def run(args) -> Result:
     results, layouts = [], {}
     for name, logits, bucketing, cached, attn in VARIANTS:
         if bucketing not in layouts:  # collate + per-batch FLOPs once per batch layout
-            batches = make_batches(model, rows, args.batch, bucketing)
+            batches = make_batches(model, rows, args.batch, bucketing)[: args.steps]
             info = []
             with torch.no_grad():
                 for _, b in batches:
