@@ -101,6 +101,9 @@ def load(directory, *, ignore_mismatch: bool = False, trust_remote_code: bool = 
                                                    else TRAIN_WEIGHTS), "weights")
     lora_dir = _inside(d, files.get("lora", LORA_DIR), "lora")
     if not weights.is_file():
+        from speech_adapter.utils.safety import refuse_pickles
+
+        refuse_pickles(d, "adapter weights")
         raise ModelNotFoundError(f"{weights}: adapter weights missing from {d}")
     config = read_adapter_config(d)
     changes = {"trust_remote_code": bool(trust_remote_code)}  # never taken from the file
@@ -119,7 +122,7 @@ def load(directory, *, ignore_mismatch: bool = False, trust_remote_code: bool = 
         fatal.append(f"llm_hidden_size {want_h} recorded, but {config.llm} has {have_h}; "
                      "the adapter's weights cannot fit")
     if fatal:
-        raise ConfigError(f"{d}: cannot use these base models (not ignorable):\n  - " + "\n  - ".join(fatal))
+        raise ConfigError(f"{d}: cannot use these base models (not ignorable): " + "; ".join(fatal))
     problems = []
     for role, ref in (("encoder", config.encoder), ("llm", config.llm)):
         saved = (raw.get("base_models") or {}).get(role)
@@ -127,8 +130,8 @@ def load(directory, *, ignore_mismatch: bool = False, trust_remote_code: bool = 
             hash_base = "auto" if ref.startswith("offline:") else "always"
             problems += compare_records(saved, base_model_record(ref, hash_base), role)
     if problems and not ignore_mismatch:
-        raise ConfigError(f"{d}: the base models differ from the ones this adapter was trained with:\n  - "
-                          + "\n  - ".join(problems) + "\npass ignore_mismatch=True (CLI: --ignore-mismatch) "
+        raise ConfigError(f"{d}: the base models differ from the ones this adapter was trained with: "
+                          + "; ".join(problems) + "; pass ignore_mismatch=True (CLI: --ignore-mismatch) "
                           "to load anyway")
 
     model = SpeechLM.build(config)
@@ -153,9 +156,9 @@ def load(directory, *, ignore_mismatch: bool = False, trust_remote_code: bool = 
 
 
 def _load_weights(model, weights: Path, lora_dir: Path) -> None:
-    from safetensors.torch import load_file
+    from speech_adapter.utils.safety import load_safetensors
 
-    state = load_file(str(weights), device=str(model.device))
+    state = load_safetensors(weights, device=str(model.device))
     missing, unexpected = model.adapter.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(f"{weights}: tensors do not fit the adapter (missing {missing[:3]}, "
@@ -170,7 +173,7 @@ def _load_weights(model, weights: Path, lora_dir: Path) -> None:
         f = lora_dir / "adapter_model.safetensors"
         if not f.resolve().is_relative_to(lora_dir.parent.resolve()):
             raise ConfigError(f"{f}: resolves outside the export dir; refusing")
-        res = set_peft_model_state_dict(model.llm, load_file(str(f), device=str(model.device)))
+        res = set_peft_model_state_dict(model.llm, load_safetensors(f, device=str(model.device)))
         if getattr(res, "unexpected_keys", None):
             raise ConfigError(f"{f}: unexpected LoRA tensors {res.unexpected_keys[:3]}")
 
