@@ -147,7 +147,7 @@ def _train_recipe(d: Path, data: Path, name: str) -> Path:
     p = d / f"{name}.yaml"
     p.write_text(yaml.safe_dump({
         "name": name, "output_dir": str(d / name), "seed": 5, "model": TINY,
-        "train": {"train_file": str(data), "batch_size": 2, "max_steps": 14, "save_every": 1, "keep_last": 2,
+        "train": {"train_file": str(data), "batch_size": 2, "max_steps": 30, "save_every": 1, "keep_last": 2,
                   "lr": 1e-3, "warmup_steps": 2, "log_every": 1}}))
     return p
 
@@ -163,17 +163,17 @@ def test_train_killed_then_resumed_equals_straight(tmp_path):
     assert cli(["train", str(_train_recipe(tmp_path, data, "ref"))]).returncode == 0
     recipe = _train_recipe(tmp_path, data, "run")
     run = tmp_path / "run" / "train"
-    kill_at_random(["train", str(recipe)], run / "metrics.jsonl", seed=3, max_delay=2.0)
+    kill_at_random(["train", str(recipe)], run / "metrics.jsonl", seed=3, max_delay=0.6)
     assert_nothing_half_written(run)
     done = len((run / "metrics.jsonl").read_text().splitlines())
-    assert done < 14, "the kill landed after training"
+    assert done < 30, "the kill landed after training"
     res = cli(["train", str(recipe)])
     assert res.returncode == 0, res.stderr[-1500:]
     a = load_file(str(tmp_path / "ref" / "train" / "adapter" / "adapter.safetensors"))
     b = load_file(str(run / "adapter" / "adapter.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(set(steps)) == list(range(1, 15))
+    assert sorted(set(steps)) == list(range(1, 31))
 
 
 # ---------------------------------------------------------------- eval run (tiny model)
@@ -186,7 +186,7 @@ def test_eval_run_killed_then_resumed_equals_straight(tmp_path):
 
     tiny_speechlm(seed=2).save_adapter(tmp_path / "model")
     suite = []
-    for i in range(24):
+    for i in range(40):
         sf.write(str(tmp_path / f"c{i}.wav"), tone(0.4 + 0.05 * i, f0=150 + 20 * i), SR)
         suite.append({"id": f"r{i}", "task": "gender", "audio": str(tmp_path / f"c{i}.wav"), "transcript": "hi",
                       "meta": {"gender": "female"}, "instruction": "Male or female?", "template_id": "g.0",
@@ -200,7 +200,7 @@ def test_eval_run_killed_then_resumed_equals_straight(tmp_path):
 
     assert cli(args(tmp_path / "ref")).returncode == 0
     run = tmp_path / "run"
-    kill_at_random(args(run), run / "generations.jsonl", seed=5, max_delay=2.0)
+    kill_at_random(args(run), run / "generations.jsonl", seed=5, max_delay=1.5)
     assert_nothing_half_written(run)
     assert cli(args(run)).returncode == 0
     assert rows(run / "generations.jsonl") == rows(tmp_path / "ref" / "generations.jsonl")
