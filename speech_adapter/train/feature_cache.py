@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from speech_adapter.utils.io import atomic_path
+from speech_adapter.utils.safety import load_safetensors
 
 
 def encoder_hash(config: dict) -> str:
@@ -43,7 +44,7 @@ class FeatureCache:
         p = self._path(clip_id)
         if not p.exists():
             return None
-        return load_file(str(p))["states"]
+        return load_safetensors(p)["states"]  # a corrupt entry is an error naming the file
 
     def put(self, clip_id: str, states: torch.Tensor) -> None:
         with atomic_path(self._path(clip_id), suffix=".safetensors") as tmp:
