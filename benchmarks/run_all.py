@@ -108,9 +108,9 @@ def write_readme(path: Path, results: dict, info: dict, cmd: str, loads: dict, w
 
 def main(argv=None) -> int:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="*", default=None, choices=BENCHMARKS, help="run only these")
+    p.add_argument("--only", nargs="*", default=None, choices=BENCHMARKS, help="run only these (none: just rewrite the README from results/)")
     args = p.parse_args(argv)
-    names = args.only or BENCHMARKS
+    names = BENCHMARKS if args.only is None else args.only  # `--only` alone: rewrite the README
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
     loads, failed = {}, []
