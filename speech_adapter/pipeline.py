@@ -269,8 +269,12 @@ def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict
     report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size)
     report["model"] = str(adapter_dir)
     write_report(report, out)
-    return {f"{m}_accuracy": report["modes"][m].get("accuracy") for m in report["modes"]} | {
-        f"{m}_if_rate": report["modes"][m].get("if_rate") for m in report["modes"]}
+    summary = {}
+    for m, v in report["modes"].items():
+        for key in ("accuracy_seen", "accuracy_unseen", "if_rate"):
+            if v.get(key) is not None:
+                summary[f"{m}_{key}"] = round(v[key], 3)
+    return summary
 
 
 def _eval_untrained(recipe, p) -> dict:
@@ -325,6 +329,6 @@ _STAGE_FUNCS = {
 def format_summary(recipe, results: dict) -> str:
     lines = [f"run '{recipe.name}' complete: {recipe.run_dir}"]
     for stage, summary in results.items():
-        brief = ", ".join(f"{k}={v}" for k, v in list(summary.items())[:6])
+        brief = ", ".join(f"{k}={v}" for k, v in list(summary.items())[:8])
         lines.append(f"  {stage:<10} {brief}")
     return "\n".join(lines)
