@@ -114,7 +114,22 @@ def _gumbel_processor(temperature: float, top_p: float, seeds: list[int]):
     return GumbelSampling()
 
 
-class TransformersTeacher:
+class _ChatTemplateTeacher:
+    """What both real backends share: prompts are chat messages formatted by the tokenizer's
+    own chat template; subclasses implement `generate_raw(texts, n, sampling, seeds)`."""
+
+    tokenizer = None
+
+    def format(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The chat-formatted text of `messages` (generation prompt appended)."""
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def generate(self, prompts, n=1, sampling=None, seeds=None):
+        return self.generate_raw([self.format(m) for m in prompts], n, sampling, seeds)
+
+
+class TransformersTeacher(_ChatTemplateTeacher):
     """Batched `transformers` generation with left padding; stops at end of turn."""
 
     def __init__(self, model, tokenizer, model_id: str, batch_size: int = 8):
@@ -127,14 +142,6 @@ class TransformersTeacher:
         vocab = tokenizer.get_vocab()
         stops = {tokenizer.eos_token_id} | {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
         self.stop_ids = sorted(i for i in stops if i is not None)
-
-    def format(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The chat-formatted text of `messages` (generation prompt appended)."""
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-    def generate(self, prompts, n=1, sampling=None, seeds=None):
-        return self.generate_raw([self.format(m) for m in prompts], n, sampling, seeds)
 
     def generate_raw(self, texts, n=1, sampling=None, seeds=None):
         import torch
@@ -170,7 +177,7 @@ class TransformersTeacher:
         return out
 
 
-class VllmTeacher:
+class VllmTeacher(_ChatTemplateTeacher):
     """vLLM generation for scale; installed with the `vllm` extra."""
 
     def __init__(self, model_path: str, model_id: str, dtype: str = "bfloat16"):
@@ -182,13 +189,6 @@ class VllmTeacher:
         self.llm = LLM(model=str(model_path), dtype=dtype, trust_remote_code=False)
         self.tokenizer = self.llm.get_tokenizer()
         self.model_id = model_id
-
-    def format(self, messages, add_generation_prompt=True):
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-    def generate(self, prompts, n=1, sampling=None, seeds=None):
-        return self.generate_raw([self.format(m) for m in prompts], n, sampling, seeds)
 
     def generate_raw(self, texts, n=1, sampling=None, seeds=None):
         from vllm import SamplingParams
