@@ -261,7 +261,7 @@ def run_attributes(cfg, progress: bool = True) -> dict:
 
     from tqdm import tqdm
 
-    from data_prep.rows import RejectLog, audio_path, done_ids, read_rows, rebase_audio, summary
+    from data_prep.rows import RejectLog, audio_path, pending_rows, rebase_audio, summary
     from speech_adapter.audio import load_audio
     from speech_adapter.errors import AudioError, ConfigError
     from speech_adapter.utils.io import JsonlAppender
@@ -269,11 +269,7 @@ def run_attributes(cfg, progress: bool = True) -> dict:
     if not cfg.input or not cfg.output:
         raise ConfigError("input/output: give --input corpus.jsonl and --output attributes.jsonl")
     with RejectLog(cfg.output, "attributes", cfg.strict) as rejects:
-        rows = read_rows(cfg.input, rejects)
-        if cfg.limit:
-            rows = rows[: cfg.limit]
-        done = done_ids(cfg.output, "attributes")
-        todo = [r for r in rows if str(r["id"]) not in done]
+        todo, skipped = pending_rows(cfg, rejects, "attributes")
         written = 0
         with JsonlAppender(cfg.output) as out:
             for row in tqdm(todo, desc="attributes", unit="clip", disable=not progress, file=sys.stderr):
@@ -292,6 +288,6 @@ def run_attributes(cfg, progress: bool = True) -> dict:
                     row["audio_repairs"] = repairs
                 out.write(row)
                 written += 1
-        line = summary("attributes", written, len(rows) - len(todo), rejects, cfg.output)
-        return {"written": written, "skipped": len(rows) - len(todo), "rejected": dict(rejects.counts),
+        line = summary("attributes", written, skipped, rejects, cfg.output)
+        return {"written": written, "skipped": skipped, "rejected": dict(rejects.counts),
                 "summary": line}

@@ -114,7 +114,7 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
     """
     from tqdm import tqdm
 
-    from data_prep.rows import RejectLog, audio_path, done_ids, read_rows, rebase_audio, summary
+    from data_prep.rows import RejectLog, audio_path, pending_rows, rebase_audio, summary
     from speech_adapter.audio import load_audio
     from speech_adapter.errors import AudioError, ConfigError
     from speech_adapter.utils.io import JsonlAppender
@@ -126,11 +126,7 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
         raise ConfigError(f"fields: unknown {unknown}; choose from {list(FIELD_LABELS)}")
     transcriber = transcriber or _Whisper(cfg.whisper, cfg.batch_size)
     with RejectLog(cfg.output, "describe", cfg.strict) as rejects:
-        rows = read_rows(cfg.input, rejects)
-        if cfg.limit:
-            rows = rows[: cfg.limit]
-        done = done_ids(cfg.output, "describe")
-        todo = [r for r in rows if str(r["id"]) not in done]
+        todo, skipped = pending_rows(cfg, rejects, "describe")
         written = 0
         bar = tqdm(total=len(todo), desc="describe", unit="clip", disable=not progress, file=sys.stderr)
         with JsonlAppender(cfg.output) as out:
@@ -166,6 +162,6 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
                     written += 1
                     bar.update(1)
         bar.close()
-        line = summary("describe", written, len(rows) - len(todo), rejects, cfg.output)
-        return {"written": written, "skipped": len(rows) - len(todo), "rejected": dict(rejects.counts),
+        line = summary("describe", written, skipped, rejects, cfg.output)
+        return {"written": written, "skipped": skipped, "rejected": dict(rejects.counts),
                 "summary": line}

@@ -137,3 +137,14 @@ def rebase_audio(row: dict, input_jsonl, output_jsonl) -> dict:
     if src_dir == dst_dir:
         return row
     return dict(row, audio=os.path.relpath(src_dir / str(audio), dst_dir))
+
+
+def pending_rows(cfg, rejects, stage: str) -> tuple[list[dict], int]:
+    """(rows still to do, rows skipped): the rows of `cfg.input` (malformed ones to `rejects`),
+    cut to `cfg.limit`, less those already in `cfg.output` or rejected there by `stage`."""
+    rows = read_rows(cfg.input, rejects)
+    if cfg.limit:
+        rows = rows[: cfg.limit]
+    done = done_ids(cfg.output, stage)
+    todo = [r for r in rows if str(r["id"]) not in done]
+    return todo, len(rows) - len(todo)
