@@ -2,16 +2,22 @@
 
 The comparison is how the forgetting study is shown (the lecture notes' JSON-lost-after-epoch-3
 story; DeSTA2 vs task SFT): one column per run, rows for accuracy per task and split and for the
-instruction-following rate per constraint, speech vs the text backbone.
+instruction-following rate per constraint, speech vs the text backbone. When the runs' scores.jsonl
+are there, it also pairs rows by id against the first run: mean difference with a paired bootstrap
+CI (Efron & Tibshirani 1993) and an exact sign test on the discordant pairs (McNemar's test, exact
+form, for 0/1 scores), so "run B beats run A" is a measured claim rather than a read of two means.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
+
 from speech_adapter.errors import DataError
-from speech_adapter.utils.io import write_json_atomic, write_text_atomic
+from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_text_atomic
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -19,6 +25,8 @@ TASKS_PNG = "tasks.png"
 IF_PNG = "if_rates.png"
 COMPARE_MD = "compare.md"
 COMPARE_PNG = "compare.png"
+SCORES_JSONL = "scores.jsonl"
+PAIRED_JSON = "paired.json"
 
 
 def _fmt(x, pct: bool = True) -> str:
@@ -114,11 +122,14 @@ def write_report(report: dict, out_dir) -> dict[str, Path]:
     return paths
 
 
+def _report_path(path) -> Path:
+    p = Path(path)
+    return p / REPORT_JSON if p.is_dir() else p
+
+
 def load_report(path) -> dict:
     """A report.json, or the report.json inside a run dir."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / REPORT_JSON
+    p = _report_path(path)
     if not p.exists():
         raise DataError(f"{p}: no eval report here (run `speech-adapter eval run` first)")
     try:
@@ -140,8 +151,121 @@ def _names(reports: list[dict]) -> list[str]:
     return names
 
 
-def compare_markdown(reports: list[dict]) -> str:
-    """Side-by-side table: one column per run; accuracy per task, IF per constraint, Δ."""
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (binomial, p = 0.5) on the discordant pairs; 1.0 when there are none."""
+    n = wins + losses
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def _verdict(lo: float, hi: float) -> str:
+    return "better" if lo > 0 else "worse" if hi < 0 else "no clear difference"
+
+
+def _paired_stats(base: np.ndarray, other: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Means (%), Δ = other − base (points), 95 % paired bootstrap CI of Δ, wins/losses/ties, sign-test p."""
+    n = len(base)
+    if n == 0:
+        return {"n": 0, "base_pct": None, "other_pct": None, "diff_pts": None, "ci_pts": None,
+                "wins": 0, "losses": 0, "ties": 0, "sign_p": 1.0, "verdict": "no clear difference"}
+    diff = other - base
+    # a fresh generator per group: a group's CI does not depend on which groups came before it
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_boot)
+    for start in range(0, n_boot, 256):  # chunks bound memory at 256·n indices
+        stop = min(n_boot, start + 256)
+        boot[start:stop] = diff[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    lo, hi = (100 * float(x) for x in np.percentile(boot, [2.5, 97.5]))
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    return {"n": n, "base_pct": 100 * float(base.mean()), "other_pct": 100 * float(other.mean()),
+            "diff_pts": 100 * float(diff.mean()), "ci_pts": [lo, hi],
+            "wins": wins, "losses": losses, "ties": n - wins - losses,
+            "sign_p": sign_test_p(wins, losses), "verdict": _verdict(lo, hi)}
+
+
+def paired_difference(base_rows: list[dict], other_rows: list[dict], mode: str = "speech",
+                      n_boot: int = 2000, seed: int = 0) -> dict:
+    """Compare two runs' scores.jsonl rows of one mode, paired by row `id`.
+
+    Only rows with a non-null score in both runs count (open-ended tasks have none). Returns the
+    `_paired_stats` dict for all paired rows, plus the same per split (`by_split`) and per task
+    (`by_task`), each keyed by the base run's split / task.
+    """
+    def scored(rows):
+        return {r["id"]: r for r in rows if r.get("mode") == mode and r.get("score") is not None}
+
+    base, other = scored(base_rows), scored(other_rows)
+    ids = [i for i in base if i in other]
+
+    def stats(keep):
+        sel = [i for i in ids if keep(base[i])]
+        return _paired_stats(np.array([float(base[i]["score"]) for i in sel]),
+                             np.array([float(other[i]["score"]) for i in sel]), n_boot, seed)
+
+    out = stats(lambda r: True)
+    out["by_split"] = {s: stats(lambda r, s=s: r.get("split") == s)
+                       for s in sorted({base[i].get("split") for i in ids}, key=str)}
+    out["by_task"] = {t: stats(lambda r, t=t: r.get("task") == t)
+                      for t in sorted({base[i].get("task") for i in ids}, key=str)}
+    return out
+
+
+def paired_comparison(names: list[str], score_rows: list[list[dict] | None], mode: str = "speech",
+                      n_boot: int = 2000, seed: int = 0) -> dict:
+    """`paired_difference` of every run against the first; runs whose rows are None are listed in `skipped`."""
+    result = {"mode": mode, "base": names[0], "n_boot": n_boot, "seed": seed, "runs": {}, "skipped": {}}
+    missing = f"no {SCORES_JSONL} next to its {REPORT_JSON}"
+    if score_rows[0] is None:
+        result["skipped"][names[0]] = missing + " (the base run, so no run is paired)"
+        return result
+    for name, rows in zip(names[1:], score_rows[1:]):
+        if rows is None:
+            result["skipped"][name] = missing
+        else:
+            result["runs"][name] = paired_difference(score_rows[0], rows, mode, n_boot, seed)
+    return result
+
+
+def _pts(x) -> str:
+    return "–" if x is None else f"{x:+.1f}"
+
+
+def paired_markdown(paired: dict) -> list[str]:
+    """Lines of the paired section: one table row per run vs the base, then Δ per split and task."""
+    base, runs = paired["base"], paired["runs"]
+    lines = [f"## Paired difference vs {base} ({paired['mode']}, rows scored in both)", ""]
+    if runs:
+        lines += ["| run | n | base % | run % | Δ points | 95 % CI | wins / losses / ties | sign-test p | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, s in runs.items():
+            ci = "–" if s["ci_pts"] is None else f"{_pts(s['ci_pts'][0])} … {_pts(s['ci_pts'][1])}"
+            pct = ["–" if v is None else f"{v:.1f}" for v in (s["base_pct"], s["other_pct"])]
+            lines.append(f"| {name} | {s['n']} | {pct[0]} | {pct[1]} | {_pts(s['diff_pts'])} | {ci} | "
+                         f"{s['wins']} / {s['losses']} / {s['ties']} | {s['sign_p']:.3g} | {s['verdict']} |")
+        lines += ["", f"verdict: better / worse when the CI excludes 0; bootstrap {paired['n_boot']} "
+                  f"resamples of row ids, seed {paired['seed']}; sign test on wins vs losses"]
+        lines += ["", "### Δ points per split and task (95 % CI, n)", "",
+                  "| | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+        groups = [("by_split", g) for g in sorted({g for s in runs.values() for g in s["by_split"]}, key=str)]
+        groups += [("by_task", g) for g in sorted({g for s in runs.values() for g in s["by_task"]}, key=str)]
+        for kind, g in groups:
+            cells = []
+            for s in runs.values():
+                c = s[kind].get(g)
+                cells.append("–" if c is None or not c["n"] else
+                             f"{_pts(c['diff_pts'])} ({_pts(c['ci_pts'][0])} … {_pts(c['ci_pts'][1])}, n {c['n']})")
+            label = f"*{g}*" if kind == "by_split" else str(g)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for name, why in paired["skipped"].items():
+        lines += ["", f"{name}: {why}; paired comparison skipped"]
+    return lines
+
+
+def compare_markdown(reports: list[dict], paired: dict | None = None) -> str:
+    """Side-by-side table: one column per run; accuracy per task, IF per constraint, Δ.
+
+    `paired` (from `paired_comparison`) adds the paired-difference section at the end.
+    """
     names = _names(reports)
     head = "| | " + " | ".join(names) + " |"
     sep = "|---|" + "---|" * len(names)
@@ -168,20 +292,35 @@ def compare_markdown(reports: list[dict]) -> str:
     for mode in ("speech", "text_retention"):
         lines.append(row(mode, [_fmt((r.get("delta") or {}).get(mode, {}).get("if_rate"), pct=False)
                                 for r in reports]))
+    if paired is not None and len(reports) > 1:
+        lines += [""] + paired_markdown(paired)
     return "\n".join(lines) + "\n"
 
 
+def _load_scores(path) -> list[dict] | None:
+    p = _report_path(path).with_name(SCORES_JSONL)
+    return read_jsonl(p) if p.exists() else None
+
+
 def compare(paths, out_dir=None) -> str:
-    """Compare runs or reports; writes compare.md and compare.png when `out_dir` is given."""
+    """Compare runs or reports; returns the markdown.
+
+    With `out_dir`, writes compare.md, compare.png and paired.json (the paired numbers, see
+    `paired_comparison`). A scores.jsonl beside each report.json enables the paired section; a run
+    without one is noted and skipped there. Raises DataError for a missing or malformed report.
+    """
+    paths = list(paths)
     reports = [load_report(p) for p in paths]
     if not reports:
         raise DataError("eval compare needs at least one run dir or report.json")
-    md = compare_markdown(reports)
+    names = _names(reports)
+    paired = paired_comparison(names, [_load_scores(p) for p in paths])
+    md = compare_markdown(reports, paired)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / COMPARE_MD, md)
-        names = _names(reports)
+        write_json_atomic(out / PAIRED_JSON, paired)
         groups = ["acc seen", "acc unseen", "IF speech", "IF text ceiling", "IF text retention"]
         series = {}
         for n, r in zip(names, reports):
