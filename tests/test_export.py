@@ -30,7 +30,8 @@ def lora_export(tmp_path_factory):
 def test_export_holds_only_trained_tensors_and_a_card(lora_export):
     model, out = lora_export
     adapter = load_file(str(out / "adapter_model.safetensors"))
-    assert set(adapter) == {k for k, p in model.adapter.named_parameters()}
+    # the adapter's parameters and its fitted feature statistics, nothing of the base models
+    assert set(adapter) == {k for k, p in model.adapter.named_parameters()} | {k for k, _ in model.adapter.named_buffers()}
     lora = load_file(str(out / "lora" / "adapter_model.safetensors"))
     n_lora = sum(p.numel() for n, p in model.llm.named_parameters() if p.requires_grad)
     assert sum(v.numel() for v in lora.values()) == n_lora and all("lora_" in k for k in lora)

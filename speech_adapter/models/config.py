@@ -33,6 +33,9 @@ class AdapterConfig:
         "weighted", "window_qformer/stack_mlp: combine tapped layers by learned softmax weights, mean, "
         "or use the last tap (qformer always learns per-query layer weights, as DeSTA2)")
     dropout: float = help_field(0.0, "dropout inside the adapter")
+    feature_norm: bool = help_field(
+        True, "standardize each tapped layer's channels with mean/std fitted on training clips before "
+              "step 1 (Whisper's channel scales differ ~50x; unscaled, the adapter is slow to use the audio)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",

@@ -299,14 +299,47 @@ class SpeechLM(nn.Module):
         if labels is None:
             raise ConfigError('logits="targets" needs labels in the batch')
         body = getattr(lm, lm.base_model_prefix)
-        hidden = body(inputs_embeds=embeds, attention_mask=attn, position_ids=pos,
-                      use_cache=False).last_hidden_state  # (B, S, H)
-        tgt = labels[:, 1:] != IGNORE  # (B, S-1): position t predicts label t+1
+        n = self._shared_prefix_length(batch["input_ids"].to(self.device), attn, labels)
+        if n:
+            hidden = self._forward_after_prefix(body, embeds, attn, pos, n)  # (B, S-n, H)
+        else:
+            hidden = body(inputs_embeds=embeds, attention_mask=attn, position_ids=pos,
+                          use_cache=False).last_hidden_state  # (B, S, H)
+        tgt = labels[:, n + 1:] != IGNORE  # (B, S-n-1): position t predicts label t+1
         h = hidden[:, :-1][tgt]  # (N, H)
         t_logits = lm.get_output_embeddings()(h)  # (N, V)
-        t_labels = labels[:, 1:][tgt]  # (N,)
+        t_labels = labels[:, n + 1:][tgt]  # (N,)
         loss = nn.functional.cross_entropy(t_logits.float(), t_labels) if t_labels.numel() else None
         return SpeechLMOutput(loss, t_logits, t_labels)
+
+    # Rows of a batch begin with the same system prompt and chat header (~45 tokens of a ~100-token
+    # row). With the LLM frozen and no LoRA that prefix's keys and values do not depend on anything
+    # trained, so `forward(logits="targets")` computes them once for the batch, not once per row.
+    MIN_SHARED_PREFIX = 8
+
+    def _shared_prefix_length(self, input_ids, attn, labels) -> int:
+        """Tokens every row shares before its first audio token and first target; 0 = no sharing."""
+        b, s = input_ids.shape
+        if b < 2 or self.config.lora is not None:
+            return 0
+        ok = ((input_ids == input_ids[:1]).all(0) & (input_ids != self.placeholder_id).all(0)
+              & attn.bool().all(0))  # (S,)
+        # the last shared position's output predicts the next token: it must not be a target
+        ok[:-1] &= (labels[:, 1:] == IGNORE).all(0)
+        n = int(ok.long().cumprod(0).sum())
+        return n if self.MIN_SHARED_PREFIX <= n < s else 0
+
+    def _forward_after_prefix(self, body, embeds, attn, pos, n: int) -> torch.Tensor:
+        """Hidden states of positions n.. of every row, the first n tokens run once (batch of 1)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.causal_lm.config)
+        with torch.no_grad():
+            body(inputs_embeds=embeds[:1, :n], attention_mask=attn[:1, :n], position_ids=pos[:1, :n],
+                 cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(embeds.shape[0])
+        return body(inputs_embeds=embeds[:, n:], attention_mask=attn, position_ids=pos[:, n:],
+                    cache=cache, use_cache=True).last_hidden_state
 
     # ---- generation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -363,8 +396,19 @@ class SpeechLM(nn.Module):
 
     # ---- weights -------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the parameters with requires_grad (adapter, LoRA), named as in this module."""
-        return {k: p.detach() for k, p in self.named_parameters() if p.requires_grad}
+        """What training changes, named as in this module: the parameters with requires_grad
+        (adapter, LoRA) and the adapter's buffers (its fitted feature statistics)."""
+        state = {k: p.detach() for k, p in self.named_parameters() if p.requires_grad}
+        state.update({f"adapter.{k}": b.detach() for k, b in self.adapter.named_buffers()})
+        return state
+
+    def fit_feature_norm(self, batches) -> int | None:
+        """Fit the adapter's feature statistics on `batches` of encoder (states, lengths); returns
+        the frames read, or None when the adapter has no feature normalization."""
+        norm = getattr(self.adapter, "feature_norm", None)
+        if not hasattr(norm, "fit"):
+            return None
+        return norm.fit(batches)
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().contiguous().cpu() for k, v in self.adapter.state_dict().items()}
@@ -475,7 +519,11 @@ def read_adapter_config(directory) -> ModelConfig:
         raise ConfigError(f"{path}: invalid JSON ({e})") from None
     if not isinstance(data, dict) or "model" not in data:
         raise ConfigError(f"{path}: missing key 'model'")
+    model = data["model"]
+    adapter = model.get("adapter") if isinstance(model, dict) else None
+    if isinstance(adapter, dict) and "feature_norm" not in adapter:
+        model = {**model, "adapter": {**adapter, "feature_norm": False}}  # saved before it existed
     try:
-        return from_dict(ModelConfig, data["model"])
+        return from_dict(ModelConfig, model)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

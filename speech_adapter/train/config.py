@@ -42,6 +42,9 @@ class TrainConfig:
     bucket_size: int = help_field(50, "batches per sorting window when length_bucketing is on")
     cache_encoder: bool = help_field(False, "cache frozen encoder outputs on disk; later epochs skip the encoder")
     cache_dir: Optional[Path] = help_field(None, "feature cache dir; default run_dir/feature_cache")
+    feature_norm_clips: int = help_field(
+        256, "clips (first in file order) whose encoder states fit the adapter's feature statistics "
+             "before step 1; 0 keeps them as they are")
     kl_temperature: float = help_field(1.0, "kl_distill softmax temperature T (loss scaled by T^2; try 1-2)")
     ce_weight: float = help_field(0.0, "kl_distill: weight of the CE term mixed into the KL loss")
     hard_token_filter: float = help_field(
@@ -80,6 +83,7 @@ class TrainConfig:
             check(getattr(self, key) >= 0, key, "must be >= 0")
         check(self.eval_batches >= 1, "eval_batches", "must be >= 1")
         check(self.max_audio_seconds > 0, "max_audio_seconds", "must be > 0")
+        check(self.feature_norm_clips >= 0, "feature_norm_clips", "must be >= 0")
         if self.text_mix > 0 and self.text_file is None:
             raise ConfigError("text_mix: > 0 needs text_file (the text-only replay rows)")
         if self.eval_every > 0 and self.dev_file is None:

@@ -131,6 +131,8 @@ class Trainer:
             self.global_step, self.epoch, self.step_in_epoch = (
                 pos["global_step"], pos["epoch"], pos["step_in_epoch"])
             self.acc.print(f"resumed from {latest} (step {self.global_step})")
+        else:
+            self._fit_feature_norm()
 
         if self.acc.is_main_process:
             self.metrics_file = JsonlAppender(self.run_dir / "metrics.jsonl")
@@ -141,6 +143,33 @@ class Trainer:
             except ImportError:  # tensorboard is an optional extra
                 self.tb = None
         self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _fit_feature_norm(self) -> None:
+        """Fit the adapter's feature statistics on the first `feature_norm_clips` distinct clips
+        (file order, the same on every rank, so ranks agree without communicating)."""
+        cfg = self.cfg
+        if cfg.feature_norm_clips == 0 or not hasattr(self.core, "fit_feature_norm"):
+            return
+        picks, seen = [], set()
+        for i, row in enumerate(self.data.rows):
+            if row["audio"] is not None and row["audio"] not in seen:
+                seen.add(row["audio"])
+                picks.append(i)
+            if len(picks) == cfg.feature_norm_clips:
+                break
+
+        def batches():
+            for b in range(0, len(picks), cfg.batch_size):
+                ids, examples, _ = self.data.load(picks[b:b + cfg.batch_size])
+                if examples:
+                    batch = self.core.collate(examples, mode="audio")
+                    encode = self._encode_fn(ids, examples)
+                    yield encode(batch) if encode is not None else self.core.encode_audio(batch)
+
+        if picks:
+            frames = self.core.fit_feature_norm(batches())
+            if frames is not None:
+                self.acc.print(f"adapter feature statistics fitted on {len(picks)} clips ({frames} frames)")
 
     # settings that fix the data order: a resume with other values would not continue the run
     RESUME_KEYS = ("batch_size", "grad_accum", "seed", "length_bucketing", "bucket_size", "text_mix",

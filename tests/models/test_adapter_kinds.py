@@ -60,3 +60,59 @@ def test_stack_mlp_layer_pools_run_and_differ(pool):
         s2 = states.clone()
         s2[:, 0] += 5
         torch.testing.assert_close(_adapter("stack_mlp", layer_pool=pool)(s2, torch.tensor([16]))[0], out)
+
+
+# ---- feature standardization (FeatureNorm) ---------------------------------------------------
+
+
+def _scaled_states(b=3, t=40):
+    """States whose channels differ in scale and offset as Whisper's do (std 0.1 to 6)."""
+    torch.manual_seed(1)
+    scale = torch.logspace(-1, 0.8, D)  # (D,)
+    offset = torch.linspace(-7, 7, D)
+    return torch.randn(b, L, t, D) * scale + offset
+
+
+def test_feature_norm_fit_standardizes_valid_frames_only():
+    from speech_adapter.models.adapters import FeatureNorm
+
+    states, lengths = _scaled_states(), torch.tensor([40, 25, 10])
+    states[1, :, 25:] = 1e4  # padded frames must not enter the statistics
+    states[2, :, 10:] = -1e4
+    norm = FeatureNorm(L, D)
+    assert torch.equal(norm(states), states)  # identity before fitting
+    frames = norm.fit([(states[:2], lengths[:2]), (states[2:], lengths[2:])])  # two batches
+    assert frames == 40 + 25 + 10
+    valid = torch.cat([states[0, :, :40], states[1, :, :25], states[2, :, :10]], dim=1)  # (L, 75, D)
+    out = norm(valid[None])[0]
+    torch.testing.assert_close(out.mean(1), torch.zeros(L, D), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std(1, unbiased=False), torch.ones(L, D), atol=1e-4, rtol=0)
+
+
+def test_feature_norm_refuses_too_few_frames():
+    from speech_adapter.models.adapters import FeatureNorm
+
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        FeatureNorm(L, D).fit([(torch.zeros(1, L, 5, D), torch.tensor([1]))])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fitted_statistics_are_in_the_state_dict_and_change_the_output(kind):
+    ad = _adapter(kind)
+    states, lengths = _scaled_states(2), torch.tensor([40, 30])
+    with torch.no_grad():
+        before, _ = ad(states, lengths)
+        ad.feature_norm.fit([(states, lengths)])
+        after, _ = ad(states, lengths)
+    assert not torch.allclose(before, after)
+    sd = ad.state_dict()
+    assert {"feature_norm.mean", "feature_norm.std"} <= set(sd)
+    fresh = _adapter(kind)
+    fresh.load_state_dict(sd)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(states, lengths)[0], after)
+
+
+def test_feature_norm_can_be_switched_off():
+    ad = _adapter("qformer", feature_norm=False)
+    assert not any("feature_norm" in k for k in ad.state_dict())

@@ -51,7 +51,8 @@ def test_lora_parameters_train_too():
         torch.testing.assert_close(m(batch, logits="targets").loss, m(batch).loss)
     m(batch).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for k, p in m.named_parameters() if "lora_B" in k)
-    assert set(m.trainable_state_dict()) == set(names)
+    buffers = {"adapter.feature_norm.mean", "adapter.feature_norm.std"}  # fitted statistics, not trained
+    assert set(m.trainable_state_dict()) == set(names) | buffers
 
 
 def test_llm_sees_exactly_the_adapter_outputs_at_placeholders(model):
@@ -235,3 +236,40 @@ def test_lora_targets_missing_from_the_llm_are_a_config_error():
     llm, tok = tiny_llm()
     with pytest.raises(ConfigError, match="lora.target_modules"):
         SpeechLM.from_components(cfg, w, fe, llm, tok)
+
+
+def test_shared_prompt_prefix_runs_once_and_changes_nothing():
+    """forward(logits="targets") runs the rows' common system-prompt prefix once for the batch;
+    loss, target logits and adapter gradients equal those of the plain forward."""
+    m = tiny_speechlm("qformer")
+    system = "You are a helpful assistant who can hear audio and answers in a few words."
+    exs = [dict(ex, system=system) for ex in _examples()]
+    batch = m.collate(exs)
+    n = m._shared_prefix_length(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    first_audio = int((batch["input_ids"][0] == m.placeholder_id).nonzero()[0])
+    assert m.MIN_SHARED_PREFIX <= n <= first_audio
+    calls = []
+    hook = m._forward_after_prefix
+    m._forward_after_prefix = lambda *a: calls.append(a[-1]) or hook(*a)
+    shared = m(batch, logits="targets")
+    shared.loss.backward()
+    g_shared = {k: p.grad.clone() for k, p in m.named_parameters() if p.requires_grad}
+    m.zero_grad(set_to_none=True)
+    assert calls == [n]
+    m.MIN_SHARED_PREFIX = 10**9  # switch sharing off: the plain forward
+    plain = m(batch, logits="targets")
+    plain.loss.backward()
+    torch.testing.assert_close(shared.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(shared.labels, plain.labels)
+    for k, p in m.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(g_shared[k], p.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_no_prefix_sharing_with_lora_or_a_single_row():
+    m = tiny_speechlm("stack_mlp", lora=True)  # LoRA changes the prefix's keys: never shared
+    batch = m.collate([dict(ex, system="A shared system prompt of some length here.") for ex in _examples()])
+    assert m._shared_prefix_length(batch["input_ids"], batch["attention_mask"], batch["labels"]) == 0
+    m = tiny_speechlm("qformer")
+    one = m.collate([dict(_examples()[0], system="A shared system prompt of some length here.")])
+    assert m._shared_prefix_length(one["input_ids"], one["attention_mask"], one["labels"]) == 0

@@ -199,3 +199,34 @@ def test_in_process_resume_is_exact_and_needs_the_rng_state(tmp_path, monkeypatc
     monkeypatch.setattr(ckpt, "set_rng_state", lambda *a: None)
     broken = _run(tmp_path, "broken", 5, stop_at=2)
     assert not all(torch.allclose(straight[k], broken[k], atol=1e-6, rtol=0) for k in straight)
+
+
+def test_trainer_fits_feature_statistics_once_and_resume_restores_them(tmp_path):
+    """A fresh run fits the adapter's feature statistics on the training clips before step 1; the
+    checkpoint carries them, and a resumed run loads them instead of refitting."""
+    tr = make_trainer(tmp_path, max_steps=2, save_every=1, feature_norm_clips=5)
+    norm = tr.core.adapter.feature_norm
+    fitted_mean, fitted_std = norm.mean.clone(), norm.std.clone()
+    assert not torch.equal(fitted_mean, torch.zeros_like(fitted_mean))  # fitted, not the identity
+    assert not torch.equal(fitted_std, torch.ones_like(fitted_std))
+    tr.train()
+    tr.cleanup()
+    assert torch.equal(norm.mean, fitted_mean)  # statistics are not trained
+    cfg = TrainConfig(train_file=tmp_path / "data" / "train.jsonl", batch_size=2, max_steps=2,
+                      save_every=1, feature_norm_clips=1)  # a refit on 1 clip would differ
+    again = Trainer(tiny_speechlm(), cfg, tmp_path / "run", load_train_data(cfg, Rejects(None)))
+    again.setup()
+    try:
+        assert again.global_step == 2
+        torch.testing.assert_close(again.core.adapter.feature_norm.mean, fitted_mean, atol=0, rtol=0)
+        torch.testing.assert_close(again.core.adapter.feature_norm.std, fitted_std, atol=0, rtol=0)
+    finally:
+        again.cleanup()
+
+
+def test_feature_norm_clips_zero_leaves_the_identity(tmp_path):
+    tr = make_trainer(tmp_path, feature_norm_clips=0)
+    try:
+        assert torch.equal(tr.core.adapter.feature_norm.mean, torch.zeros_like(tr.core.adapter.feature_norm.mean))
+    finally:
+        tr.cleanup()
