@@ -312,7 +312,7 @@ class SpeechLM(nn.Module):
         loss = nn.functional.cross_entropy(t_logits.float(), t_labels) if t_labels.numel() else None
         return SpeechLMOutput(loss, t_logits, t_labels)
 
-    # Rows of a batch begin with the same system prompt and chat header (~45 tokens of a ~100-token
+    # Rows of a batch begin with the same system prompt and chat header (45 tokens of a 120-130-token
     # row). With the LLM frozen and no LoRA that prefix's keys and values do not depend on anything
     # trained, so `forward(logits="targets")` computes them once for the batch, not once per row.
     MIN_SHARED_PREFIX = 8
