@@ -75,6 +75,9 @@ class DistillConfig:
                                   help="pool tasks to sample from (empty = every task the row supports)")
     task_weights: list[float] = help_field(default_factory=list,
                                            help="sampling weight per entry of `tasks` (empty = equal)")
+    templates: list[str] = help_field(
+        default_factory=list, help="only these seen template ids for the pool tasks, e.g. [gender.01] "
+        "(empty = every seen template); a short run learns faster from one phrasing per task")
     constrained_fraction: float = help_field(0.4, "chance a pool instruction is format-constrained")
     seed: int = help_field(0, "seed of template choice and of the sampled retries")
     limit: int = help_field(0, "distill at most this many clips (0 = all)")
@@ -118,6 +121,19 @@ class DistillConfig:
                 raise ConfigError(f"tasks: unknown task {t!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
         if self.task_weights and len(self.task_weights) != len(self.tasks):
             raise ConfigError("task_weights: give one weight per entry of tasks")
+        for tid in self.templates:
+            from speech_adapter.templates import TEMPLATES, get_template
+            try:
+                t = get_template(tid)
+            except DataError:
+                import difflib
+                close = difflib.get_close_matches(tid, [t.id for t in TEMPLATES], n=1)
+                raise ConfigError(f"templates: unknown template {tid!r}"
+                                  + (f"; did you mean {close[0]!r}?" if close else "")) from None
+            if t.split != "seen":
+                raise ConfigError(f"templates: {tid} is an unseen (eval-only) template")
+            if self.tasks and t.task not in self.tasks:
+                raise ConfigError(f"templates: {tid} is a {t.task} template, not one of tasks {self.tasks}")
         if self.prompt_style not in ("listener", "naive"):
             raise ConfigError(f"prompt_style: {self.prompt_style!r} is not one of ['listener', 'naive']")
         TeacherConfig(self.model, self.backend, self.dtype, self.batch_size).validate()
@@ -134,7 +150,7 @@ class DistillConfig:
 
 def plan_clip(row: dict, cfg: DistillConfig) -> list:
     """The seen templates this clip is asked: describe family first, then the sampled pool."""
-    from speech_adapter.templates import TASKS, applicable, templates_for
+    from speech_adapter.templates import TASKS, applicable, get_template, templates_for
 
     rng = random.Random(stable_seed(cfg.seed, row["id"], "plan"))
     describe = templates_for("describe", split="seen", kind="plain")
@@ -143,17 +159,25 @@ def plan_clip(row: dict, cfg: DistillConfig) -> list:
     weights = cfg.task_weights or [1.0] * len(names)
     pool = [(t, w) for t, w in zip(names, weights) if w > 0 and applicable(t, row)]
     taken = {t.id for t in chosen}
-    for _ in range(cfg.templates_per_clip):
-        if not pool:
-            break
+    allowed = set(cfg.templates)
+    restricted = {get_template(tid).task for tid in allowed}
+
+    def open_templates(task: str, kind: str | None) -> list:
+        return [t for t in templates_for(task, split="seen", kind=kind) if t.id not in taken
+                and (task not in restricted or t.id in allowed)]
+
+    picks = 0
+    while picks < cfg.templates_per_clip and pool:
         task = rng.choices([t for t, _ in pool], [w for _, w in pool])[0]
         kind = "constrained" if rng.random() < cfg.constrained_fraction else "plain"
-        options = [t for t in templates_for(task, split="seen", kind=kind) if t.id not in taken]
-        options = options or [t for t in templates_for(task, split="seen") if t.id not in taken]
-        if options:
-            pick = rng.choice(options)
-            chosen.append(pick)
-            taken.add(pick.id)
+        options = open_templates(task, kind) or open_templates(task, None)
+        if not options:  # this task's templates are used up for the clip: ask another task
+            pool = [(t, w) for t, w in pool if t != task]
+            continue
+        pick = rng.choice(options)
+        chosen.append(pick)
+        taken.add(pick.id)
+        picks += 1
     for t in chosen:  # the guarantee the eval relies on: unseen phrasings never reach training
         if t.split != "seen":
             raise AssertionError(f"template {t.id} is {t.split}; only seen templates may be distilled")

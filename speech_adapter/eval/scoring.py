@@ -72,6 +72,14 @@ def parse_option(answer, options: list[str], focus=()) -> str | None:
     return picked
 
 
+# Words that name an option without its literal text ("The voice belongs to a woman." answers
+# "female"); matched as whole words, so "woman" never matches "man".
+OPTION_ALIASES: dict[str, tuple[str, ...]] = {
+    "female": ("woman", "women", "lady", "girl", "feminine"),
+    "male": ("man", "men", "gentleman", "boy", "masculine"),
+}
+
+
 def _parse_option(text: str, options: list[str]) -> str | None:
     words = normalize(text).split()
     if not words:
@@ -80,10 +88,11 @@ def _parse_option(text: str, options: list[str]) -> str | None:
     exact = [opt for opt, w in norm.items() if w == words]
     if len(exact) == 1:
         return exact[0]
+    spellings = [(opt, w) for opt in options for w in
+                 [norm[opt]] + [a.split() for a in OPTION_ALIASES.get(" ".join(norm[opt]), ())]]
     taken = [False] * len(words)
     found: dict[str, bool] = {}  # option -> has an affirmed (non-negated) mention
-    for opt in sorted(options, key=lambda o: -len(norm[o])):
-        ow = norm[opt]
+    for opt, ow in sorted(spellings, key=lambda s: -len(s[1])):
         if not ow:
             continue
         for start in _spans(words, ow):

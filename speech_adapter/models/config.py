@@ -36,6 +36,9 @@ class AdapterConfig:
     feature_norm: bool = help_field(
         True, "standardize each tapped layer's channels with mean/std fitted on training clips before "
               "step 1 (Whisper's channel scales differ ~50x; unscaled, the adapter is slow to use the audio)")
+    output_norm: bool = help_field(
+        True, "RMS-normalize each output token (Ultravox's ln_post), its learned scale starting at the "
+               "LLM's own token-embedding RMS, so audio tokens start as loud as text tokens")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",

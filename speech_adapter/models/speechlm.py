@@ -72,6 +72,8 @@ class SpeechLM(nn.Module):
         llm_dim = llm.get_input_embeddings().weight.shape[1]
         self.adapter = build_adapter(config.adapter, self.encoder.dim, len(layers), llm_dim,
                                      frame_rate=self.encoder.frame_rate)
+        emb = llm.get_input_embeddings().weight.detach()
+        self.adapter.set_output_scale(float(emb.float().pow(2).mean().sqrt()))
         if config.lora is not None:
             from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
@@ -521,8 +523,10 @@ def read_adapter_config(directory) -> ModelConfig:
         raise ConfigError(f"{path}: missing key 'model'")
     model = data["model"]
     adapter = model.get("adapter") if isinstance(model, dict) else None
-    if isinstance(adapter, dict) and "feature_norm" not in adapter:
-        model = {**model, "adapter": {**adapter, "feature_norm": False}}  # saved before it existed
+    if isinstance(adapter, dict):  # keys saved before they existed: off, as those adapters were trained
+        missing = {k: False for k in ("feature_norm", "output_norm") if k not in adapter}
+        if missing:
+            model = {**model, "adapter": {**adapter, **missing}}
     try:
         return from_dict(ModelConfig, model)
     except ConfigError as e:

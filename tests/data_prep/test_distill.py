@@ -191,6 +191,27 @@ def test_config_rejects_unknown_task(tmp_path):
         from_dict(DistillConfig, {"input": "a", "output": "b", "tasks": ["gendr"]})
 
 
+def test_templates_restrict_the_pool_and_a_used_up_task_yields_to_the_next(tmp_path):
+    cfg = cfg_for(tmp_path, tasks=["gender", "accent"], templates=["gender.01", "accent.03"],
+                  describe_per_clip=0, templates_per_clip=2, constrained_fraction=0.0)
+    plans = [[t.id for t in plan_clip(row, cfg)] for row in described_rows(20)]
+    # one template per task: a clip asked twice gets both, never the same one twice or another
+    assert all(sorted(p) == ["accent.03", "gender.01"] for p in plans)
+
+
+@pytest.mark.parametrize("templates, match", [
+    (["gendr.01"], "did you mean 'gender.01'"),
+    (["gender.02"], "unseen"),
+    (["accent.01"], "not one of tasks"),
+])
+def test_config_rejects_bad_templates(templates, match):
+    from speech_adapter.config import from_dict
+    from speech_adapter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        from_dict(DistillConfig, {"input": "a", "output": "b", "tasks": ["gender"], "templates": templates})
+
+
 def test_resume_after_sigkill_has_no_duplicates_and_no_losses(tmp_path):
     rows = described_rows(24)
     write_rows(tmp_path / "in" / "described.jsonl", rows)

@@ -28,6 +28,13 @@ CASES = [
     ("Yes.", ["yes", "no"], "yes"),
     ("scottish english accent", ["American English", "Scottish English"], "Scottish English"),
     ("English", ["American English", "Scottish English"], None),
+    # option aliases: whole words, negation and ambiguity as for the literal options
+    ("The voice belongs to a woman.", MF, "female"),
+    ("A man is talking.", MF, "male"),
+    ("Not a woman: a gentleman.", MF, "male"),
+    ("The male speaker is a woman.", MF, None),
+    ("women and men", MF, None),
+    ("The woman is Scottish.", ["American English", "Scottish English"], None),
 ]
 
 

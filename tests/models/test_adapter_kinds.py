@@ -116,3 +116,26 @@ def test_fitted_statistics_are_in_the_state_dict_and_change_the_output(kind):
 def test_feature_norm_can_be_switched_off():
     ad = _adapter("qformer", feature_norm=False)
     assert not any("feature_norm" in k for k in ad.state_dict())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_norm_sets_every_real_token_to_the_given_rms(kind):
+    ad = _adapter(kind)
+    ad.set_output_scale(0.25)
+    lengths = torch.tensor([50, 23])
+    with torch.no_grad():
+        out, n = ad(torch.randn(2, L, 50, D) * 30, lengths)
+    rms = out.pow(2).mean(-1).sqrt()  # (B, N)
+    real = torch.arange(out.shape[1])[None] < n[:, None]
+    torch.testing.assert_close(rms[real], torch.full_like(rms[real], 0.25), rtol=1e-3, atol=1e-3)
+    assert torch.all(out[~real] == 0)  # padded tokens stay exactly zero
+    assert "output_norm.weight" in ad.state_dict()
+
+
+def test_output_norm_off_leaves_the_scale_free():
+    ad = _adapter("qformer", output_norm=False)
+    ad.set_output_scale(0.25)  # nothing to set
+    with torch.no_grad():
+        out, _ = ad(torch.randn(1, L, 50, D), torch.tensor([50]))
+    assert not torch.allclose(out.pow(2).mean(-1).sqrt(), torch.full((1, 5), 0.25), atol=1e-2)
+    assert not any("output_norm" in k for k in ad.state_dict())

@@ -273,3 +273,19 @@ def test_no_prefix_sharing_with_lora_or_a_single_row():
     m = tiny_speechlm("qformer")
     one = m.collate([dict(_examples()[0], system="A shared system prompt of some length here.")])
     assert m._shared_prefix_length(one["input_ids"], one["attention_mask"], one["labels"]) == 0
+
+
+def test_output_norm_starts_at_the_llm_embedding_rms_and_old_configs_load_without_it(tmp_path):
+    import json
+
+    m = tiny_speechlm("qformer")
+    emb = m.causal_lm.get_input_embeddings().weight
+    torch.testing.assert_close(m.adapter.output_norm.weight,
+                               torch.full_like(m.adapter.output_norm.weight, float(emb.pow(2).mean().sqrt())))
+    m.save_adapter(tmp_path)
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert cfg["model"]["adapter"]["output_norm"] is True
+    del cfg["model"]["adapter"]["output_norm"], cfg["model"]["adapter"]["feature_norm"]
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    old = read_adapter_config(tmp_path).adapter  # an adapter saved before either option existed
+    assert old.output_norm is False and old.feature_norm is False
