@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import difflib
 import os
 import random
 import re
@@ -103,7 +104,7 @@ class DistillConfig:
     quiet: bool = help_field(False, "no progress bar")
 
     def validate(self):
-        from speech_adapter.templates import TASKS
+        from speech_adapter.templates import TASKS, TEMPLATES
 
         if not self.input or not self.output:
             raise ConfigError("input and output: both are required")
@@ -116,20 +117,14 @@ class DistillConfig:
             raise ConfigError("constrained_fraction: must be in [0, 1]")
         for t in self.tasks:
             if t not in TASKS:
-                import difflib
-                close = difflib.get_close_matches(t, list(TASKS), n=1)
-                raise ConfigError(f"tasks: unknown task {t!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+                raise ConfigError(f"tasks: unknown task {t!r}" + _did_you_mean(t, TASKS))
         if self.task_weights and len(self.task_weights) != len(self.tasks):
             raise ConfigError("task_weights: give one weight per entry of tasks")
+        by_id = {t.id: t for t in TEMPLATES}
         for tid in self.templates:
-            from speech_adapter.templates import TEMPLATES, get_template
-            try:
-                t = get_template(tid)
-            except DataError:
-                import difflib
-                close = difflib.get_close_matches(tid, [t.id for t in TEMPLATES], n=1)
-                raise ConfigError(f"templates: unknown template {tid!r}"
-                                  + (f"; did you mean {close[0]!r}?" if close else "")) from None
+            if tid not in by_id:
+                raise ConfigError(f"templates: unknown template {tid!r}" + _did_you_mean(tid, by_id))
+            t = by_id[tid]
             if t.split != "seen":
                 raise ConfigError(f"templates: {tid} is an unseen (eval-only) template")
             if self.tasks and t.task not in self.tasks:
@@ -143,6 +138,11 @@ class DistillConfig:
 
     def sampling(self, do_sample: bool) -> Sampling:
         return Sampling(do_sample, self.temperature, self.top_p, self.max_new_tokens, self.seed)
+
+
+def _did_you_mean(value: str, choices) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # ---------------------------------------------------------------- which instructions per clip

@@ -72,8 +72,8 @@ class SpeechLM(nn.Module):
         llm_dim = llm.get_input_embeddings().weight.shape[1]
         self.adapter = build_adapter(config.adapter, self.encoder.dim, len(layers), llm_dim,
                                      frame_rate=self.encoder.frame_rate)
-        emb = llm.get_input_embeddings().weight.detach()
-        self.adapter.set_output_scale(float(emb.float().pow(2).mean().sqrt()))
+        if config.adapter.output_norm:  # loaded weights replace this start value
+            self.adapter.set_output_scale(_rms(llm.get_input_embeddings().weight))
         if config.lora is not None:
             from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
@@ -466,6 +466,14 @@ class SpeechLM(nn.Module):
             bad = getattr(res, "unexpected_keys", None)
             if bad:
                 raise ConfigError(f"{lora_file}: unexpected LoRA tensors {bad[:3]}")
+
+
+@torch.no_grad()
+def _rms(weight: torch.Tensor, rows: int = 8192) -> float:
+    """Root mean square of `weight`, in fp32 a block of rows at a time (an 8B model's embedding
+    table is 0.5 G entries: a whole fp32 copy would cost 2 GB at start-up)."""
+    sq = sum(float(block.float().pow(2).sum()) for block in weight.split(rows))
+    return (sq / weight.numel()) ** 0.5
 
 
 def _check_example(i: int, ex) -> None:
