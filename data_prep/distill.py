@@ -17,6 +17,13 @@ contradict the metadata ("a man" for a female speaker, "high-pitched" for a voic
 Open rows (the describe family) must be about the clip: its words, or its speaker's true gender
 or accent.
 
+Label-first answers (`option_answers: choice`, off by default): for a classification question
+the teacher does not generate; it scores each option as a one-word reply ("Female.") with and
+without the clip's description, and the option the description raises most is the answer. A
+~100-step adapter learns an attribute from such answers and from questions asked without their
+option list (`bare_fraction`), not from "The speaker is female." after a listed-options question
+(benchmarks/NOTES.md, session 3). It is still the teacher's choice, but no longer its phrasing.
+
 Resumable: output rows have `id` = `clip_id/template_id` (the clip's own id is `clip_id`),
 appended durably; a rerun skips keys already in the output or rejected at this stage. Sampling is seeded per row, so a resumed run writes what
 an uninterrupted one would.
@@ -80,6 +87,13 @@ class DistillConfig:
         default_factory=list, help="only these seen template ids for the pool tasks, e.g. [gender.01] "
         "(empty = every seen template); a short run learns faster from one phrasing per task")
     constrained_fraction: float = help_field(0.4, "chance a pool instruction is format-constrained")
+    bare_fraction: float = help_field(
+        0.0, "chance a plain classification question is asked without its option list "
+        "('What is the gender of the speaker?', id <template>:bare); the eval always lists them")
+    option_answers: str = help_field(
+        "free", "classification answers: free (the teacher's generated answer) | choice (the option "
+        "the clip's description makes likeliest in the teacher's scoring, as a one-word reply "
+        "'Female.': label first, no generation)")
     seed: int = help_field(0, "seed of template choice and of the sampled retries")
     limit: int = help_field(0, "distill at most this many clips (0 = all)")
     # SSR
@@ -129,6 +143,12 @@ class DistillConfig:
                 raise ConfigError(f"templates: {tid} is an unseen (eval-only) template")
             if self.tasks and t.task not in self.tasks:
                 raise ConfigError(f"templates: {tid} is a {t.task} template, not one of tasks {self.tasks}")
+        if not 0.0 <= self.bare_fraction <= 1.0:
+            raise ConfigError("bare_fraction: must be in [0, 1]")
+        if self.option_answers not in ("free", "choice"):
+            raise ConfigError(f"option_answers: {self.option_answers!r} is not one of ['free', 'choice']")
+        if self.option_answers == "choice" and self.backend != "transformers":
+            raise ConfigError("option_answers: 'choice' scores replies with the transformers backend only")
         if self.prompt_style not in ("listener", "naive"):
             raise ConfigError(f"prompt_style: {self.prompt_style!r} is not one of ['listener', 'naive']")
         TeacherConfig(self.model, self.backend, self.dtype, self.batch_size).validate()
@@ -175,8 +195,10 @@ def plan_clip(row: dict, cfg: DistillConfig) -> list:
             pool = [(t, w) for t, w in pool if t != task]
             continue
         pick = rng.choice(options)
-        chosen.append(pick)
         taken.add(pick.id)
+        if cfg.bare_fraction > 0 and pick.bare and rng.random() < cfg.bare_fraction:
+            pick = pick.as_bare()
+        chosen.append(pick)
         picks += 1
     for t in chosen:  # the guarantee the eval relies on: unseen phrasings never reach training
         if t.split != "seen":
@@ -345,11 +367,50 @@ def _relocate_audio(row: dict, src: Path, dst: Path) -> dict:
     return {**row, "audio": os.path.relpath(full, dst.parent.resolve())}
 
 
+def choice_reply(option: str) -> str:
+    """The one-word reply of `option_answers: choice`: "female" -> "Female."."""
+    return option[:1].upper() + option[1:] + "."
+
+
+def is_choice(template, cfg: DistillConfig) -> bool:
+    """Whether this row's answer is the teacher's scored choice rather than a generated one."""
+    from speech_adapter.templates import TASKS
+
+    return (cfg.option_answers == "choice" and not template.constraints
+            and TASKS[template.task].metric == "option")
+
+
+def run_choices(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[dict]:
+    """`option_answers: choice`: the teacher scores every option as its whole reply ("Female.").
+    A small LLM gives a one-word reply low likelihood whatever it read, with a prior for some
+    options ("Male." over "Female."), so each option is scored by how much the clip's description
+    raises it: log p(reply | description + instruction) - log p(reply | instruction alone)
+    (domain-conditional PMI, Holtzman et al. 2021). The best option is the answer, checked like a
+    generated one; deterministic, so one attempt. Adds `answer`/`reasons`/`attempts`/`sampling`."""
+    from speech_adapter.templates import TASKS
+
+    if not items:
+        return items
+    replies = [[choice_reply(o) for o in TASKS[it["template"].task].options(it["row"])] for it in items]
+    heard = teacher.score([_messages(it["row"], it["instruction"], cfg) for it in items], replies)
+    prior = teacher.score([_messages({**it["row"], "description": ""}, it["instruction"], cfg) for it in items],
+                          replies)
+    for it, options, with_clip, without in zip(items, replies, heard, prior):
+        gain = [a - b for a, b in zip(with_clip, without)]
+        answer = options[max(range(len(options)), key=gain.__getitem__)]
+        reason = judge(answer, it["template"], it["row"], cfg)
+        it.update(answer=None if reason else answer, reasons=[reason] if reason else [], attempts=1,
+                  last_answer=answer, sampling={"choice": dict(zip(options, (round(g, 3) for g in gain)))})
+    return items
+
+
 def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[dict]:
     """SSR for a batch of {row, template, instruction, key}: greedy first, then seeded samples
-    for the rows still failing, one round per extra attempt. Adds `answer`/`reason`/`attempts`."""
-    pending = list(items)
-    for item in items:
+    for the rows still failing, one round per extra attempt. Adds `answer`/`reason`/`attempts`.
+    Rows answered by choice (`option_answers: choice`) are scored instead (`run_choices`)."""
+    run_choices([it for it in items if is_choice(it["template"], cfg)], teacher, cfg)
+    pending = [it for it in items if not is_choice(it["template"], cfg)]
+    for item in pending:
         item.update(answer=None, reasons=[], attempts=0)
     for attempt in range(cfg.attempts):
         if not pending:
@@ -400,8 +461,8 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
             work.append({"row": row, "template": template, "key": key, "instruction": render(template, row)})
     # Batch rows of like answer length together: a batch decodes until its longest answer ends,
     # so one-word answers next to open descriptions would wait for them. Stable, so deterministic.
-    work.sort(key=lambda it: _ANSWER_LENGTH.get(TASKS[it["template"].task].metric, 1)
-              + (1 if it["template"].constraints else 0))
+    work.sort(key=lambda it: -1 if is_choice(it["template"], cfg) else
+              _ANSWER_LENGTH.get(TASKS[it["template"].task].metric, 1) + (1 if it["template"].constraints else 0))
     teacher = teacher or load_teacher(cfg.teacher_config())
     stats = _Stats()
     start = time.time()

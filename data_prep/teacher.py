@@ -5,6 +5,7 @@ speech model is built on, reading a text description of the audio. This module h
 LLM is run behind one interface:
 
     teacher.generate(prompts: list[list[message]], n, sampling, seeds=None) -> list[list[str]]
+    teacher.score(prompts, replies: list[list[str]]) -> list[list[float]]   # log-likelihoods
 
 Backends:
 - `transformers` (default): batched `generate` with left padding, stopping at end of turn.
@@ -77,6 +78,10 @@ class Teacher(Protocol):
                      seeds: list[int] | None = None) -> list[list[str]]:
         """`n` continuations per raw text prompt (already chat-formatted)."""
 
+    def score(self, prompts: list[list[dict]], replies: list[list[str]]) -> list[list[float]]:
+        """The log-likelihood (summed over its tokens) of each candidate reply to each chat prompt:
+        the teacher's ranking of given answers, as multiple-choice evals rank options."""
+
 
 def stable_seed(*parts) -> int:
     """A 31-bit seed from any parts (row id, template id, ...), stable across runs and machines."""
@@ -128,6 +133,9 @@ class _ChatTemplateTeacher:
     def generate(self, prompts, n=1, sampling=None, seeds=None):
         return self.generate_raw([self.format(m) for m in prompts], n, sampling, seeds)
 
+    def score(self, prompts, replies):
+        return self.score_raw([self.format(m) for m in prompts], replies)
+
 
 class TransformersTeacher(_ChatTemplateTeacher):
     """Batched `transformers` generation with left padding; stops at end of turn."""
@@ -176,6 +184,65 @@ class TransformersTeacher(_ChatTemplateTeacher):
             tok.padding_side = side
         return out
 
+    def score_raw(self, texts: list[str], replies: list[list[str]]) -> list[list[float]]:
+        """Summed log-probabilities of each reply's tokens after its (chat-formatted) text.
+
+        Each text runs once (left-padded batch, only its last position's logits kept); its KV
+        cache is then repeated once per reply and the replies run on it, so scoring k options
+        costs about one prompt, not k."""
+        import torch
+        from transformers import DynamicCache
+
+        tok = self.tokenizer
+        dev = self.model.device
+        out = [[0.0] * len(r) for r in replies]
+        for start in range(0, len(texts), self.batch_size):
+            prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts[start:start + self.batch_size]]
+            width = max(len(p) for p in prompts)
+            ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for k, p in enumerate(prompts):
+                ids[k, width - len(p):] = torch.tensor(p)
+                mask[k, width - len(p):] = 1
+            cache = DynamicCache(config=self.model.config)
+            with torch.inference_mode():
+                res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                                 position_ids=(mask.cumsum(-1) - 1).clamp_min(0).to(dev),
+                                 cache=cache, use_cache=True, logits_to_keep=1)
+            first = res.logits[:, -1].float().log_softmax(-1)  # B, V: each reply's first token
+            jobs = []  # (prompt row in batch, reply index, reply ids)
+            for k in range(len(prompts)):
+                for j, reply in enumerate(replies[start + k]):
+                    rids = tok(reply, add_special_tokens=False)["input_ids"]
+                    if not rids:
+                        raise ValueError(f"empty reply {reply!r} cannot be scored")
+                    jobs.append((k, j, rids))
+            if not jobs:
+                continue
+            rest = max(len(r) for _, _, r in jobs) - 1  # reply tokens after the first
+            logp = None
+            if rest:
+                rows = torch.tensor([k for k, _, _ in jobs], device=dev)
+                cache.reorder_cache(rows)  # one copy of its prompt's cache per reply
+                step = torch.full((len(jobs), rest), tok.pad_token_id, dtype=torch.long)
+                step_mask = torch.zeros_like(step)
+                for n, (_, _, r) in enumerate(jobs):
+                    step[n, :len(r) - 1] = torch.tensor(r[:-1])
+                    step_mask[n, :len(r) - 1] = 1
+                lengths = mask.sum(-1).to(dev)[rows]
+                with torch.inference_mode():
+                    logits = self.model(
+                        input_ids=step.to(dev), cache=cache,
+                        attention_mask=torch.cat([mask.to(dev)[rows], step_mask.to(dev)], dim=1),
+                        position_ids=lengths[:, None] + torch.arange(rest, device=dev)[None, :]).logits
+                logp = logits.float().log_softmax(-1)  # jobs, rest, V: predicts reply tokens 2..n
+            for n, (k, j, r) in enumerate(jobs):
+                total = first[k, r[0]]
+                if len(r) > 1:
+                    total = total + logp[n, torch.arange(len(r) - 1), torch.tensor(r[1:], device=dev)].sum()
+                out[start + k][j] = float(total)
+        return out
+
 
 class VllmTeacher(_ChatTemplateTeacher):
     """vLLM generation for scale; installed with the `vllm` extra."""
@@ -202,6 +269,10 @@ class VllmTeacher(_ChatTemplateTeacher):
             seed=stable_seed(sampling.seed, s)) for s in seeds]
         results = self.llm.generate(texts, params, use_tqdm=False)
         return [[o.text.strip() for o in r.outputs] for r in results]
+
+    def score_raw(self, texts, replies):
+        raise ConfigError("distill.option_answers 'choice' scores replies with the transformers "
+                          "backend only; use teacher backend: transformers for it")
 
 
 class FakeTeacher:
@@ -235,6 +306,18 @@ class FakeTeacher:
 
     def generate(self, prompts, n=1, sampling=None, seeds=None):
         return self.generate_raw([self.format(m) for m in prompts], n, sampling, seeds)
+
+    def score(self, prompts, replies):
+        """A reply scores how often its rarest word occurs (whole word) in the prompt text: the fake
+        "prefers" the option its prompt's description names ("male" never matches "female")."""
+        import re
+
+        out = []
+        for messages, options in zip(prompts, replies):
+            text = self.format(messages).lower()
+            out.append([float(min(len(re.findall(rf"\b{re.escape(w)}\b", text)) for w in re.findall(r"\w+", r.lower())))
+                        for r in options])
+        return out
 
     def generate_raw(self, texts, n=1, sampling=None, seeds=None):
         sampling = sampling or Sampling()

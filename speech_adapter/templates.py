@@ -35,6 +35,7 @@ LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "de": "Germa
                   "sv": "Swedish", "fi": "Finnish", "tr": "Turkish", "el": "Greek"}
 DISTRACTORS = ["elephant", "guitar", "volcano", "bicycle", "umbrella", "pyramid", "dolphin",
                "chocolate", "satellite", "lantern", "penguin", "tornado", "violin", "cactus"]
+BARE = ":bare"  # id suffix of a template asked without its option list
 _STOP = set("""the a an and or but of to in on at for with from by is are was were be been this
 that these those it its as not no yes you your we our they their he she his her i me my have has
 had do does did will would can could should there here what which who whom when where why how
@@ -51,6 +52,16 @@ class Template:
     split: str  # "seen" | "unseen"
     constraints: tuple = ()
     kind: str = "plain"  # "plain" | "constrained"
+    # the phrasing without its option sentence ("What is the gender of the speaker?"), for plain
+    # templates of option tasks; "" where there is none
+    bare: str = ""
+
+    def as_bare(self) -> "Template":
+        """This template asked without its option list, id `<id>:bare` (training only: the eval
+        always lists the options). `DataError` for a template that has no bare phrasing."""
+        if not self.bare:
+            raise DataError(f"template {self.id} has no bare phrasing (only plain option-task templates do)")
+        return dataclasses.replace(self, id=f"{self.id}{BARE}", text=self.bare, bare="")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,8 +336,9 @@ def _build() -> list[Template]:
     out: list[Template] = []
     for task, phrasings in _PLAIN.items():
         classify = TASKS[task].metric == "option" and task != "content"
-        bases = []
+        bases, bare = [], []
         for i, p in enumerate(phrasings):
+            bare.append(p if TASKS[task].metric == "option" else "")
             if classify:
                 p = f"{p} {_OPT[i % len(_OPT)]}"
             elif task == "content":
@@ -337,7 +349,7 @@ def _build() -> list[Template]:
         n = 0
         for i, text in enumerate(bases):
             n += 1
-            out.append(Template(f"{task}.{n:02d}", task, text, _split(i)))
+            out.append(Template(f"{task}.{n:02d}", task, text, _split(i), bare=bare[i]))
         for j, cons in enumerate(_constraint_sets(task)):
             n += 1
             # the base phrasing comes from the same split: an unseen phrasing must never sit
@@ -354,11 +366,13 @@ _BY_ID = {t.id: t for t in TEMPLATES}
 
 
 def get_template(template_id: str) -> Template:
-    """The template with this id; `DataError` naming it if unknown."""
+    """The template with this id (`<id>:bare`: its bare variant); `DataError` naming it if unknown."""
+    base = template_id.removesuffix(BARE)
     try:
-        return _BY_ID[template_id]
+        template = _BY_ID[base]
     except KeyError:
         raise DataError(f"unknown template id {template_id!r}") from None
+    return template.as_bare() if base != template_id else template
 
 
 def templates_for(task: str | None = None, split: str | None = None, kind: str | None = None) -> list[Template]:
@@ -386,7 +400,8 @@ def _fields(text: str) -> frozenset:
 
 def render(template: Template, row: dict) -> str:
     """The instruction text of `template` for `row` ({options} and {word} filled)."""
-    fields = _fields(template.text)
+    text = template.text
+    fields = _fields(text)
     values = {}
     if "options" in fields:
         opts = TASKS[template.task].options(row)
@@ -396,4 +411,4 @@ def render(template: Template, row: dict) -> str:
         values["options"] = ", ".join(opts)
     if "word" in fields:
         values["word"] = mention_word(row)[0]
-    return template.text.format(**values) if fields else template.text
+    return text.format(**values) if fields else text

@@ -284,3 +284,80 @@ def test_stats_cover_earlier_runs_after_resume(tmp_path):
     stats = distill(rows, cfg, teacher=fake)
     assert stats["rows_this_run"] == 2 and stats["skipped"] == 2
     assert stats["per_task"]["gender"] == {"rows": 4, "kept": 2, "kept_fraction": 0.5}  # c001, c003 are male
+
+
+BARE_CHOICE = dict(tasks=["gender", "accent"], describe_per_clip=0, templates_per_clip=2,
+                   constrained_fraction=0.0, bare_fraction=1.0, option_answers="choice",
+                   prompt_style="naive")  # the raw seed names "Female": the fake teacher picks it
+
+
+def test_bare_questions_answered_by_the_teachers_choice(tmp_path):
+    from data_prep.distill import choice_reply
+    from speech_adapter.templates import TASKS, get_template
+
+    rows = described_rows(6)
+    fake = FakeTeacher({"default": "never generated"})
+    stats = distill(rows, cfg_for(tmp_path, **BARE_CHOICE), teacher=fake)
+    out = read(tmp_path / "out" / "distilled.jsonl")
+    assert len(out) == 12 and stats["kept"] == 12 and fake.calls == []  # scored, nothing generated
+    for r in out:
+        t = get_template(r["template_id"])
+        assert r["template_id"].endswith(":bare") and r["split"] == "seen"
+        assert r["instruction"] == t.text == get_template(r["template_id"].removesuffix(":bare")).bare
+        assert ":" not in r["instruction"] and "{options}" not in r["instruction"]  # no option list
+        clip = next(c for c in rows if c["id"] == r["clip_id"])
+        assert r["response"] == choice_reply(TASKS[r["task"]].label(clip))  # "Female.", "British English."
+        choice = r["teacher"]["sampling"]["choice"]
+        assert set(choice) == {choice_reply(o) for o in TASKS[r["task"]].options(clip)}
+        assert max(choice, key=choice.get) == r["response"]
+
+
+def test_a_choice_the_metadata_contradicts_is_rejected(tmp_path):
+    (row,) = described_rows(1)  # female
+    row["description"] = row["description"].replace("Gender: Female", "Gender: Male")
+    cfg = cfg_for(tmp_path, **{**BARE_CHOICE, "tasks": ["gender"], "templates_per_clip": 1})
+    stats = distill([row], cfg, teacher=FakeTeacher({}))
+    assert read(cfg.output) == []
+    (rej,) = read(tmp_path / "out" / "rejects.jsonl")
+    assert rej["id"].endswith(":bare") and "wrong gender: answered 'male'" in rej["reason"]
+    assert stats["per_task"]["gender"] == {"rows": 1, "kept": 0, "kept_fraction": 0.0}
+
+
+def test_bare_fraction_mixes_and_keeps_plans_seen(tmp_path):
+    cfg = cfg_for(tmp_path, **{**BARE_CHOICE, "bare_fraction": 0.5, "option_answers": "free"})
+    ids = [t.id for row in described_rows(30) for t in plan_clip(row, cfg)]
+    bare = [i for i in ids if i.endswith(":bare")]
+    assert 0 < len(bare) < len(ids)
+    seen = {t.id for t in TEMPLATES if t.split == "seen"}
+    assert {i.removesuffix(":bare") for i in ids} <= seen
+    # off by default: no draws, the same plans as before the option existed
+    plain = cfg_for(tmp_path, **{**BARE_CHOICE, "bare_fraction": 0.0, "option_answers": "free"})
+    assert not any(t.id.endswith(":bare") for row in described_rows(30) for t in plan_clip(row, plain))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"bare_fraction": 1.5}, "bare_fraction"),
+    ({"option_answers": "label"}, "option_answers"),
+    ({"option_answers": "choice", "backend": "vllm"}, "transformers backend"),
+])
+def test_config_rejects_bad_choice_settings(kw, match):
+    from speech_adapter.config import from_dict
+    from speech_adapter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        from_dict(DistillConfig, {"input": "a", "output": "b", **kw})
+
+
+@pytest.mark.slow
+def test_real_smollm2_chooses_the_described_gender_and_accent(tmp_path):
+    """`option_answers: choice` with the real teacher: its calibrated ranking of "Female."/"Male."
+    (and of the accents) after the listener prompt picks what the description says."""
+    rows = described_rows(8)
+    cfg = cfg_for(tmp_path, **{**BARE_CHOICE, "prompt_style": "listener"}, model=_real_teacher_ref(), batch_size=8)
+    stats = distill(rows, cfg)
+    assert stats["rows"] == 16
+    # chance is 4 of 8 (gender) and 2 of 8 (accent, 4 options); without the PMI calibration the
+    # raw likelihood picks "Male." for every clip (24 of 48 over the six seen phrasings)
+    assert stats["per_task"]["gender"]["kept"] >= 6, read(tmp_path / "out" / "rejects.jsonl")
+    assert stats["per_task"]["accent"]["kept"] >= 5, read(tmp_path / "out" / "rejects.jsonl")
+    assert all(r["response"] in ("Female.", "Male.") for r in read(cfg.output) if r["task"] == "gender")

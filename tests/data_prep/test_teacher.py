@@ -123,3 +123,26 @@ def test_fake_teacher_scripts_greedy_then_samples():
     msgs = [[{"role": "user", "content": "the gender?"}], [{"role": "user", "content": "other"}]]
     assert fake.generate(msgs, 1, Sampling()) == [["a"], ["d"]]
     assert fake.generate(msgs[:1], 3, Sampling(do_sample=True)) == [["b", "c", "c"]]
+
+
+def test_score_batched_with_padding_equals_one_full_forward_per_reply():
+    teacher = tiny_teacher(batch_size=3)
+    replies = [["Female.", "Male."], ["Yes", "No, not at all."], ["A"]]
+    batched = teacher.score(PROMPTS, replies)
+    tok = teacher.tokenizer
+    for messages, options, scores in zip(PROMPTS, replies, batched):
+        prompt = tok(teacher.format(messages), add_special_tokens=False)["input_ids"]
+        for reply, got in zip(options, scores):
+            ids = tok(reply, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = teacher.model(input_ids=torch.tensor([prompt + ids])).logits[0].log_softmax(-1)
+            want = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(ids))
+            assert got == pytest.approx(want, abs=1e-4)
+    assert batched[0][0] != batched[0][1]  # a real ranking, not a constant
+
+
+def test_fake_teacher_scores_the_option_its_prompt_names():
+    fake = FakeTeacher({})
+    msgs = [[{"role": "user", "content": "A female voice. What is the gender of the speaker?"}]]
+    (scores,) = fake.score(msgs, [["Male.", "Female."]])
+    assert scores[1] > scores[0]  # "male" is not matched inside "female"
