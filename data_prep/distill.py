@@ -93,7 +93,8 @@ class DistillConfig:
     option_answers: str = help_field(
         "free", "classification answers: free (the teacher's generated answer) | choice (the option "
         "the clip's description makes likeliest in the teacher's scoring, as a one-word reply "
-        "'Female.': label first, no generation)")
+        "'Female.': label first; where that choice is wrong, the option its accepted generated "
+        "answer names)")
     seed: int = help_field(0, "seed of template choice and of the sampled retries")
     limit: int = help_field(0, "distill at most this many clips (0 = all)")
     # SSR
@@ -407,11 +408,20 @@ def run_choices(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list
 def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[dict]:
     """SSR for a batch of {row, template, instruction, key}: greedy first, then seeded samples
     for the rows still failing, one round per extra attempt. Adds `answer`/`reason`/`attempts`.
-    Rows answered by choice (`option_answers: choice`) are scored instead (`run_choices`)."""
-    run_choices([it for it in items if is_choice(it["template"], cfg)], teacher, cfg)
+
+    Rows answered by choice (`option_answers: choice`) are scored first (`run_choices`); where
+    the scored choice is wrong, the teacher's generated answers get the usual attempts, and the
+    option an accepted answer names becomes the one-word reply (so SSR keeps as many rows as
+    with free answers, in label-first form)."""
+    from speech_adapter.eval.scoring import parse_option
+    from speech_adapter.templates import TASKS
+
+    chosen = run_choices([it for it in items if is_choice(it["template"], cfg)], teacher, cfg)
     pending = [it for it in items if not is_choice(it["template"], cfg)]
     for item in pending:
         item.update(answer=None, reasons=[], attempts=0)
+    pending += [it for it in chosen if it["answer"] is None]
+    first_try = {id(it): it["attempts"] for it in pending}
     for attempt in range(cfg.attempts):
         if not pending:
             break
@@ -422,10 +432,15 @@ def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[d
         still = []
         for it, (answer,) in zip(pending, answers):
             answer = trim_cut_off(answer)
-            it["attempts"] = attempt + 1
+            it["attempts"] = first_try[id(it)] + attempt + 1
             reason = judge(answer, it["template"], it["row"], cfg)
             if reason is None:
-                it["answer"], it["sampling"] = answer, sampling.record()
+                it["answer"], record = answer, sampling.record()
+                if is_choice(it["template"], cfg):  # the option the accepted answer names, label first
+                    named = parse_option(answer, TASKS[it["template"].task].options(it["row"]))
+                    it["answer"] = choice_reply(named)
+                    record = {**it["sampling"], "generated": answer, **record}
+                it["sampling"] = record
             else:
                 it["reasons"].append(reason)
                 it["last_answer"] = answer

@@ -35,13 +35,33 @@ def targets_from_all(logits: torch.Tensor, labels: torch.Tensor):
     return lg[mask], lb[mask]
 
 
-def response_ce(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None = None):
-    """Mean CE of target logits (N, V) against labels (N,), over tokens where `keep` (N,) is True."""
+def row_weights(batch_labels: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-target weights (N,) that give every row of the batch the same total weight.
+
+    `batch_labels` (B, S) as collated (-100 = not a target); targets are taken in batch order,
+    as `targets_from_all` takes them, then filtered by `keep`. A row's targets each weigh
+    1 / (its number of targets), so a one-word answer counts as much as a long description."""
+    mask = batch_labels[:, 1:] != IGNORE  # (B, S-1)
+    row = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]  # (N,)
+    if keep is not None:
+        row = row[keep]
+    counts = torch.bincount(row, minlength=mask.shape[0]).float()
+    return 1.0 / counts[row]
+
+
+def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weights is None else (values * weights).sum() / weights.sum()
+
+
+def response_ce(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None):
+    """Mean CE of target logits (N, V) against labels (N,), over tokens where `keep` (N,) is True;
+    `weights` (one per kept token, `row_weights`) make it a weighted mean."""
     if keep is not None:
         logits, labels = logits[keep], labels[keep]
     if labels.numel() == 0:
         return logits.sum() * 0.0  # keeps the graph; a batch with no targets adds nothing
-    return F.cross_entropy(logits.float(), labels)
+    return _mean(F.cross_entropy(logits.float(), labels, reduction="none"), weights)
 
 
 def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,15 +79,16 @@ def hard_token_keep(logprobs: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
-            keep: torch.Tensor | None = None) -> torch.Tensor:
-    """KL(teacher || student) * T^2, mean over aligned targets; logits (N, V), `keep` (N,)."""
+            keep: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(teacher || student) * T^2, mean over aligned targets; logits (N, V), `keep` (N,),
+    `weights` as in `response_ce`."""
     if keep is not None:
         student, teacher = student[keep], teacher[keep]
     if student.shape[0] == 0:
         return student.sum() * 0.0
     t_logp = torch.log_softmax(teacher.float() / temperature, -1)  # (N, V)
     s_logp = torch.log_softmax(student.float() / temperature, -1)  # (N, V)
-    return (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * temperature ** 2
+    return _mean((t_logp.exp() * (t_logp - s_logp)).sum(-1), weights) * temperature ** 2
 
 
 @contextlib.contextmanager
@@ -119,15 +140,18 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
         if cfg.hard_token_filter > 0:
             keep = hard_token_keep(target_logprobs(t_logits, labels), cfg.hard_token_filter)
 
+    weights = None
+    if cfg.loss_average == "row":
+        weights = row_weights(batch["labels"].to(labels.device), keep)
     if kl:
-        loss = kl_loss(logits, t_logits, cfg.kl_temperature, keep)
+        loss = kl_loss(logits, t_logits, cfg.kl_temperature, keep, weights)
         stats["kl"] = float(loss.detach())
         if cfg.ce_weight > 0:
-            ce = response_ce(logits, labels, keep)
+            ce = response_ce(logits, labels, keep, weights)
             stats["ce"] = float(ce.detach())
             loss = loss + cfg.ce_weight * ce
     else:
-        loss = response_ce(logits, labels, keep)
+        loss = response_ce(logits, labels, keep, weights)
         stats["ce"] = float(loss.detach())
     stats["tokens"] = int(keep.sum()) if keep is not None else int(labels.numel())
     return loss, stats

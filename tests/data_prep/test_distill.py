@@ -1,5 +1,6 @@
 """data distill: SSR keeps the first correct answer, rejects with reasons, seen-only, resumable."""
 
+import collections
 import json
 import os
 import signal
@@ -356,8 +357,24 @@ def test_real_smollm2_chooses_the_described_gender_and_accent(tmp_path):
     cfg = cfg_for(tmp_path, **{**BARE_CHOICE, "prompt_style": "listener"}, model=_real_teacher_ref(), batch_size=8)
     stats = distill(rows, cfg)
     assert stats["rows"] == 16
-    # chance is 4 of 8 (gender) and 2 of 8 (accent, 4 options); without the PMI calibration the
+    kept = read(cfg.output)
+    # rows the scored choice got right by itself (the rest fell back to generated answers);
+    # chance is 4 of 8 (gender) and 2 of 8 (accent, 4 options). Without the PMI calibration the
     # raw likelihood picks "Male." for every clip (24 of 48 over the six seen phrasings)
-    assert stats["per_task"]["gender"]["kept"] >= 6, read(tmp_path / "out" / "rejects.jsonl")
-    assert stats["per_task"]["accent"]["kept"] >= 5, read(tmp_path / "out" / "rejects.jsonl")
+    by_choice = collections.Counter(r["task"] for r in kept if "generated" not in r["teacher"]["sampling"])
+    assert by_choice["gender"] >= 6 and by_choice["accent"] >= 5, read(tmp_path / "out" / "rejects.jsonl")
     assert all(r["response"] in ("Female.", "Male.") for r in read(cfg.output) if r["task"] == "gender")
+
+
+def test_a_wrong_choice_falls_back_to_generated_answers_in_label_first_form(tmp_path):
+    (row,) = described_rows(1)  # female, but the description below misleads the scored choice
+    row["description"] = row["description"].replace("Gender: Female", "Gender: Male")
+    fake = FakeTeacher({"rules": [{"contains": "gender", "answers": ["The speaker is male.", "It is a woman."]}]})
+    cfg = cfg_for(tmp_path, **{**BARE_CHOICE, "tasks": ["gender"], "templates_per_clip": 1, "attempts": 3})
+    distill([row], cfg, teacher=fake)
+    (out,) = read(cfg.output)
+    assert out["response"] == "Female."  # the option "It is a woman." names, label first
+    t = out["teacher"]
+    assert t["attempts"] == 3 and t["sampling"]["generated"] == "It is a woman."  # choice, greedy, sample
+    assert t["sampling"]["choice"]["Male."] > t["sampling"]["choice"]["Female."]
+    assert [c[2] for c in fake.calls] == [False, True]

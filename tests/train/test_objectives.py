@@ -121,3 +121,31 @@ def test_teacher_mode_disables_lora():
     assert not torch.allclose(moved, base)
     assert torch.allclose(teacher, base, atol=1e-6)
     assert model.training  # restored
+
+
+def test_row_average_weighs_a_one_word_answer_like_a_long_one():
+    from speech_adapter.models.tiny import tiny_speechlm
+    import numpy as np
+
+    model = tiny_speechlm()
+    ex = [{"audio": np.zeros(8000, np.float32) + 0.1, "instruction": "Hi?", "response": r}
+          for r in ("Female.", "A calm voice reads a long sentence about the weather in the city today.")]
+    row, _ = O.compute_loss(model, ex, TrainConfig(loss_average="row"))
+    token, _ = O.compute_loss(model, ex, TrainConfig())
+    with torch.no_grad():
+        per_row = [O.compute_loss(model, [e], TrainConfig())[0] for e in ex]  # each row's own mean
+    assert torch.allclose(row, (per_row[0] + per_row[1]) / 2, atol=1e-5)
+    assert not torch.allclose(row, token, atol=1e-4)  # token averaging is dominated by the long row
+    labels = model.collate(ex)["labels"]
+    w = O.row_weights(labels)
+    counts = (labels[:, 1:] != O.IGNORE).sum(1)
+    assert torch.allclose(w.sum(), torch.tensor(2.0)) and w.numel() == int(counts.sum())
+    kl, _ = O.compute_loss(model, ex, TrainConfig(objective="kl_distill", loss_average="row"))
+    assert torch.isfinite(kl)
+
+
+def test_loss_average_is_validated():
+    from speech_adapter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="loss_average"):
+        TrainConfig(loss_average="sample").validate()
