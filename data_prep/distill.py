@@ -19,10 +19,11 @@ or accent.
 
 Label-first answers (`option_answers: choice`, off by default): for a classification question
 the teacher does not generate; it scores each option as a one-word reply ("Female.") with and
-without the clip's description, and the option the description raises most is the answer. A
-~100-step adapter learns an attribute from such answers and from questions asked without their
-option list (`bare_fraction`), not from "The speaker is female." after a listed-options question
-(benchmarks/NOTES.md, session 3). It is still the teacher's choice, but no longer its phrasing.
+without the clip's description, and the option the description raises most is the answer (where
+SSR finds it wrong, the option named by an accepted generated answer). A ~100-step adapter learns
+an attribute from such answers and from questions asked without their option list
+(`bare_fraction`), not from "The speaker is female." after a listed-options question
+(benchmarks/NOTES.md, sessions 3-4). It is still the teacher's choice, but no longer its phrasing.
 
 Resumable: output rows have `id` = `clip_id/template_id` (the clip's own id is `clip_id`),
 appended durably; a rerun skips keys already in the output or rejected at this stage. Sampling is seeded per row, so a resumed run writes what
