@@ -421,8 +421,7 @@ def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[d
     pending = [it for it in items if not is_choice(it["template"], cfg)]
     for item in pending:
         item.update(answer=None, reasons=[], attempts=0)
-    pending += [it for it in chosen if it["answer"] is None]
-    first_try = {id(it): it["attempts"] for it in pending}
+    pending += [it for it in chosen if it["answer"] is None]  # their scored choice was attempt 1
     for attempt in range(cfg.attempts):
         if not pending:
             break
@@ -433,7 +432,7 @@ def run_batch(items: list[dict], teacher: Teacher, cfg: DistillConfig) -> list[d
         still = []
         for it, (answer,) in zip(pending, answers):
             answer = trim_cut_off(answer)
-            it["attempts"] = first_try[id(it)] + attempt + 1
+            it["attempts"] += 1
             reason = judge(answer, it["template"], it["row"], cfg)
             if reason is None:
                 it["answer"], record = answer, sampling.record()

@@ -400,8 +400,7 @@ def _fields(text: str) -> frozenset:
 
 def render(template: Template, row: dict) -> str:
     """The instruction text of `template` for `row` ({options} and {word} filled)."""
-    text = template.text
-    fields = _fields(text)
+    fields = _fields(template.text)
     values = {}
     if "options" in fields:
         opts = TASKS[template.task].options(row)
@@ -411,4 +410,4 @@ def render(template: Template, row: dict) -> str:
         values["options"] = ", ".join(opts)
     if "word" in fields:
         values["word"] = mention_word(row)[0]
-    return text.format(**values) if fields else text
+    return template.text.format(**values) if fields else template.text
