@@ -26,13 +26,24 @@ def offline_model_dir(name: str) -> Path:
     return models_dir() / name
 
 
-def resolve_model(name_or_path: str) -> Path | str:
-    """Turn a model reference into something `from_pretrained` can load without a network.
+def hub_offline() -> bool:
+    """True when hub access is off: `HF_HUB_OFFLINE` (or the older `TRANSFORMERS_OFFLINE`) set to
+    1/true/yes/on, as huggingface_hub itself reads them."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def resolve_model(name_or_path: str, offline: bool | None = None) -> Path | str:
+    """Turn a model reference into a local directory `from_pretrained` can load.
 
     - `offline:NAME`: the converted offline default in the cache dir (run `models prepare`).
     - an existing local directory: itself.
-    - anything else is a hub id: returned as is only if it is already in the local Hugging Face
-      cache; otherwise `ModelNotFoundError` says the weights are absent and hub access is off.
+    - anything else is a hub id, fetched the way every Hugging Face tool fetches it: downloaded
+      into the standard hub cache (or found there), with the token huggingface_hub finds itself
+      (`HF_TOKEN`, `hf auth login`) for gated models. With hub access off (`offline=True`, or
+      `HF_HUB_OFFLINE=1` when `offline` is None) only the cache is read.
+    Raises `ModelNotFoundError` with a one-line reason and fix: not prepared, not cached while
+    offline, hub unreachable, gated, or no such repository.
     """
     from speech_adapter.errors import ModelNotFoundError
 
@@ -50,12 +61,45 @@ def resolve_model(name_or_path: str) -> Path | str:
         return local
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelNotFoundError(f"model directory not found: {ref}")
-    try:
-        from huggingface_hub import snapshot_download
+    return _hub_snapshot(ref, hub_offline() if offline is None else offline)
 
-        return snapshot_download(ref, local_files_only=True)
-    except Exception:
-        raise ModelNotFoundError(
-            f"'{ref}' names a hub model whose weights are not on this machine, and speech_adapter "
-            "never downloads at run time. Download it where a hub is reachable (e.g. "
-            f"`huggingface-cli download {ref}`) and pass the local directory instead.") from None
+
+def _hub_snapshot(repo_id: str, offline: bool) -> str:
+    """`snapshot_download` of a hub model, its errors turned into one-line ModelNotFoundErrors."""
+    from huggingface_hub import constants as hub
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    from speech_adapter.errors import ModelNotFoundError
+
+    try:
+        # no token argument: huggingface_hub reads HF_TOKEN / the saved login itself
+        return snapshot_download(repo_id, local_files_only=offline)
+    except LocalEntryNotFoundError:
+        if offline:
+            msg = (f"hub model '{repo_id}' is not in the Hugging Face cache ({hub.HF_HUB_CACHE}) "
+                   "and hub access is off (offline mode: HF_HUB_OFFLINE); download it where the hub is "
+                   f"reachable (`hf download {repo_id}`) or pass a local model directory")
+        else:
+            msg = (f"hub model '{repo_id}' could not be downloaded: the hub ({hub.ENDPOINT}) is "
+                   "unreachable and the model is not in the Hugging Face cache "
+                   f"({hub.HF_HUB_CACHE}); check the network or proxy, or pass a local model directory")
+    except GatedRepoError:
+        msg = (f"hub model '{repo_id}' is gated: accept its licence on its hub page, then set HF_TOKEN "
+               "(or run `hf auth login`) with a token of that account")
+    except RepositoryNotFoundError:
+        msg = (f"hub model '{repo_id}' was not found on the hub (a typo, or a private repository: "
+               "set HF_TOKEN to a token that can read it)")
+    except RevisionNotFoundError as e:
+        msg = f"hub model '{repo_id}': revision not found ({_first_line(e)})"
+    except HFValidationError as e:
+        msg = f"'{repo_id}' is neither a local directory nor a valid hub id ({_first_line(e)})"
+    except HfHubHTTPError as e:
+        msg = f"hub model '{repo_id}' could not be downloaded: {_first_line(e)}"
+    raise ModelNotFoundError(msg)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
