@@ -22,6 +22,7 @@ COMMANDS = {
     "export": ("speech_adapter.export", "export a trained adapter to a portable directory"),
     "chat": ("speech_adapter.inference.chat", "talk to a speech model about audio clips"),
     "infer": ("speech_adapter.inference.batch", "batched inference over a JSONL of clips"),
+    "serve": ("speech_adapter.serve.cli", "serve an export: OpenAI-compatible audio chat API and a web page"),
     "run": ("speech_adapter.pipeline", "run a recipe end to end: data, distill, train, eval, export"),
 }
 
