@@ -14,6 +14,7 @@ from typing import Literal, get_args, get_origin
 
 from speech_adapter.config import from_dict, help_field, load_yaml
 from speech_adapter.errors import ConfigError
+from speech_adapter.paths import OFFLINE_WHISPER
 
 ENGLISH_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-rp"]
 OTHER_LANGUAGES = ["fr", "de", "es", "it"]
@@ -102,7 +103,7 @@ class DescribeConfig(IOConfig):
         default_factory=lambda: ["gender", "pitch", "speed", "volume", "accent", "duration"],
         help="description fields in order (gender pitch speed volume accent duration noise "
              "emotion language speakers age)")
-    whisper: str = help_field("offline:whisper-tiny.en", "Whisper used when a transcript is missing")
+    whisper: str = help_field(OFFLINE_WHISPER, "Whisper used when a transcript is missing")
     batch_size: int = help_field(8, "Whisper batch size for missing transcripts")
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from data_prep.teacher import Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, DataError
+from speech_adapter.paths import OFFLINE_LLM
 
 STAGE = "distill"
 STATS_NAME = "distill_stats.json"
@@ -107,7 +108,7 @@ class DistillConfig:
         0.3, "open rows (describe): share of transcript words to mention, unless the answer names the speaker's gender")
     allow_contradictions: bool = help_field(False, "keep answers naming the wrong gender/accent")
     # teacher
-    model: str = help_field("offline:smollm2-135m-instruct",
+    model: str = help_field(OFFLINE_LLM,
                             "teacher LLM: offline:NAME, model dir, .gguf file (fake:SCRIPT.json in tests)")
     backend: str = help_field("transformers", "transformers | vllm")
     dtype: str = help_field("float32", "teacher dtype (fp32 is fastest on CPU)")

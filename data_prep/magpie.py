@@ -22,6 +22,7 @@ from data_prep.distill import degenerate_reason
 from data_prep.teacher import Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
+from speech_adapter.paths import OFFLINE_LLM
 
 STAGE = "magpie"
 _SENTINEL = "\x00MAGPIE\x00"
@@ -36,7 +37,7 @@ class MagpieConfig:
     output: str = help_field("", "output JSONL of text rows; rejects.jsonl goes beside it")
     num_candidates: int = help_field(100, "instruction slots to try; fewer rows survive the filters")
     seed: int = help_field(0, "seed of the sampled instructions")
-    model: str = help_field("offline:smollm2-135m-instruct", "backbone LLM (same as the distill teacher)")
+    model: str = help_field(OFFLINE_LLM, "backbone LLM (same as the distill teacher)")
     backend: str = help_field("transformers", "transformers | vllm")
     dtype: str = help_field("float32", "teacher dtype")
     batch_size: int = help_field(8, "prompts per generate call")

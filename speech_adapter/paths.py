@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 
 OFFLINE_WHISPER = "offline:whisper-tiny.en"
-OFFLINE_LLM = "offline:smollm2-135m-instruct"
+OFFLINE_WHISPER_BASE = "offline:whisper-base"
+OFFLINE_LLM = "offline:qwen2.5-coder-0.5b-instruct"  # the default backbone
+OFFLINE_LLM_TINY = "offline:smollm2-135m-instruct"  # fast, no format skill: tests and the tiny recipe
+OFFLINE_LLM_LARGE = "offline:qwen2.5-coder-1.5b-instruct"
 
 
 def home() -> Path:

