@@ -110,7 +110,7 @@ class DistillConfig:
     # teacher
     model: str = help_field(OFFLINE_LLM,
                             "teacher LLM: offline:NAME, model dir, .gguf file (fake:SCRIPT.json in tests)")
-    backend: str = help_field("transformers", "transformers | vllm")
+    backend: str = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
     dtype: str = help_field("float32", "teacher dtype (fp32 is fastest on CPU)")
     batch_size: int = help_field(8, "prompts per teacher generate call")
     max_new_tokens: int = help_field(160, "longest teacher answer in tokens")
@@ -150,8 +150,8 @@ class DistillConfig:
             raise ConfigError("bare_fraction: must be in [0, 1]")
         if self.option_answers not in ("free", "choice"):
             raise ConfigError(f"option_answers: {self.option_answers!r} is not one of ['free', 'choice']")
-        if self.option_answers == "choice" and self.backend != "transformers":
-            raise ConfigError("option_answers: 'choice' scores replies with the transformers backend only")
+        if self.option_answers == "choice" and self.backend == "vllm":
+            raise ConfigError("option_answers: 'choice' scores replies with the transformers or ctranslate2 backend only")
         if self.prompt_style not in ("listener", "naive"):
             raise ConfigError(f"prompt_style: {self.prompt_style!r} is not one of ['listener', 'naive']")
         TeacherConfig(self.model, self.backend, self.dtype, self.batch_size).validate()

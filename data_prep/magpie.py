@@ -38,7 +38,7 @@ class MagpieConfig:
     num_candidates: int = help_field(100, "instruction slots to try; fewer rows survive the filters")
     seed: int = help_field(0, "seed of the sampled instructions")
     model: str = help_field(OFFLINE_LLM, "backbone LLM (same as the distill teacher)")
-    backend: str = help_field("transformers", "transformers | vllm")
+    backend: str = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
     dtype: str = help_field("float32", "teacher dtype")
     batch_size: int = help_field(8, "prompts per generate call")
     temperature: float = help_field(1.0, "instruction sampling temperature (Magpie uses 1.0)")

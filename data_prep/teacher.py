@@ -28,6 +28,7 @@ from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, ModelNotFoundError
 from speech_adapter.paths import OFFLINE_LLM
 
+BACKENDS = ("transformers", "ctranslate2", "vllm")
 # End-of-turn markers of common chat templates; whichever the tokenizer knows also stops generation.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
@@ -55,15 +56,16 @@ class TeacherConfig:
 
     model: str = help_field(OFFLINE_LLM,
                             "backbone: offline:NAME, a local model dir, a .gguf file, or fake:SCRIPT.json")
-    backend: str = help_field("transformers", "transformers | vllm")
-    dtype: str = help_field("float32", "float32 | bfloat16 | float16 (fp32 is fastest on CPU)")
+    backend: str = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
+    dtype: str = help_field("float32", "float32 | bfloat16 | float16 | int8 (ctranslate2 only); fp32 is exact on CPU")
     batch_size: int = help_field(8, "prompts per generate call")
 
     def validate(self):
-        if self.backend not in ("transformers", "vllm"):
-            raise ConfigError(f"backend: {self.backend!r} is not one of ['transformers', 'vllm']")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"dtype: {self.dtype!r} is not one of ['float32', 'bfloat16', 'float16']")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend: {self.backend!r} is not one of {list(BACKENDS)}")
+        dtypes = ("float32", "bfloat16", "float16") + (("int8",) if self.backend == "ctranslate2" else ())
+        if self.dtype not in dtypes:
+            raise ConfigError(f"dtype: {self.dtype!r} is not one of {list(dtypes)} for backend {self.backend}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
 
@@ -348,6 +350,13 @@ def load_teacher(config: TeacherConfig) -> Teacher:
 
     if config.backend == "vllm":
         return VllmTeacher(resolve_model(ref), ref, config.dtype)
+    if config.backend == "ctranslate2":
+        if ref.endswith(".gguf"):
+            raise ConfigError("backend 'ctranslate2' converts a model dir, not a .gguf file; "
+                              "use offline:NAME or a converted dir")
+        from data_prep.teacher_ct2 import CTranslate2Teacher
+
+        return CTranslate2Teacher(resolve_model(ref), ref, compute_type=config.dtype, batch_size=config.batch_size)
     if ref.endswith(".gguf"):
         path = Path(ref).expanduser()
         if not path.is_file():

@@ -339,7 +339,7 @@ def test_bare_fraction_mixes_and_keeps_plans_seen(tmp_path):
 @pytest.mark.parametrize("kw, match", [
     ({"bare_fraction": 1.5}, "bare_fraction"),
     ({"option_answers": "label"}, "option_answers"),
-    ({"option_answers": "choice", "backend": "vllm"}, "transformers backend"),
+    ({"option_answers": "choice", "backend": "vllm"}, "transformers or ctranslate2 backend"),
 ])
 def test_config_rejects_bad_choice_settings(kw, match):
     from speech_adapter.config import from_dict
