@@ -145,8 +145,8 @@ def write_dataset(root: Path, n: int, durations: list[float] | None = None, seed
 
 
 def load_model(quick: bool, **adapter):
-    """The offline default SpeechLM (real Whisper tiny.en + SmolLM2-135M), or the tiny random
-    pair with --quick. `adapter` overrides AdapterConfig fields."""
+    """The offline default SpeechLM (real Whisper tiny.en + Qwen2.5-Coder-0.5B-Instruct), or the
+    tiny random pair with --quick. `adapter` overrides AdapterConfig fields."""
     import torch
 
     from speech_adapter.models.speechlm import SpeechLM

@@ -209,13 +209,13 @@ def run(args) -> Result:
         f"({threads} threads)",
         ["variant", "s/step", "tokens/s", "useful GFLOP/s", "MFU", "executed GFLOP/s", "padding"], rows_t)
     base, best_r = results[0], max(results, key=lambda r: r["mfu"])
-    print(f"best MFU {best_r['mfu']:.1%} ({best_r['variant']}); target >= 60%: "
-          f"{'met' if best_r['mfu'] >= 0.6 else 'NOT met'}; speedup vs first variant "
+    print(f"best MFU {best_r['mfu']:.1%} ({best_r['variant']}); target >= 70%: "
+          f"{'met' if best_r['mfu'] >= 0.7 else 'NOT met'}; speedup vs first variant "
           f"{base['step_s'] / best_r['step_s']:.2f}x")
     return Result(
         "train_mfu", args.quick, threads, table,
         headline={"peak_gflop_s": peak, "best_mfu": best_r["mfu"], "best_variant": best_r["variant"],
-                  "target": 0.6, "met": best_r["mfu"] >= 0.6,
+                  "target": 0.7, "met": best_r["mfu"] >= 0.7, "llm": model.config.llm,
                   "trainer_mfu": results[-1]["mfu"], "trainer_tokens_per_s": results[-1]["tokens_per_s"],
                   "speedup_vs_all_logits": base["step_s"] / best_r["step_s"]},
         data={"variants": results, "llm": llm_shape(model), "batch": args.batch, "steps": args.steps,
