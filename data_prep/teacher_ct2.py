@@ -2,10 +2,12 @@
 
 CTranslate2 (OpenNMT) runs decoder-only transformers with its own fused CPU kernels; its
 `TransformersConverter` reads a Hugging Face dir (Qwen2, Llama, … ) and writes `model.bin`. With
-`compute_type: float32` greedy answers and option scores match `transformers` `generate` (the agreement is measured in
+`compute_type: float32` greedy answers match `transformers` `generate` (the agreement is measured in
 benchmarks/teacher_generation.py); `int8` is faster still and approximate. The conversion is
-cached beside the offline models and redone when the source weights change. Sampled answers
-(SSR retries) go through `transformers`, whose per-row seeds CTranslate2 cannot take.
+cached beside the offline models and redone when the source weights change. Decoding is where
+CTranslate2 wins; sampled answers (SSR retries, whose per-row seeds CTranslate2 cannot take)
+and option scoring (prefill, where `transformers` reuses each prompt's KV cache) go through
+`transformers`, loaded on first use.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def ct2_model_dir(hf_dir, quantization: str = "float32") -> Path:
 
 
 class CTranslate2Teacher(_ChatTemplateTeacher):
-    """Batched CTranslate2 generation and scoring; same prompts and stop tokens as the
-    `transformers` backend."""
+    """Batched CTranslate2 greedy generation; same prompts and stop tokens as the `transformers`
+    backend, which it uses for sampling and scoring."""
 
     def __init__(self, hf_dir, model_id: str, compute_type: str = "float32", batch_size: int = 8,
                  threads: int | None = None):
@@ -101,18 +103,9 @@ class CTranslate2Teacher(_ChatTemplateTeacher):
         return self._hf
 
     def score_raw(self, texts: list[str], replies: list[list[str]]) -> list[list[float]]:
-        """Summed log-probabilities of each reply's tokens after its (chat-formatted) text."""
-        jobs, where = [], []
-        for i, (text, opts) in enumerate(zip(texts, replies)):
-            prompt = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            for j, reply in enumerate(opts):
-                rids = self.tokenizer(reply, add_special_tokens=False)["input_ids"]
-                if not rids:
-                    raise ValueError(f"empty reply {reply!r} cannot be scored")
-                jobs.append(self.tokenizer.convert_ids_to_tokens(prompt + rids))
-                where.append((i, j, len(rids)))
-        out = [[0.0] * len(r) for r in replies]
-        results = self.generator.score_batch(jobs, max_batch_size=self.batch_size) if jobs else []
-        for (i, j, k), r in zip(where, results):
-            out[i][j] = float(sum(r.log_probs[-k:]))  # log_probs[t] scores token t+1 given tokens ..t
-        return out
+        """Summed log-probabilities of each reply's tokens after its (chat-formatted) text.
+
+        Scoring is all prefill, where CTranslate2 is no faster, and its `score_batch` runs every
+        (prompt + option) whole; `transformers` runs each prompt once and reuses its KV cache for
+        every option, so scoring goes there."""
+        return self._sampler().score_raw(texts, replies)

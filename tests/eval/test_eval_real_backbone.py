@@ -1,4 +1,4 @@
-"""Slow: the real offline SmolLM2 backbone as the text ceiling through the runner (needs `models prepare`)."""
+"""Slow: the real offline default backbone as the text ceiling through the runner (needs `models prepare`)."""
 
 import pytest
 
@@ -25,8 +25,8 @@ def test_backbone_text_ceiling_runs_and_is_deterministic(tmp_path):
     except Exception as e:  # noqa: BLE001 - the offline models are a setup step, named in the failure
         pytest.fail(f"offline models not usable; run `speech-adapter models prepare` ({e})")
     gen = speechlm_generate_fn(lm.eval(), max_new_tokens=24, batch_size=2)
-    a = evaluate(ROWS, {"text_ceiling": gen}, system="smollm2", out_dir=tmp_path / "a", progress=False)
-    b = evaluate(ROWS, {"text_ceiling": gen}, system="smollm2", out_dir=tmp_path / "b", progress=False)
+    a = evaluate(ROWS, {"text_ceiling": gen}, system="backbone", out_dir=tmp_path / "a", progress=False)
+    b = evaluate(ROWS, {"text_ceiling": gen}, system="backbone", out_dir=tmp_path / "b", progress=False)
     assert a["modes"] == b["modes"]  # greedy decoding, batched the same way
     outs = (tmp_path / "a" / "generations.jsonl").read_text()
     assert outs.count('"mode": "text_ceiling"') == 2

@@ -1,4 +1,4 @@
-"""SpeechLM on the real offline defaults (Whisper tiny.en + SmolLM2-135M-Instruct). Slow."""
+"""SpeechLM on the real offline defaults (Whisper tiny.en + Qwen2.5-Coder-0.5B-Instruct). Slow."""
 
 import numpy as np
 import pytest
