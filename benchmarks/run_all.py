@@ -23,14 +23,16 @@ if __package__ in (None, ""):
 from benchmarks.common import RESULTS, base_parser, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ["encoder_length", "train_mfu", "feature_cache", "teacher_generation", "peer_loop", "memory"]
+BENCHMARKS = ["encoder_length", "train_mfu", "feature_cache", "teacher_generation", "eval_generation", "peer_loop",
+              "memory"]
 TITLES = {
     "encoder_length": "1. Encoder cost vs duration (variable length vs 30 s padding)",
     "train_mfu": "2. Training step throughput and MFU",
     "feature_cache": "3. Encoder-feature cache",
     "teacher_generation": "4. Teacher generation (data distill): transformers vs CTranslate2",
-    "peer_loop": "5. Against a peer-style training loop",
-    "memory": "6. Memory",
+    "eval_generation": "5. Eval generation: last-position prefill logits, CTranslate2 text ceiling",
+    "peer_loop": "6. Against a peer-style training loop",
+    "memory": "7. Memory",
 }
 
 
@@ -64,6 +66,13 @@ def summary_rows(results: dict) -> list[list[str]]:
         h = r["headline"]
         rows.append([f"teacher rows/s, ctranslate2 float32 vs transformers ({h['model']})",
                      f"{h['ct2_speedup']:.2f}x", f"same answers {h['ct2_same_answers']:.0%}", ""])
+    r = results.get("eval_generation")
+    if r:
+        h = r["headline"]
+        rows.append(["eval speech replies, prefill logits at the last position vs every position",
+                     f"{h['speech_speedup']:.2f}x", f"same replies {h['speech_same_answers']:.0%}", ""])
+        rows.append(["eval text ceiling, ctranslate2 vs SpeechLM.generate", f"{h['text_ceiling_speedup']:.2f}x",
+                     f"same replies {h['text_ceiling_same_answers']:.0%}", ""])
     r = results.get("peer_loop")
     if r:
         h = r["headline"]
@@ -81,7 +90,7 @@ def write_readme(path: Path, results: dict, info: dict, cmd: str, loads: dict, w
 
     lines = ["# Benchmarks", "",
              "Performance of speech_adapter's training path on the offline default models "
-             "(Whisper tiny.en + SmolLM2-135M-Instruct), each comparison measured side by side in one run.",
+             "(Whisper tiny.en + Qwen2.5-Coder-0.5B-Instruct), each comparison measured side by side in one run.",
              "" if not quick else "\n**Quick smoke run on tiny random models: these numbers mean nothing.**\n",
              f"Command: `{cmd}` ({wall / 60:.1f} min).", "",
              f"Machine: {info['cpu']} ({info['cores']} cores visible; flags: {info['cpu_flags'] or 'n/a'}), "

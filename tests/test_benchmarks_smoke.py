@@ -8,12 +8,13 @@ import json
 
 import pytest
 
-NAMES = ["encoder_length", "train_mfu", "feature_cache", "teacher_generation", "peer_loop", "memory"]
+NAMES = ["encoder_length", "train_mfu", "feature_cache", "teacher_generation", "eval_generation", "peer_loop", "memory"]
 HEADLINES = {
     "encoder_length": ["mix_speedup", "linear_r2"],
     "train_mfu": ["peak_gflop_s", "best_mfu", "trainer_mfu"],
     "feature_cache": ["epoch2_speedup", "gb_per_audio_hour"],
     "teacher_generation": ["ct2_speedup", "ct2_same_answers"],
+    "eval_generation": ["speech_speedup", "speech_same_answers", "text_ceiling_speedup", "text_ceiling_same_answers"],
     "peer_loop": ["speedup_epoch1", "speedup_epoch2"],
     "memory": ["demo_peak_mb", "smol_cpu_peak_mb"],
 }
@@ -42,6 +43,11 @@ def test_benchmark_writes_result(results, name):
 def test_ctranslate2_teacher_keeps_greedy_answers(results):
     data = json.loads((results / "teacher_generation.quick.json").read_text())
     assert data["headline"]["ct2_same_answers"] == 1.0
+
+
+def test_eval_generation_speedups_keep_the_replies(results):
+    h = json.loads((results / "eval_generation.quick.json").read_text())["headline"]
+    assert h["speech_same_answers"] == 1.0 and h["text_ceiling_same_answers"] == 1.0
 
 
 def test_encoder_plot_written(results):

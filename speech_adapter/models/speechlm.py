@@ -380,7 +380,10 @@ class SpeechLM(nn.Module):
         inp = embeds
         for _ in range(max_new_tokens):
             pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, -inp.shape[1]:]
-            o = lm(inputs_embeds=inp, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True)
+            # only the last position's logits: over a 151k vocabulary the prefill's full logits
+            # would cost a quarter of its FLOPs and B x S x V floats of memory
+            o = lm(inputs_embeds=inp, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True,
+                   logits_to_keep=1)
             cache = o.cache
             nxt = _pick(o.logits[:, -1].float(), do_sample, temperature, top_p, gen)  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
