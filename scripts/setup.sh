@@ -16,7 +16,9 @@ for arg in "$@"; do
     *) echo "setup.sh: unknown option $arg (use --dev, --large)" >&2; exit 2 ;;
   esac
 done
-if [ ! -x .venv/bin/python ]; then
+# A venv whose creation was interrupted has python but no pip: make it again.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
