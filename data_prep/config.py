@@ -12,6 +12,7 @@ import dataclasses
 import typing
 from typing import Literal, get_args, get_origin
 
+from data_prep.augment import AugmentConfig
 from speech_adapter.config import from_dict, help_field, load_yaml
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_WHISPER
@@ -19,11 +20,13 @@ from speech_adapter.paths import OFFLINE_WHISPER
 ENGLISH_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-rp"]
 OTHER_LANGUAGES = ["fr", "de", "es", "it"]
 VARIANTS = ["m1", "m2", "m3", "m4", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
+# one Kokoro voice per gender and accent never trained on (kokoro-js grades C to C+)
+KOKORO_HELDOUT = ["af_nova", "am_puck", "bf_isabella", "bm_fable"]
 
 
 @dataclasses.dataclass
 class SynthConfig:
-    """`data synth`: a synthetic espeak-ng corpus whose metadata is exact by construction."""
+    """`data synth`: a synthetic corpus (espeak-ng and/or Kokoro) whose metadata is exact by construction."""
 
     out_dir: str = help_field("", "output dir: corpus.jsonl (or corpus-K-of-N.jsonl) + wavs/")
     num_clips: int = help_field(100, "clips in the whole corpus (all shards together)")
@@ -51,6 +54,28 @@ class SynthConfig:
     gap_seconds: float = help_field(0.3, "silence between speakers in a multi-speaker clip")
     sampling_rate: int = help_field(16000, "sample rate of the written wavs")
     id_prefix: str = help_field("syn", "clip ids are '<prefix>-<index:06d>'")
+    engine: Literal["espeak", "kokoro", "mixed"] = help_field(
+        "espeak", "speech engine: espeak (formant synthesis, ~100 variants, 5 languages), kokoro "
+        "(natural English, US/UK voices), mixed (each clip draws one; see kokoro_share)")
+    kokoro_share: float = help_field(0.5, "mixed engine: probability a clip is spoken by Kokoro")
+    kokoro_min_grade: str = help_field("C-", "Kokoro voices graded below this in kokoro-js's table are "
+                                       "not used (A best .. F; 'D' adds 11 more voices)")
+    kokoro_heldout_voices: list[str] = help_field(
+        default_factory=lambda: list(KOKORO_HELDOUT),
+        help="Kokoro voices never trained on: their clips get meta.voice_split=heldout for eval")
+    p_heldout_voice: float = help_field(0.2, "probability a Kokoro clip is spoken by a held-out voice")
+    p_voice_mix: float = help_field(0.3, "probability a Kokoro speaker is a new one: two same-gender, "
+                                    "same-accent voices' style vectors mixed")
+    speed_min: float = help_field(0.8, "Kokoro speed range (0.5-2.0, 1 = the voice's own)")
+    speed_max: float = help_field(1.25, "upper end of the Kokoro speed range")
+    p_pitch_shift: float = help_field(0.0, "probability a Kokoro clip is pitch-shifted (librosa) before its "
+                                      "pitch is measured")
+    pitch_shift_max: float = help_field(2.0, "largest pitch shift either way, semitones")
+    kokoro_threads: int = help_field(1, "onnxruntime threads for Kokoro (RTF ~1 per thread on these CPUs)")
+    cache_dir: str = help_field("", "Kokoro audio cache, keyed by a hash of (text, voice/mix, speed, shift, "
+                                "engine version) (default: $SPEECH_ADAPTER_HOME/tts_cache)")
+    augment: AugmentConfig = help_field(default_factory=AugmentConfig,
+                                        help="acoustic augmentation (data_prep.augment.AugmentConfig)")
 
     def validate(self):
         if self.num_clips < 1:
@@ -73,6 +98,27 @@ class SynthConfig:
             raise ConfigError("variants: give at least one espeak variant")
         if self.max_speakers < 2 and self.p_multi_speaker > 0:
             raise ConfigError("max_speakers: must be >= 2 when p_multi_speaker > 0")
+        self._validate_kokoro()
+
+    def _validate_kokoro(self):
+        from speech_adapter.offline_models.kokoro import GRADES, VOICES
+
+        for name in ("kokoro_share", "p_heldout_voice", "p_voice_mix", "p_pitch_shift"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}: must be a probability in [0, 1]")
+        if self.kokoro_min_grade not in GRADES:
+            raise ConfigError(f"kokoro_min_grade: {self.kokoro_min_grade!r} is not one of {list(GRADES)}")
+        unknown = [v for v in self.kokoro_heldout_voices if v not in VOICES]
+        if unknown:
+            raise ConfigError(f"kokoro_heldout_voices: unknown {unknown}; English voices: {', '.join(VOICES)}")
+        if not 0.5 <= self.speed_min <= self.speed_max <= 2.0:
+            raise ConfigError(f"speed_min/speed_max: {self.speed_min}..{self.speed_max} not within 0.5..2.0")
+        if self.p_heldout_voice > 0 and not self.kokoro_heldout_voices:
+            raise ConfigError("kokoro_heldout_voices: empty, but p_heldout_voice > 0")
+        if self.pitch_shift_max < 0:
+            raise ConfigError("pitch_shift_max: must be >= 0 semitones")
+        if self.kokoro_threads < 1:
+            raise ConfigError("kokoro_threads: must be >= 1")
 
 
 @dataclasses.dataclass
@@ -102,7 +148,7 @@ class DescribeConfig(IOConfig):
     fields: list[str] = help_field(
         default_factory=lambda: ["gender", "pitch", "speed", "volume", "accent", "duration"],
         help="description fields in order (gender pitch speed volume accent duration noise "
-             "emotion language speakers age)")
+             "emotion language speakers age reverb)")
     whisper: str = help_field(OFFLINE_WHISPER, "Whisper used when a transcript is missing")
     batch_size: int = help_field(8, "Whisper batch size for missing transcripts")
 
@@ -133,23 +179,31 @@ class ImportConfig:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return "--" + name.replace("_", "-").replace(".", "-")
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per dataclass field (default None = "not given"), plus --config."""
-    parser.add_argument("--config", help="YAML file with these settings; flags override it")
+def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), prefix: str = "") -> None:
+    """Add one flag per dataclass field (default None = "not given"), plus --config.
+
+    A nested dataclass field `augment` gives flags `--augment-p-noise` (dest "augment.p_noise").
+    """
+    if not prefix:
+        parser.add_argument("--config", help="YAML file with these settings; flags override it")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            add_config_args(parser, tp, prefix=f"{prefix}{f.name}.")
+            continue
+        name = prefix + f.name
         helptext = f"{f.metadata.get('help', '')} (default: {_default(f)})"
         if tp is bool:
-            parser.add_argument(_flag(f.name), dest=f.name, action="store_const", const=True,
+            parser.add_argument(_flag(name), dest=name, action="store_const", const=True,
                                 default=None, help=helptext)
             continue
-        kw = {"dest": f.name, "default": None, "help": helptext}
+        kw = {"dest": name, "default": None, "help": helptext}
         base = tp
         if get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
             base = next(a for a in get_args(tp) if a is not type(None))
@@ -159,7 +213,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] 
             kw["metavar"] = "A,B,..."
         elif base in (int, float):
             kw["type"] = base
-        parser.add_argument(_flag(f.name), **kw)
+        parser.add_argument(_flag(name), **kw)
 
 
 def _default(f) -> str:
@@ -172,16 +226,28 @@ def _default(f) -> str:
 def config_from_args(cls, args: argparse.Namespace):
     """Build and validate `cls` from --config YAML overridden by the explicit flags."""
     data = load_yaml(args.config) if getattr(args, "config", None) else {}
+    _merge_flags(cls, args, data, "")
+    return from_dict(cls, data)
+
+
+def _merge_flags(cls, args: argparse.Namespace, data: dict, prefix: str) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
+        tp, name = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            sub = data.get(f.name)
+            sub = dict(sub) if isinstance(sub, dict) else {}
+            _merge_flags(tp, args, sub, f"{name}.")
+            if sub:
+                data[f.name] = sub
+            continue
+        value = getattr(args, name, None)
         if value is None:
             continue
-        if get_origin(hints[f.name]) is list and isinstance(value, str):
-            item = get_args(hints[f.name])[0]
+        if get_origin(tp) is list and isinstance(value, str):
+            item = get_args(tp)[0]
             try:
                 value = [item(v.strip()) for v in value.split(",") if v.strip()]
             except ValueError:
-                raise ConfigError(f"{_flag(f.name)}: expected comma-separated {item.__name__}s") from None
+                raise ConfigError(f"{_flag(name)}: expected comma-separated {item.__name__}s") from None
         data[f.name] = value
-    return from_dict(cls, data)

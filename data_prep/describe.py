@@ -8,6 +8,8 @@ exact; imported labels such as gender/accent/emotion), else from the measured bi
 `data attributes` (computed here from the audio when the row has none). A field with no known
 value is left out rather than guessed: a wrong attribute in the description becomes a wrong
 distillation target. A missing transcript is filled by greedy Whisper decoding.
+Of `data synth`'s augmentation, what a listener can hear is stated: the background-noise level
+(measured, the `noise` field) and whether the room is reverberant (the `reverb` field).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from data_prep import attributes as A
 FIELD_LABELS = {
     "gender": "Gender", "pitch": "Pitch", "speed": "Speaking speed", "volume": "Volume",
     "accent": "Accent", "duration": "Duration", "noise": "Background noise", "emotion": "Emotion",
-    "language": "Language", "speakers": "Speakers", "age": "Age",
+    "language": "Language", "speakers": "Speakers", "age": "Age", "reverb": "Room",
 }
 MEASURED = ("pitch", "speed", "volume", "noise")
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
@@ -68,6 +70,10 @@ def field_values(row: dict, fields: list[str]) -> dict:
             value = meta.get("speakers")
         elif f == "age":
             value = meta.get("age")
+        elif f == "reverb" and "augment" in meta:
+            # known only where data synth's augmentation recorded it (meta.augment); reverb is
+            # audible, while the other steps (codec, band, gain) are not stated
+            value = "Reverberant" if "reverb" in meta["augment"] else "Dry"
         if value not in (None, ""):
             out[f] = value
     return out

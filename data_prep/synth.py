@@ -1,4 +1,4 @@
-"""`data synth`: a synthetic speech corpus from espeak-ng with exact metadata.
+"""`data synth`: a synthetic speech corpus from espeak-ng and/or Kokoro with exact metadata.
 
 Follows the DESIGN's offline default data (DeSTA2's seed descriptions need attributes; here they
 are known by construction): each clip samples a text from the shipped pool, a language/accent,
@@ -10,10 +10,21 @@ ids and regenerates the rest identically.
 
 SNR definition (shared with `attributes.estimate_snr`): 10*log10(P_speech / P_noise), where
 P_speech is the mean power of the clean clip's active 20 ms frames (above -50 dBFS).
+
+`engine: kokoro` (or `mixed`, drawn per clip) speaks English with Kokoro-82M voices
+(`kokoro_tts.py`): labels are exact by construction (gender, US/UK accent, voice id or the two
+mixed voices and their weight, speed), the pitch label is measured from the clean audio (after
+an optional pitch shift) as `attributes` measures it, and clips of `kokoro_heldout_voices` carry
+`meta.voice_split: heldout`. Kokoro's clean audio is cached by a hash of everything that
+determines it, so a rerun or a second corpus over the same clips synthesizes nothing.
+Kokoro clips and espeak clips each draw from their own seeded streams; an espeak-only corpus is
+what it was before the Kokoro engine existed. `augment` (data_prep.augment) applies to both.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -21,18 +32,23 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import espeak
+from data_prep.augment import apply_augment, plan_augment
 from data_prep.config import SynthConfig
 from data_prep.rows import done_ids
 from data_prep.text_pool import text_pool
 from speech_adapter.audio import save_wav
 from speech_adapter.config import to_dict
 from speech_adapter.errors import ConfigError
-from speech_adapter.utils.io import JsonlAppender, write_json_atomic
+from speech_adapter.utils.io import JsonlAppender, atomic_path, write_json_atomic
 
 CONFIG_NAME = "synth_config.json"
 FRAME = 320  # 20 ms at 16 kHz
 ACTIVE_DBFS = -50.0  # frames above this count as speech when defining the SNR
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian"}
+KOKORO_PEAK = 0.9  # Kokoro's clean speech is peak-normalized to this (some voices overshoot 1.0)
+MIX_WEIGHT = (0.3, 0.7)  # range of the first voice's weight in a mixed speaker
+# independent per-clip random streams: np.random.default_rng([seed, index, STREAM])
+ENGINE_STREAM, KOKORO_STREAM, AUGMENT_STREAM = 1, 2, 3
 
 
 def corpus_path(cfg: SynthConfig) -> Path:
@@ -55,6 +71,64 @@ def active_power(x: np.ndarray, frame: int = FRAME, floor_dbfs: float = ACTIVE_D
 
 def plan_clip(cfg: SynthConfig, index: int) -> dict:
     """Everything about clip `index` except the audio: a pure function of (config, seed, index)."""
+    engine = cfg.engine
+    if engine == "mixed":
+        u = np.random.default_rng([cfg.seed, index, ENGINE_STREAM]).random()
+        engine = "kokoro" if u < cfg.kokoro_share else "espeak"
+    plan = _plan_kokoro(cfg, index) if engine == "kokoro" else _plan_espeak(cfg, index)
+    if cfg.augment.enabled:
+        plan["augment"] = plan_augment(cfg.augment, np.random.default_rng([cfg.seed, index, AUGMENT_STREAM]))
+        plan["meta"]["augment"] = plan["augment"]
+    return plan
+
+
+def kokoro_voices(cfg: SynthConfig) -> dict[str, list[str]]:
+    """{"train": ids, "heldout": ids}: held-out voices whatever their grade, the rest by grade."""
+    from speech_adapter.offline_models.kokoro import VOICES, grade_at_least
+
+    held = [v for v in VOICES if v in cfg.kokoro_heldout_voices]
+    train = [v for v, info in VOICES.items()
+             if v not in cfg.kokoro_heldout_voices and grade_at_least(info.grade, cfg.kokoro_min_grade)]
+    return {"train": train, "heldout": held}
+
+
+def _plan_kokoro(cfg: SynthConfig, index: int) -> dict:
+    from speech_adapter.offline_models.kokoro import VOICES
+
+    rng = np.random.default_rng([cfg.seed, index, KOKORO_STREAM])
+    u = rng.random(4)  # held-out?, mix?, pitch shift?, noise?
+    pool = text_pool("en")
+    text = pool[int(rng.integers(len(pool)))]
+    split = "heldout" if u[0] < cfg.p_heldout_voice else "train"
+    ids = kokoro_voices(cfg)[split]
+    if not ids:
+        raise ConfigError(f"kokoro_min_grade: no {split} Kokoro voice is left (min grade "
+                          f"{cfg.kokoro_min_grade!r}, held out {cfg.kokoro_heldout_voices})")
+    first = ids[int(rng.integers(len(ids)))]
+    info = VOICES[first]
+    partners = [v for v in ids if v != first and VOICES[v].gender == info.gender and VOICES[v].accent == info.accent]
+    second = partners[int(rng.integers(len(partners)))] if partners else None
+    weight = round(float(rng.uniform(*MIX_WEIGHT)), 3)
+    speed = round(float(rng.uniform(cfg.speed_min, cfg.speed_max)), 3)
+    shift = round(float(rng.uniform(-cfg.pitch_shift_max, cfg.pitch_shift_max)), 2)
+    snr = round(float(rng.uniform(cfg.snr_min, cfg.snr_max)), 1)
+    noise_seed = int(rng.integers(2**31))
+    if u[1] < cfg.p_voice_mix and second:
+        voices, weights = [first, second], [weight, round(1.0 - weight, 3)]
+        voice = f"{first}*{weights[0]}+{second}*{weights[1]}"
+    else:
+        voices, weights, voice = [first], [1.0], first
+    meta = {
+        "voice": voice, "kokoro_voices": voices, "voice_weights": weights, "voice_split": split,
+        "gender": info.gender, "accent": info.accent, "language_name": "English", "speed": speed,
+        "pitch_shift": shift if u[2] < cfg.p_pitch_shift else 0.0, "snr_db": snr if u[3] < cfg.p_noise else None,
+        "speakers": 1, "text_id": text.id, "seed": cfg.seed, "source": "kokoro", "lang": info.lang,
+    }
+    return {"index": index, "language": "en", "transcript": text.text, "texts": [text.text], "voices": voices,
+            "meta": meta, "noise_seed": noise_seed}
+
+
+def _plan_espeak(cfg: SynthConfig, index: int) -> dict:
     rng = np.random.default_rng([cfg.seed, index])
     if cfg.other_languages and rng.random() < cfg.p_other_language:
         language = str(rng.choice(cfg.other_languages))
@@ -91,7 +165,27 @@ def plan_clip(cfg: SynthConfig, index: int) -> dict:
 
 
 def render_clip(cfg: SynthConfig, plan: dict) -> tuple[np.ndarray, bool]:
-    """The clip's audio at `cfg.sampling_rate` (float32 mono) and whether it had to be clipped."""
+    """The clip's audio at `cfg.sampling_rate` (float32 mono) and whether it had to be clipped.
+
+    A Kokoro plan's meta gets its measured `pitch_hz` here (from the clean audio).
+    """
+    m = plan["meta"]
+    if m["source"] == "kokoro":
+        x, m["pitch_hz"] = kokoro_speech(cfg, plan)
+    else:
+        x = _espeak_speech(cfg, plan)
+    if m["snr_db"] is not None:
+        p_speech = active_power(x)
+        p_noise = p_speech / 10 ** (m["snr_db"] / 10)
+        noise = np.random.default_rng(plan["noise_seed"]).standard_normal(len(x))
+        x = x + (noise * np.sqrt(p_noise)).astype(np.float32)
+    if plan.get("augment"):
+        x = apply_augment(x, cfg.sampling_rate, plan["augment"])
+    clipped = bool(np.max(np.abs(x)) > 1.0) if len(x) else False
+    return np.clip(x, -1.0, 1.0).astype(np.float32), clipped
+
+
+def _espeak_speech(cfg: SynthConfig, plan: dict) -> np.ndarray:
     import soxr  # librosa's "soxr_hq" backend, without importing librosa (numba start-up)
 
     m = plan["meta"]
@@ -103,14 +197,69 @@ def render_clip(cfg: SynthConfig, plan: dict) -> tuple[np.ndarray, bool]:
         if k:
             parts.append(gap)
         parts.append(audio.astype(np.float32))
-    x = np.concatenate(parts) if parts else np.zeros(0, np.float32)  # (T,)
-    if m["snr_db"] is not None:
-        p_speech = active_power(x)
-        p_noise = p_speech / 10 ** (m["snr_db"] / 10)
-        noise = np.random.default_rng(plan["noise_seed"]).standard_normal(len(x))
-        x = x + (noise * np.sqrt(p_noise)).astype(np.float32)
-    clipped = bool(np.max(np.abs(x)) > 1.0) if len(x) else False
-    return np.clip(x, -1.0, 1.0).astype(np.float32), clipped
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)  # (T,)
+
+
+@functools.lru_cache(maxsize=2)
+def _kokoro_engine(threads: int):
+    from data_prep.kokoro_tts import KokoroEngine
+
+    return KokoroEngine(threads=threads)
+
+
+def cache_key(cfg: SynthConfig, plan: dict, engine_version: str) -> str:
+    """sha256 of everything that determines a Kokoro clip's clean audio."""
+    m = plan["meta"]
+    key = {"engine": engine_version, "text": plan["transcript"], "voices": m["kokoro_voices"],
+           "weights": m["voice_weights"], "speed": m["speed"], "lang": m["lang"], "shift": m["pitch_shift"],
+           "sampling_rate": cfg.sampling_rate, "peak": KOKORO_PEAK}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _cache_dir(cfg: SynthConfig) -> Path:
+    from speech_adapter.paths import home
+
+    return Path(cfg.cache_dir) if cfg.cache_dir else home() / "tts_cache"
+
+
+def kokoro_speech(cfg: SynthConfig, plan: dict, engine=None) -> tuple[np.ndarray, float | None]:
+    """(clean peak-normalized speech at cfg.sampling_rate, its measured median F0 in Hz), from the
+    cache when this exact clip was made before."""
+    from data_prep.kokoro_tts import engine_version, mix_voices
+
+    m = plan["meta"]
+    engine = engine or _kokoro_engine(cfg.kokoro_threads)
+    path = _cache_dir(cfg) / (key := cache_key(cfg, plan, engine_version()))[:2] / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["audio"].astype(np.float32), (float(z["pitch_hz"]) if z["pitch_hz"] > 0 else None)
+    styles = [engine.voices[v] for v in m["kokoro_voices"]]
+    style = styles[0] if len(styles) == 1 else mix_voices(styles[0], styles[1], m["voice_weights"][0])
+    x = engine.speak(plan["transcript"], style, speed=m["speed"], lang=m["lang"], sampling_rate=cfg.sampling_rate)
+    if m["pitch_shift"]:
+        import librosa
+
+        x = librosa.effects.pitch_shift(x, sr=cfg.sampling_rate, n_steps=m["pitch_shift"]).astype(np.float32)
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    if peak > 0:
+        x = (x * (KOKORO_PEAK / peak)).astype(np.float32)
+    f0 = _measure_pitch(x, cfg.sampling_rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, audio=x, pitch_hz=np.float64(f0 or 0.0))
+    return x, f0
+
+
+def _measure_pitch(x: np.ndarray, sr: int) -> float | None:
+    """Median F0 as `data attributes` measures it (pyin on 16 kHz audio), rounded like it."""
+    from data_prep.attributes import SR, estimate_pitch
+
+    if sr != SR:
+        import soxr
+
+        x = soxr.resample(x, sr, SR, quality="HQ").astype(np.float32)
+    f0 = estimate_pitch(x)
+    return None if f0 is None else round(f0, 2)
 
 
 def build_row(cfg: SynthConfig, plan: dict, num_samples: int, clipped: bool) -> dict:
@@ -124,9 +273,13 @@ def build_row(cfg: SynthConfig, plan: dict, num_samples: int, clipped: bool) -> 
 def _check_same_config(cfg: SynthConfig) -> None:
     """A resumed or sharded run must use the settings that made the existing files."""
     path = Path(cfg.out_dir) / CONFIG_NAME
-    mine = {k: v for k, v in to_dict(cfg).items() if k not in ("shard_index", "out_dir")}
+    mine = {k: v for k, v in to_dict(cfg).items() if k not in ("shard_index", "out_dir", "cache_dir",
+                                                                   "kokoro_threads")}
     if path.exists():
         theirs = json.loads(path.read_text(encoding="utf-8"))
+        # settings added since that run was made read as their defaults there
+        defaults = to_dict(SynthConfig())
+        theirs = {**{k: defaults[k] for k in mine if k not in theirs}, **theirs}
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             raise ConfigError(f"{path}: {Path(cfg.out_dir)} was made with different settings "
@@ -141,6 +294,10 @@ def synth_corpus(cfg: SynthConfig, progress: bool = True) -> dict:
 
     if not cfg.out_dir:
         raise ConfigError("out_dir: give an output directory (--out-dir)")
+    if cfg.engine != "espeak":
+        from speech_adapter.offline_models.kokoro import load_voices
+
+        load_voices()  # one-line error naming the setup step when Kokoro is not prepared
     for v in cfg.variants:
         if v not in espeak.list_variants():
             raise ConfigError(f"variants: unknown espeak variant {v!r}")

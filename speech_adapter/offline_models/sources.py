@@ -59,7 +59,7 @@ class OfflineSource:
     """
 
     name: str  # the `offline:` reference
-    role: Literal["llm", "whisper"]
+    role: Literal["llm", "whisper", "tts"]
     about: str  # one line for `models list`
     weights: tuple[PackagedFile, ...]
     joined_name: str
