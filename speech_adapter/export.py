@@ -137,7 +137,7 @@ def base_model_record(ref: str, hash_base: str = "auto") -> dict:
         return rec
     src = _read_json(path / "source.json") if rec["kind"] == "offline" else None
     if src is not None and hash_base == "auto":
-        rec["revision"] = f"{src['source']['package']}=={src['source']['package_version']}"
+        rec["revision"] = ", ".join(f"{k}=={v}" for k, v in src["source"].get("packages", {}).items())
         rec["weights"] = {k: v["sha256"] for k, v in src.get("outputs", {}).items() if "sha256" in v}
         rec["source_sha256"] = {k: v["sha256"] for k, v in src["source"]["files"].items()}
         if rec["weights"]:

@@ -55,14 +55,17 @@ def test_guard_blocks_and_logs(tmp_path):
 @pytest.mark.slow  # the real offline models end to end, ~3-5 min on the shared CPUs
 def test_pipeline_runs_with_the_network_blocked(tmp_path):
     from speech_adapter.offline_models import prepare as prep
+    from speech_adapter.offline_models.sources import get_source
     from speech_adapter.paths import offline_model_dir
+    from speech_adapter.recipe import load_recipe
 
-    ready = all(prep.is_up_to_date(offline_model_dir(s.name), prep.source_record(s), "float32")
-                for s in prep.SOURCES.values())
+    demo = load_recipe(ROOT / "recipes" / "demo.yaml")
+    used = [get_source(ref) for ref in (demo.model.encoder, demo.model.llm)]
+    ready = all(prep.is_up_to_date(offline_model_dir(s.name), prep.source_record(s), "float32") for s in used)
     home = None if ready else str(tmp_path / "home")
     env = _guarded_env(tmp_path, home)
     if not ready:  # converting the packaged models must not reach out either
-        p = subprocess.run([str(EXE), "models", "prepare"], env=env, capture_output=True, text=True, timeout=600)
+        p = subprocess.run([str(EXE), "models", "prepare", *(s.short for s in used)], env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
     out = tmp_path / "run"
     p = subprocess.run([str(EXE), "run", str(ROOT / "recipes" / "demo.yaml"), f"output_dir={out}", *OVERRIDES],
