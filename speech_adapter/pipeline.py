@@ -45,13 +45,20 @@ def main(args) -> int:
 
 
 def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Deterministic train/held-out split by a hash of (seed, clip id): stable as the corpus grows."""
+    """Deterministic train/held-out split by a hash of (seed, clip id): stable as the corpus grows.
+
+    Clips of held-out voices (`meta.voice_split == "heldout"`, from `data synth`) are never
+    trained on: they always go to the held-out side, on top of the hashed fraction.
+    """
     def key(row):
         return hashlib.sha256(f"{seed}:{row['id']}".encode()).hexdigest()
 
-    ranked = sorted(rows, key=key)
+    def voice_heldout(row):
+        return (row.get("meta") or {}).get("voice_split") == "heldout"
+
+    ranked = sorted((r for r in rows if not voice_heldout(r)), key=key)
     n_held = max(1, round(len(rows) * fraction)) if len(rows) > 1 else 0
-    held = {r["id"] for r in ranked[:n_held]}
+    held = {r["id"] for r in rows if voice_heldout(r)} | {r["id"] for r in ranked[:n_held]}
     return [r for r in rows if r["id"] not in held], [r for r in rows if r["id"] in held]
 
 

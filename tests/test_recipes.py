@@ -70,6 +70,14 @@ def test_heldout_split_is_deterministic_and_disjoint():
     assert {r["id"] for r in c_held} != {r["id"] for r in a_held}
 
 
+def test_heldout_voices_are_never_trained_on():
+    rows = [{"id": f"c{i}", "meta": {"voice_split": "heldout" if i % 5 == 0 else "train"}} for i in range(50)]
+    train, held = split_heldout(rows, 0.2, seed=0)
+    assert not any(r["meta"]["voice_split"] == "heldout" for r in train)
+    assert {f"c{i}" for i in range(0, 50, 5)} <= {r["id"] for r in held}
+    assert len(held) == 20  # the 10 held-out-voice clips plus the hashed 20 % of all 50
+
+
 def test_stage_runner_skips_complete_stage_and_reruns_on_change(tmp_path):
     calls = []
     runner = StageRunner(tmp_path, log=lambda m: None)

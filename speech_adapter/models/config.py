@@ -75,8 +75,8 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = help_field(OFFLINE_WHISPER, "Whisper model: offline:NAME, local dir, cached hub id or tiny:whisper")
-    llm: str = help_field(OFFLINE_LLM, "chat LLM: offline:NAME, local dir, cached hub id or tiny:llm")
+    encoder: str = help_field(OFFLINE_WHISPER, "Whisper model: offline:NAME, local dir, hub id (downloaded unless HF_HUB_OFFLINE) or tiny:whisper")
+    llm: str = help_field(OFFLINE_LLM, "chat LLM: offline:NAME, local dir, hub id (downloaded unless HF_HUB_OFFLINE) or tiny:llm")
     encoder_layers: Optional[list[int]] = help_field(
         None, "Whisper layers to tap, 1-based (the last gets Whisper's final LayerNorm); "
         "None = 4 evenly spaced, as DeSTA2")
