@@ -122,6 +122,13 @@ def _gumbel_processor(temperature: float, top_p: float, seeds: list[int]):
     return GumbelSampling()
 
 
+def stop_token_ids(tokenizer) -> list[int]:
+    """The ids that end a reply: the tokenizer's EOS and whichever end-of-turn markers it knows."""
+    vocab = tokenizer.get_vocab()
+    stops = {tokenizer.eos_token_id} | {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
+    return sorted(i for i in stops if i is not None)
+
+
 class _ChatTemplateTeacher:
     """What both real backends share: prompts are chat messages formatted by the tokenizer's
     own chat template; subclasses implement `generate_raw(texts, n, sampling, seeds)`."""
@@ -150,9 +157,7 @@ class TransformersTeacher(_ChatTemplateTeacher):
         self.batch_size = batch_size
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        vocab = tokenizer.get_vocab()
-        stops = {tokenizer.eos_token_id} | {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
-        self.stop_ids = sorted(i for i in stops if i is not None)
+        self.stop_ids = stop_token_ids(tokenizer)
 
     def generate_raw(self, texts, n=1, sampling=None, seeds=None):
         import torch

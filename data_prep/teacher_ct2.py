@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from data_prep.teacher import END_OF_TURN_TOKENS, Sampling, TransformersTeacher, _ChatTemplateTeacher
+from data_prep.teacher import Sampling, TransformersTeacher, _ChatTemplateTeacher, stop_token_ids
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import models_dir
 from speech_adapter.utils.io import atomic_path, write_json_atomic
@@ -74,9 +74,7 @@ class CTranslate2Teacher(_ChatTemplateTeacher):
         threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         self.generator = ctranslate2.Generator(str(ct2_model_dir(hf_dir, compute_type)), device="cpu",
                                                compute_type=compute_type, intra_threads=threads)
-        vocab = self.tokenizer.get_vocab()
-        stops = {self.tokenizer.eos_token_id} | {vocab[t] for t in END_OF_TURN_TOKENS if t in vocab}
-        self.stop_ids = sorted(i for i in stops if i is not None)
+        self.stop_ids = stop_token_ids(self.tokenizer)
 
     def _tokens(self, text: str) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(self.tokenizer(text, add_special_tokens=False)["input_ids"])
