@@ -1,4 +1,4 @@
-"""`speech-adapter data ...`: synth, import, attributes, describe, distill, magpie.
+"""`speech-adapter data ...`: synth, import, attributes, describe, transcribe, distill, magpie.
 
 Light imports only at parser-build time (so `--help` is fast); each subcommand's work is
 imported inside its `main`. distill's and magpie's parsers and mains come from their modules.
@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 
+from data_prep.asr import TranscribeConfig
 from data_prep.config import (AttributesConfig, DescribeConfig, ImportConfig, SynthConfig,
                               add_config_args, config_from_args)
 
@@ -63,11 +64,22 @@ def _describe(args) -> int:
     return 0
 
 
+def _transcribe(args) -> int:
+    from data_prep.asr import transcribe_corpus
+
+    cfg = config_from_args(TranscribeConfig, args)
+    res = transcribe_corpus(cfg, progress=not args.quiet)
+    print(f"transcribe: {res['transcribed']} clips transcribed, {res['reused']} rows reused → {cfg.output}")
+    return 0
+
+
 SUBCOMMANDS = {
     "synth": (SynthConfig, _synth, "synthesise an espeak-ng speech corpus with exact metadata"),
     "import": (ImportConfig, _import, "import a local folder + labels or a saved datasets dataset"),
     "attributes": (AttributesConfig, _attributes, "measure pitch, loudness, rate, SNR; bin them"),
     "describe": (DescribeConfig, _describe, "write the DeSTA2.5 seed description of each clip"),
+    "transcribe": (TranscribeConfig, _transcribe, "Whisper's own transcript of each clip (asr_transcript), "
+                   "for use_transcript and the cascade baseline"),
 }
 
 

@@ -1,6 +1,6 @@
 """`speech-adapter run RECIPE`: the whole pipeline, each stage skipped when already complete.
 
-    models → data → attributes → describe → split → distill → replay → train → eval → export
+    models → data → attributes → describe → transcribe → split → distill → replay → train → eval → export
 
 Every stage writes under the recipe's output_dir and is resumable on its own (a killed run
 reruns from where it stopped); a stage whose config changed reruns. This is the README's main
@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("models", "data", "attributes", "describe", "split", "distill", "replay", "train", "eval", "export")
+STAGES = ("models", "data", "attributes", "describe", "transcribe", "split", "distill", "replay", "train",
+          "eval", "export")
 
 
 def configure(parser) -> None:
@@ -126,6 +127,7 @@ def _stage_config(recipe, stage: str):
         "data": to_dict(recipe.data),
         "attributes": recipe.data.attributes,
         "describe": recipe.data.describe,
+        "transcribe": [recipe.model.encoder, recipe.model.dtype],
         "split": [recipe.data.heldout_fraction, recipe.seed],
         "distill": recipe.distill,
         "replay": to_dict(recipe.replay),
@@ -187,11 +189,26 @@ def _describe(recipe, p) -> dict:
     return run_describe(recipe.describe_config())
 
 
+def _transcribe(recipe, p) -> dict:
+    """Whisper's transcript of every clip (`asr_transcript`): what the speech model reads after
+    the audio tokens (model.use_transcript) and what the cascade baseline answers from."""
+    from data_prep.asr import TranscribeConfig, transcribe_corpus
+
+    whisper = None
+    if str(recipe.model.encoder).startswith("tiny:"):  # the random-weight test pair
+        from speech_adapter.models.tiny import tiny_whisper
+
+        whisper = tiny_whisper()
+    cfg = TranscribeConfig(input=str(p["described"]), output=str(p["transcribed"]),
+                           encoder=str(recipe.model.encoder), dtype=recipe.model.dtype)
+    return transcribe_corpus(cfg, whisper=whisper)
+
+
 def _split(recipe, p) -> dict:
     from speech_adapter.eval.suite import load_rows
     from speech_adapter.utils.io import write_jsonl_atomic
 
-    rows = load_rows(p["described"])  # audio made absolute: the split files live elsewhere
+    rows = load_rows(p["transcribed"])  # audio made absolute: the split files live elsewhere
     train, held = split_heldout(rows, recipe.data.heldout_fraction, recipe.seed)
     write_jsonl_atomic(p["train_clips"], train)
     write_jsonl_atomic(p["heldout_clips"], held)
@@ -330,7 +347,7 @@ def _export(recipe, p) -> dict:
 
 _STAGE_FUNCS = {
     "models": _models, "data": _data, "attributes": _attributes, "describe": _describe,
-    "split": _split, "distill": _distill, "replay": _replay, "train": _train, "export": _export,
+    "transcribe": _transcribe, "split": _split, "distill": _distill, "replay": _replay, "train": _train, "export": _export,
 }
 
 

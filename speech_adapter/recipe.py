@@ -144,6 +144,7 @@ class Recipe:
         return {
             "data": d / "data", "corpus": d / "data" / "corpus.jsonl",
             "attributes": d / "data" / "attributes.jsonl", "described": d / "data" / "described.jsonl",
+            "transcribed": d / "data" / "transcribed.jsonl",
             "train_clips": d / "data" / "train_clips.jsonl", "heldout_clips": d / "data" / "heldout_clips.jsonl",
             "distilled": d / "distill" / "distilled.jsonl", "text_rows": d / "distill" / "text_rows.jsonl",
             "suite": d / "eval" / "suite.jsonl", "compare": d / "eval" / "compare",

@@ -55,6 +55,9 @@ def test_tiny_pipeline_end_to_end_then_skips(recipe_path, capsys):
     results = run_pipeline(recipe)
     p = recipe.paths()
     assert results["split"] == {"train_clips": 4, "heldout_clips": 2}
+    assert results["transcribe"]["transcribed"] == 6
+    assert all(isinstance(json.loads(x).get("asr_transcript"), str)
+               for x in p["train_clips"].read_text().splitlines())
     distilled = [json.loads(x) for x in p["distilled"].read_text().splitlines()]
     assert distilled and all(r["split"] == "seen" and r["response"] for r in distilled)
     assert (p["train"] / "adapter" / "adapter_config.json").exists()

@@ -239,8 +239,11 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
         out = []
         for r in rows:
             if m == "speech":
+                # Whisper's transcript from `data transcribe` where the suite has it (the model
+                # decodes it itself otherwise): never the ground truth
                 out.append({"audio": load_audio(r["audio"]), "instruction": r["instruction"],
-                            "response": None, "system": system, "transcript": None, "description": None})
+                            "response": None, "system": system, "transcript": r.get("asr_transcript"),
+                            "description": None})
             else:
                 if not r.get("description"):
                     raise DataError(f"row {r['id']}: mode {m} needs a description")

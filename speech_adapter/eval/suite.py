@@ -133,6 +133,7 @@ def make_eval_row(clip: dict, template: Template) -> dict:
         "task": template.task,
         "audio": clip.get("audio"),
         "transcript": clip.get("transcript"),
+        "asr_transcript": clip.get("asr_transcript"),
         "description": clip.get("description"),
         "meta": clip.get("meta") or {},
         "bins": clip.get("bins") or {},

@@ -158,7 +158,8 @@ def _decoder_prompt(tokenizer, multilingual: bool) -> list[int]:
 
 @torch.no_grad()
 def transcribe(whisper, feature_extractor, tokenizer, waveforms, batch_size: int = 8,
-               max_new_tokens: int = 128, language_tokens: bool | None = None) -> list[str]:
+               max_new_tokens: int = 128, language_tokens: bool | None = None,
+               quiet: bool | None = None) -> list[str]:
     """Greedy Whisper transcripts of 16 kHz clips (each padded to 30 s, as Whisper was trained).
 
     The decoder prompt is <|startoftranscript|><|notimestamps|> for English-only models
@@ -176,7 +177,7 @@ def transcribe(whisper, feature_extractor, tokenizer, waveforms, batch_size: int
     out: list[str] = []
     waveforms = list(waveforms)
     for start in tqdm(range(0, len(waveforms), batch_size), desc="transcribe",
-                      disable=len(waveforms) <= batch_size):
+                      disable=len(waveforms) <= batch_size if quiet is None else quiet):
         chunk = [np.asarray(w, dtype=np.float32) for w in waveforms[start:start + batch_size]]
         feats = feature_extractor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         enc = whisper.model.encoder(feats.to(device, dtype)).last_hidden_state  # (B, 1500, D)

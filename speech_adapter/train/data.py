@@ -77,7 +77,9 @@ def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> lis
                 audio = path.parent / audio
         rows.append({"id": str(rid), "audio": audio, "instruction": row["instruction"],
                      "response": response, "system": row.get("system"),
-                     "transcript": row.get("transcript"), "description": row.get("description"),
+                     # what the student reads after the audio (use_transcript): Whisper's words from
+                     # `data transcribe`, never the ground truth (None: decoded on the fly)
+                     "transcript": row.get("asr_transcript"), "description": row.get("description"),
                      "duration": row.get("duration")})
     for e in errors:
         rejects.add(e["reason"], source=path, line=e["line"])

@@ -1,0 +1,109 @@
+"""`data transcribe`: Whisper's own transcript of every clip, as `asr_transcript`.
+
+DeSTA2 puts the encoder's transcript after the audio tokens (`model.use_transcript`), so content
+questions ride on the words and the adapter carries what words cannot: voice, prosody, sound.
+The transcript must be the one the model will make at inference, not the corpus' ground truth:
+the teacher reads the truth in its description, the student reads Whisper's words (errors
+included), in training as in evaluation. The cascade baseline (Whisper's transcript → the same
+LLM, no adapter) reads the same field.
+
+Transcribed once per clip and kept in the row: a rerun reuses every row that already has one
+(keyed by clip id and audio path), so the stage is resumable and costs nothing the second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from speech_adapter.config import help_field
+from speech_adapter.errors import ConfigError, DataError
+from speech_adapter.paths import OFFLINE_WHISPER
+
+FIELD = "asr_transcript"
+
+
+@dataclasses.dataclass
+class TranscribeConfig:
+    """Greedy Whisper transcripts of a corpus' clips."""
+
+    input: str = help_field("", "corpus or described JSONL")
+    output: str = help_field("", "the same rows with `asr_transcript` added")
+    encoder: str = help_field(OFFLINE_WHISPER, "Whisper checkpoint: offline:NAME, a local dir, or a hub id")
+    dtype: str = help_field("float32", "Whisper dtype (fp32 is fastest on CPU)")
+    batch_size: int = help_field(8, "clips per decode call")
+    max_new_tokens: int = help_field(128, "longest transcript in tokens")
+
+    def validate(self):
+        if not self.input or not self.output:
+            raise ConfigError("input and output: both are required")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size: must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens: must be >= 1")
+
+
+def _key(row: dict, base: Path | None = None) -> tuple:
+    from speech_adapter.eval.suite import resolve_audio
+
+    return str(row.get("id")), resolve_audio(row.get("audio"), base)
+
+
+def _previous(path: Path) -> dict[tuple, str]:
+    """Transcripts an earlier run already wrote (a half-written file is ignored line by line)."""
+    from speech_adapter.utils.io import iter_jsonl
+
+    if not path.exists():
+        return {}
+    done = {}
+    for row in iter_jsonl(path, strict=False, errors=[]):
+        if isinstance(row.get(FIELD), str):
+            done[_key(row, path.parent)] = row[FIELD]
+    return done
+
+
+def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True) -> dict:
+    """Write `cfg.output`: every row of `cfg.input` with its Whisper transcript; returns stats.
+
+    `whisper` = (model, feature_extractor, tokenizer) to reuse loaded weights (tests, pipeline).
+    Rows without audio pass through unchanged; unreadable audio raises `DataError` naming it.
+    """
+    from speech_adapter.audio import load_audio
+    from speech_adapter.eval.suite import resolve_audio
+    from speech_adapter.models.encoder import transcribe
+    from speech_adapter.utils.io import iter_jsonl, write_jsonl_atomic
+
+    cfg.validate()
+    src, out = Path(cfg.input), Path(cfg.output)
+    rows = list(iter_jsonl(src))
+    done = _previous(out)
+    for row in rows:  # a row that carries one already (an earlier stage, the user's own) keeps it
+        if isinstance(row.get(FIELD), str):
+            done.setdefault(_key(row, src.parent), row[FIELD])
+    todo = [r for r in rows if r.get("audio") and _key(r, src.parent) not in done]
+    if todo:
+        if whisper is None:
+            from speech_adapter.models.loading import load_whisper
+
+            whisper = load_whisper(cfg.encoder, cfg.dtype)
+        model, fe, tok = whisper
+        waves = []
+        for r in todo:
+            path = resolve_audio(r["audio"], src.parent)
+            try:
+                waves.append(load_audio(path))
+            except Exception as e:  # noqa: BLE001 — reported with the clip's name
+                raise DataError(f"{r.get('id')}: cannot read {path} for transcription: {e}") from e
+        texts = transcribe(model, fe, tok, waves, batch_size=cfg.batch_size,
+                           max_new_tokens=cfg.max_new_tokens, quiet=not progress)
+        for r, t in zip(todo, texts):
+            done[_key(r, src.parent)] = t.strip()
+    out_rows = []
+    for r in rows:
+        r = dict(r)
+        if r.get("audio"):
+            r[FIELD] = done[_key(r, src.parent)]
+            r["audio"] = resolve_audio(r["audio"], src.parent)  # the output may live elsewhere
+        out_rows.append(r)
+    write_jsonl_atomic(out, out_rows)
+    return {"rows": len(rows), "transcribed": len(todo), "reused": len(rows) - len(todo)}
