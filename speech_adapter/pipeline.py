@@ -9,6 +9,7 @@ command: `speech-adapter run recipes/demo.yaml`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import sys
@@ -92,31 +93,52 @@ def run_pipeline(recipe, until: str | None = None, redo: list[str] | None = None
         if stage == until:
             return results
     base = prev
-    suite_fp = None
+    suite_fps = None
+    suites = list(recipe.eval.suites)
     variants = [recipe.for_variant(v) for v in recipe.variants] or [recipe]
-    reports = []
+    reports = {s: [] for s in suites}
     for rec in variants:
         tag = f":{rec.variant}" if rec.variant else ""
         prev = base
         train_fp = step("train", "train" + tag, rec, _train)
         if until == "train":
             continue
-        if suite_fp is None:  # shared by every variant: built once, after the first training
-            prev = base
-            step("eval", "suite", recipe, _suite)
-            suite_fp = step("eval", "eval_untrained", recipe, _eval_untrained)
-            if "untrained" in recipe.eval.systems:
-                reports.append(("untrained", p["eval"] / "untrained"))
-        prev = suite_fp + train_fp
-        step("eval", "eval" + tag, rec, _eval_trained)
+        if suite_fps is None:  # shared by every variant: built once, after the first training
+            suite_fps = {}
+            for s in suites:
+                prev = base
+                step("eval", _suite_stage("suite", s), recipe, functools.partial(_suite, suite=s))
+                suite_fps[s] = step("eval", _suite_stage("eval_untrained", s), recipe,
+                                    functools.partial(_eval_untrained, suite=s))
+                if "untrained" in recipe.eval.systems:
+                    reports[s].append(("untrained", _suite_paths(p, s)["eval"] / "untrained"))
         name = rec.variant or "trained"
-        reports.append((name, rec.paths()["eval"] / name))
+        for s in suites:
+            prev = suite_fps[s] + train_fp
+            step("eval", _suite_stage("eval", s) + tag, rec, functools.partial(_eval_trained, suite=s))
+            reports[s].append((name, _suite_paths(rec.paths(), s)["eval"] / name))
         if until == "eval":
             continue
         step("export", "export" + tag, rec, _export)
     if until != "train":
-        results["compare"] = _compare(recipe, p, reports)
+        for s in suites:
+            results[_suite_stage("compare", s)] = _compare(recipe, _suite_paths(p, s), reports[s])
     return results
+
+
+def _suite_stage(stage: str, suite: str) -> str:
+    """Stage name of an eval step on `suite`: the held-out suite keeps the plain names."""
+    return stage if suite == "heldout" else f"{suite}_{stage}"
+
+
+def _suite_paths(p: dict, suite: str) -> dict:
+    """`p` with suite, eval and compare moved to `suite`'s folder: the held-out suite keeps
+    `<run>/eval/...`; the real suite goes to `<run>/eval/real/...` (a variant's results to
+    `variants/NAME/eval/real/NAME`)."""
+    if suite == "heldout":
+        return p
+    root = p["suite"].parent / suite
+    return {**p, "suite": root / "suite.jsonl", "eval": p["eval"] / suite, "compare": root / "compare"}
 
 
 def _stage_config(recipe, stage: str):
@@ -132,7 +154,9 @@ def _stage_config(recipe, stage: str):
         "distill": recipe.distill,
         "replay": to_dict(recipe.replay),
         "train": [to_dict(recipe.model), recipe.train],
-        "eval": [to_dict(recipe.eval), to_dict(recipe.model), recipe.train],
+        # without `suites`: adding a suite must not rerun the others
+        "eval": [{k: v for k, v in to_dict(recipe.eval).items() if k != "suites"}, to_dict(recipe.model),
+                 recipe.train],
         "export": to_dict(recipe.export),
     }[stage]
 
@@ -263,15 +287,21 @@ def _train(recipe, p) -> dict:
     return {"status": status, "adapter": str(adapter)}
 
 
-def _suite(recipe, p) -> dict:
-    """The eval suite from held-out clips; refuses a training clip or a leaked unseen template."""
+def _suite(recipe, p, suite: str = "heldout") -> dict:
+    """The eval suite from held-out clips, or from the shipped real clips (`suite="real"`);
+    refuses a training clip or a leaked unseen template."""
     from speech_adapter.eval import suite as S
     from speech_adapter.templates import templates_for
     from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 
-    held = S.load_rows(p["heldout_clips"])
     ids, audio = S.training_keys([p["distilled"]])
-    rows, stats = S.build_suite(held, recipe.suite_config(), ids, audio)
+    if suite == "real":
+        from speech_adapter.eval.real import build_real_suite
+
+        p = _suite_paths(p, suite)  # a use_transcript model transcribes these clips itself
+        rows, stats = build_real_suite(recipe.suite_config(), ids, audio)
+    else:
+        rows, stats = S.build_suite(S.load_rows(p["heldout_clips"]), recipe.suite_config(), ids, audio)
     training = read_jsonl(p["distilled"]) + (read_jsonl(p["text_rows"]) if p["text_rows"].exists() else [])
     S.check_unseen_leak(templates_for(split="unseen") + rows, training)
     write_jsonl_atomic(p["suite"], rows)
@@ -302,17 +332,17 @@ def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict
     return summary
 
 
-def _eval_untrained(recipe, p) -> dict:
+def _eval_untrained(recipe, p, suite: str = "heldout") -> dict:
     """The adapter at its (seeded) initialisation, with audio: the floor training must beat."""
     if "untrained" not in recipe.eval.systems or "speech" not in recipe.eval.modes:
         return {}
-    untrained = p["eval"] / "untrained_adapter"
+    untrained = p["eval"] / "untrained_adapter"  # one for every suite
     if not (untrained / "adapter_config.json").exists():
         _build_model(recipe).save_adapter(untrained)
-    return _evaluate(recipe, p, "untrained", untrained, ["speech"])
+    return _evaluate(recipe, _suite_paths(p, suite), "untrained", untrained, ["speech"])
 
 
-def _eval_trained(recipe, p) -> dict:
+def _eval_trained(recipe, p, suite: str = "heldout") -> dict:
     """The trained adapter with audio, the backbone reading the description (the ceiling), and —
     with LoRA — the speech model on text-only prompts (text-side retention)."""
     if "trained" not in recipe.eval.systems:
@@ -320,7 +350,7 @@ def _eval_trained(recipe, p) -> dict:
     modes = list(recipe.eval.modes)
     if recipe.model.lora is None and "text_retention" in modes:
         modes.remove("text_retention")  # without LoRA the LLM is untouched: it equals text_ceiling
-    return _evaluate(recipe, p, recipe.variant or "trained", p["train"] / "adapter", modes)
+    return _evaluate(recipe, _suite_paths(p, suite), recipe.variant or "trained", p["train"] / "adapter", modes)
 
 
 def _compare(recipe, p, names: list[tuple[str, Path]]) -> dict:

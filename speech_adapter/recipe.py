@@ -63,6 +63,10 @@ class DataSection:
             raise ConfigError(f"corpus: file not found: {self.corpus}")
         if self.source == "import" and not self.import_.get("source"):
             raise ConfigError("import_.source: source is 'import' but no label file or dataset dir is given")
+        from speech_adapter.eval.real import refuse_real_training  # the real eval clips never train
+
+        refuse_real_training(self.corpus if self.source == "corpus" else None, "data.corpus")
+        refuse_real_training(self.import_.get("source") if self.source == "import" else None, "data.import_.source")
 
 
 @dataclass
@@ -83,6 +87,14 @@ class EvalSection:
                                     help="which adapters to evaluate: untrained (random init), trained")
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(96, "generation length cap")
+    suites: list[Literal["heldout", "real"]] = help_field(
+        default_factory=lambda: ["heldout"],
+        help="suites to evaluate every system on: heldout (this run's held-out clips, <run>/eval), "
+             "real (the shipped real recordings, <run>/eval/real)")
+
+    def validate(self):
+        if not self.suites or len(set(self.suites)) != len(self.suites):
+            raise ConfigError(f"suites: give each of heldout, real at most once (and at least one), got {self.suites}")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
     speech-adapter eval build --corpus heldout.jsonl --exclude distilled.jsonl --out suite.jsonl
     speech-adapter eval run --suite suite.jsonl --model runs/x/export --out runs/x/eval
+    speech-adapter eval run --suite real --model runs/x/export --out runs/x/eval/real
     speech-adapter eval compare runs/sft/eval runs/distill/eval --out runs/compare
 """
 
@@ -36,8 +37,10 @@ class RunConfig:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
-    b = sub.add_parser("build", help="make an eval suite from held-out clips")
-    b.add_argument("--corpus", required=True, help="described/attributed corpus JSONL of held-out clips")
+    b = sub.add_parser("build", help="make an eval suite from held-out clips (or the shipped real recordings)")
+    b.add_argument("--corpus", required=True,
+                   help="described/attributed corpus JSONL of held-out clips, or `real`: the real recordings "
+                        "shipped in speech_adapter/resources/real (gender, speech, transcript tasks)")
     b.add_argument("--exclude", action="append", default=[],
                    help="training clip ids (.txt) or distilled/training JSONL; repeatable")
     b.add_argument("--out", required=True, help="suite JSONL to write")
@@ -51,7 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="read --corpus as an external benchmark (JSONL or save_to_disk dir) instead")
     b.add_argument("--audio-dir", default=None, help="where to write audio stored inside a dataset")
     r = sub.add_parser("run", help="evaluate a speech model on a suite")
-    r.add_argument("--suite", required=True, help="suite JSONL from `eval build`")
+    r.add_argument("--suite", required=True,
+                   help="suite JSONL from `eval build`, or `real`: build the real-recordings suite "
+                        "(default sampling; written to OUT/suite.jsonl) and evaluate on it")
     r.add_argument("--model", required=True, help="a SpeechLM adapter dir (save_adapter / export) or a training run dir")
     r.add_argument("--out", required=True, help="run output dir (generations cache, report)")
     r.add_argument("--system", default=None, help="name in the report and cache (default: model dir name)")
@@ -88,7 +93,12 @@ def _build(args) -> int:
             "on_training_clip": args.on_training_clip,
             "tasks": [t.strip() for t in args.tasks.split(",")] if args.tasks else None})
         ids, audio = S.training_keys(args.exclude)
-        rows, stats = S.build_suite(S.load_rows(args.corpus), cfg, ids, audio)
+        if args.corpus == "real":
+            from speech_adapter.eval.real import build_real_suite
+
+            rows, stats = build_real_suite(cfg, ids, audio)
+        else:
+            rows, stats = S.build_suite(S.load_rows(args.corpus), cfg, ids, audio)
         from speech_adapter.templates import templates_for
         from speech_adapter.utils.io import read_jsonl
 
@@ -134,8 +144,18 @@ def _run(args) -> int:
     cfg = from_dict(RunConfig, {"modes": [m.strip() for m in args.modes.split(",") if m.strip()],
                                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
                                 "limit": args.limit})
-    rows = load_rows(args.suite)[: cfg.limit]
-    check_rows(rows, args.suite)
+    suite_path = args.suite
+    if args.suite == "real":
+        from speech_adapter.eval.real import build_real_suite
+        from speech_adapter.eval.suite import SuiteConfig
+        from speech_adapter.utils.io import write_json_atomic, write_jsonl_atomic
+
+        real_rows, stats = build_real_suite(SuiteConfig())
+        suite_path = Path(args.out) / "suite.jsonl"
+        write_jsonl_atomic(suite_path, real_rows)
+        write_json_atomic(suite_path.with_suffix(".stats.json"), stats)
+    rows = load_rows(suite_path)[: cfg.limit]
+    check_rows(rows, suite_path)
     model_dir = resolve_model_dir(args.model)
     if "speech" in cfg.modes:  # unreadable clips go to rejects.jsonl; the rest of the suite runs
         from speech_adapter.models.speechlm import read_adapter_config
