@@ -22,6 +22,12 @@ Measurements (all on 16 kHz mono; 20 ms frames):
 - `silence_ratio`: fraction of frames not active.
 Pitch bins are gender-aware when the gender is known: F0 is compared in semitones with a
 reference per gender (`PITCH_REFERENCE_HZ`), because a "high" male voice is a "low" female one.
+
+A clip known to hold no speech (`meta.speech: false`, e.g. `data synth`'s noise, tones and
+music) has no speaker pitch or speaking rate: `pitch_hz` and `rate_wps` are None rather than
+pyin's or the onset detector's reading of a tone or a drum; its level `loudness_dbfs` is the
+whole clip's RMS (the sound is the signal: there is no speech to separate from a floor), and
+its noise bin is None (an SNR needs speech); the SNR estimate itself is still recorded.
 """
 
 from __future__ import annotations
@@ -127,8 +133,10 @@ def estimate_pitch(x: np.ndarray, fmin: float = 60.0, fmax: float = 500.0) -> fl
 
 
 def measure(x: np.ndarray, transcript: str | None = None, fmin: float = 60.0,
-            fmax: float = 500.0) -> dict:
-    """All attributes of one 16 kHz clip (see the module docstring for definitions)."""
+            fmax: float = 500.0, speech: bool | None = None) -> dict:
+    """All attributes of one 16 kHz clip (see the module docstring for definitions).
+
+    `speech=False`: the clip is known to hold no speech (no pitch or rate; level = RMS)."""
     import librosa
 
     x = np.asarray(x, dtype=np.float32)
@@ -150,28 +158,33 @@ def measure(x: np.ndarray, transcript: str | None = None, fmin: float = 60.0,
         rate, source = len(onsets) / span / SYLLABLES_PER_WORD, "onsets"
     else:
         rate, source = 0.0, "none"
-    pitch = estimate_pitch(x, fmin, fmax) if active.any() else None
+    pitch = estimate_pitch(x, fmin, fmax) if active.any() and speech is not False else None
+    if speech is False:
+        loud, rate, source = rms, None, "none"
     return {
         "duration_s": round(duration, 4),
         "pitch_hz": None if pitch is None else round(pitch, 2),
         "loudness_dbfs": round(loud, 2),
         "rms_dbfs": round(rms, 2),
-        "rate_wps": round(rate, 3),
+        "rate_wps": None if rate is None else round(float(rate), 3),
         "rate_source": source,
         "snr_db": round(snr, 2),
         "silence_ratio": round(1.0 - float(active.mean()), 4),
     }
 
 
-def bins_for(attrs: dict, gender: str | None = None) -> dict:
-    """DeSTA-style bins for measured `attrs`; pitch is gender-aware when `gender` is known."""
-    pitch = attrs.get("pitch_hz")
+def bins_for(attrs: dict, gender: str | None = None, speech: bool | None = None) -> dict:
+    """DeSTA-style bins for measured `attrs`; pitch is gender-aware when `gender` is known.
+
+    `speech=False` (a clip without speech): pitch, speed and noise are None."""
+    voice = speech is not False  # pitch, speed and an SNR are properties of speech
+    pitch = attrs.get("pitch_hz") if voice else None
     return {
         "pitch": bin_value("pitch", semitones(pitch, gender)) if pitch else None,
-        "speed": bin_value("speed", attrs.get("rate_wps")) if attrs.get("rate_source") != "none" else None,
+        "speed": bin_value("speed", attrs.get("rate_wps")) if voice and attrs.get("rate_source") != "none" else None,
         "volume": bin_value("volume", attrs.get("loudness_dbfs")),
         "duration": bin_value("duration", attrs.get("duration_s")),
-        "noise": bin_value("noise", -attrs["snr_db"]) if attrs.get("snr_db") is not None else None,
+        "noise": bin_value("noise", -attrs["snr_db"]) if voice and attrs.get("snr_db") is not None else None,
     }
 
 
@@ -280,10 +293,10 @@ def run_attributes(cfg, progress: bool = True) -> dict:
                 except AudioError as e:
                     rejects.add(str(e), id=row["id"], source=str(cfg.input))
                     continue
-                attrs = measure(x, row.get("transcript"), cfg.fmin, cfg.fmax)
-                gender = (row.get("meta") or {}).get("gender")
+                meta = row.get("meta") or {}
+                attrs = measure(x, row.get("transcript"), cfg.fmin, cfg.fmax, speech=meta.get("speech"))
                 row = dict(rebase_audio(row, cfg.input, cfg.output), attributes=attrs,
-                           bins=bins_for(attrs, gender))
+                           bins=bins_for(attrs, meta.get("gender"), speech=meta.get("speech")))
                 if repairs:
                     row["audio_repairs"] = repairs
                 out.write(row)

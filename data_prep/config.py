@@ -74,6 +74,10 @@ class SynthConfig:
     kokoro_threads: int = help_field(1, "onnxruntime threads for Kokoro (RTF ~1 per thread on these CPUs)")
     cache_dir: str = help_field("", "Kokoro audio cache, keyed by a hash of (text, voice/mix, speed, shift, "
                                 "engine version) (default: $SPEECH_ADAPTER_HOME/tts_cache)")
+    nonspeech_fraction: float = help_field(0.1, "share of clips that are sound without speech (noise, tones, "
+                                           "near-silence, synthetic music; data_prep.nonspeech)")
+    nonspeech_sounds: list[str] = help_field(default_factory=lambda: ["noise", "tone", "silence", "music"],
+                                             help="kinds of non-speech clip, drawn uniformly")
     augment: AugmentConfig = help_field(default_factory=AugmentConfig,
                                         help="acoustic augmentation (data_prep.augment.AugmentConfig)")
 
@@ -89,7 +93,7 @@ class SynthConfig:
                 raise ConfigError(f"{lo}: {a} is above {hi}={b}")
             if span and not (span[0] <= a and b <= span[1]):
                 raise ConfigError(f"{lo}/{hi}: {a}..{b} outside espeak's {span[0]}..{span[1]}")
-        for name in ("p_other_language", "p_noise", "p_multi_speaker"):
+        for name in ("p_other_language", "p_noise", "p_multi_speaker", "nonspeech_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be a probability in [0, 1]")
         if not self.english_accents and self.p_other_language < 1.0:
@@ -98,6 +102,11 @@ class SynthConfig:
             raise ConfigError("variants: give at least one espeak variant")
         if self.max_speakers < 2 and self.p_multi_speaker > 0:
             raise ConfigError("max_speakers: must be >= 2 when p_multi_speaker > 0")
+        from data_prep.nonspeech import SOUNDS
+
+        bad = [s for s in self.nonspeech_sounds if s not in SOUNDS]
+        if bad or (self.nonspeech_fraction > 0 and not self.nonspeech_sounds):
+            raise ConfigError(f"nonspeech_sounds: {bad or 'empty'}; choose from {list(SOUNDS)}")
         self._validate_kokoro()
 
     def _validate_kokoro(self):

@@ -10,10 +10,17 @@ value is left out rather than guessed: a wrong attribute in the description beco
 distillation target. A missing transcript is filled by greedy Whisper decoding.
 Of `data synth`'s augmentation, what a listener can hear is stated: the background-noise level
 (measured, the `noise` field) and whether the room is reverberant (the `reverb` field).
+
+A clip without speech (`meta.speech: false`, `data_prep.nonspeech`) is described in plain
+sentences that say so first ("No speech. A steady high-pitched tone at about 880 Hz, 3.2
+seconds, loud.") from its exact sound metadata, its level (`bins.volume`, else `meta.level_db`
+on the same volume bins) and its duration; it never gets a speaker field (gender, accent, pitch,
+speed) or a transcript, and is never sent to Whisper.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 
 from data_prep import attributes as A
@@ -81,6 +88,8 @@ def field_values(row: dict, fields: list[str]) -> dict:
 
 def describe_row(row: dict, fields: list[str]) -> str:
     """The seed description text of one row (needs `transcript`; duration from the row)."""
+    if is_nonspeech(row):
+        return describe_sound(row)
     values = field_values(row, fields)
     dur = float(row.get("duration") or (row.get("attributes") or {}).get("duration_s") or 0.0)
     inner = ", ".join(f"{FIELD_LABELS[k]}: {v}" for k, v in values.items())
@@ -88,7 +97,85 @@ def describe_row(row: dict, fields: list[str]) -> str:
     return f"[00:00-{timestamp(dur)}] {text} ({inner})" if inner else f"[00:00-{timestamp(dur)}] {text}"
 
 
+def is_nonspeech(row: dict) -> bool:
+    """Whether the row is known to hold no speech (`meta.speech` is false)."""
+    return (row.get("meta") or {}).get("speech") is False
+
+
+# volume bin (attributes.BINS) -> how a listener says it of a sound
+_LOUDNESS = {"Very low": "very quiet", "Low": "quiet", "Normal": "at a moderate volume", "High": "loud",
+             "Very high": "very loud"}
+
+
+def sound_values(row: dict) -> dict:
+    """The facts a non-speech clip's description states: {speech, sound, volume, duration_s} and
+    the sound's details from `meta` (noise_color, tone_hz, pattern, music_style, ...)."""
+    meta = row.get("meta") or {}
+    volume = (row.get("bins") or {}).get("volume")
+    if not volume and meta.get("level_db") is not None:
+        volume = A.bin_value("volume", meta["level_db"])
+    d = row.get("duration") or (row.get("attributes") or {}).get("duration_s")
+    keys = ("sound", "noise_color", "waveform", "pattern", "tone_hz", "music_style", "mode", "root_hz", "tempo_bpm")
+    out = {"speech": "No", **{k: meta[k] for k in keys if meta.get(k) is not None}}
+    if volume:
+        out["volume"] = volume
+    if d:
+        out["duration_s"] = round(float(d), 1)
+    return out
+
+
+def _note_name(hz: float) -> str:
+    names = ["C", "C sharp", "D", "E flat", "E", "F", "F sharp", "G", "A flat", "A", "B flat", "B"]
+    return names[(9 + int(round(12 * math.log2(hz / 440.0)))) % 12]  # A is names[9]
+
+
+def _what(v: dict) -> str:
+    """The sound itself, as a noun phrase ("a steady high-pitched tone at about 880 Hz")."""
+    from data_prep.nonspeech import pitch_word
+
+    sound = v.get("sound")
+    if sound == "noise":
+        texture = {"white": "a steady hiss", "pink": "a steady rushing sound", "brown": "a steady low rumble"}
+        color = v.get("noise_color")
+        return f"{color} noise, {texture[color]}" if color in texture else "steady noise"
+    if sound == "silence":
+        return "near silence: only a faint room hiss"
+    if sound == "tone" and v.get("tone_hz"):
+        hz = v["tone_hz"]
+        kind = "tone" if v.get("waveform") != "square" else "buzzy square-wave tone"
+        if v.get("pattern") != "beeps":
+            return f"a steady {pitch_word(hz[0])} {kind} at about {hz[0]:.0f} Hz"
+        if len(set(hz)) == 1:
+            return f"a sequence of short {pitch_word(hz[0])} beeps ({kind}s) at about {hz[0]:.0f} Hz"
+        return (f"a sequence of short beeps ({kind}s) at {len(set(hz))} different pitches between about "
+                f"{min(hz):.0f} and {max(hz):.0f} Hz")
+    if sound == "music":
+        style = v.get("music_style")
+        tempo = f" at about {v['tempo_bpm']} beats per minute" if v.get("tempo_bpm") else ""
+        key = f" in {_note_name(v['root_hz'])} {v.get('mode', '')}".rstrip() if v.get("root_hz") else ""
+        piece = {"chords": f"chords{key} played one after another",
+                 "arpeggio": f"an arpeggio{key}, notes played up and down",
+                 "drums": "a simple drum beat of kick, snare and hi-hat"}.get(style, "")
+        return f"a short piece of synthetic music{': ' + piece if piece else ''}{tempo}"
+    return {"tone": "a tone"}.get(sound, "a sound that is not speech")
+
+
+def describe_sound(row: dict) -> str:
+    """The description of a clip without speech, e.g. "No speech. A steady high-pitched tone at
+    about 880 Hz, 3.2 seconds, loud." (no speaker attributes, no transcript)."""
+    v = sound_values(row)
+    parts = [_what(v)]
+    if "duration_s" in v:
+        parts.append(f"{v['duration_s']:g} seconds")
+    if v.get("volume") in _LOUDNESS:
+        parts.append(_LOUDNESS[v["volume"]])
+    text = ", ".join(parts)
+    return f"No speech. {text[:1].upper()}{text[1:]}."
+
+
 def _needs_audio(row: dict, fields: list[str]) -> bool:
+    if is_nonspeech(row):  # nothing to transcribe; the level is measured only if not known
+        return not row.get("bins") and (row.get("meta") or {}).get("level_db") is None
     if not (row.get("transcript") or "").strip():
         return True
     synthetic = (row.get("meta") or {}).get("source") == "espeak-ng"
@@ -148,11 +235,12 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
                             rejects.add(str(e), id=row["id"], source=str(cfg.input))
                             bar.update(1)
                             continue
-                        if not row.get("bins") and not (row.get("meta") or {}).get("source") == "espeak-ng":
-                            attrs = A.measure(x, row.get("transcript"))
+                        meta = row.get("meta") or {}
+                        if not row.get("bins") and not meta.get("source") == "espeak-ng":
+                            attrs = A.measure(x, row.get("transcript"), speech=meta.get("speech"))
                             row["attributes"] = attrs
-                            row["bins"] = A.bins_for(attrs, (row.get("meta") or {}).get("gender"))
-                        if not (row.get("transcript") or "").strip():
+                            row["bins"] = A.bins_for(attrs, meta.get("gender"), speech=meta.get("speech"))
+                        if not (row.get("transcript") or "").strip() and not is_nonspeech(row):
                             pending.append((len(batch), x))
                         row.setdefault("duration", round(len(x) / A.SR, 4))
                     batch.append(row)
@@ -162,7 +250,8 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
                         batch[i]["transcript"] = text
                         batch[i]["transcript_source"] = "whisper"
                 for row in batch:
-                    row["description_fields"] = field_values(row, cfg.fields)
+                    nonspeech = is_nonspeech(row)
+                    row["description_fields"] = sound_values(row) if nonspeech else field_values(row, cfg.fields)
                     row["description"] = describe_row(row, cfg.fields)
                     out.write(rebase_audio(row, cfg.input, cfg.output))
                     written += 1

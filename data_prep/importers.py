@@ -212,7 +212,9 @@ def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
                         "gender": normalize_gender(rec.get(cols["gender"])) if "gender" in cols else None,
                         "accent": _str(rec.get(cols["accent"])) if "accent" in cols else None,
                         "emotion": normalize_emotion(rec.get(cols["emotion"])) if "emotion" in cols else None,
-                        "age": _str(rec.get(cols["age"])) if "age" in cols else None}
+                        "age": _str(rec.get(cols["age"])) if "age" in cols else None,
+                        # a transcript means speech; without one the row may or may not hold any
+                        "speech": True if _str(text) else None}
                 if repairs:
                     meta["repairs"] = repairs
                 language = _str(rec.get(cols["language"])) if "language" in cols else None

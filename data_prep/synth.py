@@ -19,6 +19,12 @@ an optional pitch shift) as `attributes` measures it, and clips of `kokoro_heldo
 determines it, so a rerun or a second corpus over the same clips synthesizes nothing.
 Kokoro clips and espeak clips each draw from their own seeded streams; an espeak-only corpus is
 what it was before the Kokoro engine existed. `augment` (data_prep.augment) applies to both.
+
+`nonspeech_fraction` of the clips (drawn per clip from a stream of their own) are sound without
+speech (`data_prep.nonspeech`: noise, tones, near-silence, synthetic music; `meta.speech: false`,
+empty transcript); every speech clip carries `meta.speech: true`. A non-speech clip is not
+augmented: its `meta.level_db` is the level of exactly what is written. The speech clips at the
+other indices are the ones a corpus without non-speech clips has there.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import espeak
+from data_prep import espeak, nonspeech
 from data_prep.augment import apply_augment, plan_augment
 from data_prep.config import SynthConfig
 from data_prep.rows import done_ids
@@ -48,7 +54,9 @@ LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanis
 KOKORO_PEAK = 0.9  # Kokoro's clean speech is peak-normalized to this (some voices overshoot 1.0)
 MIX_WEIGHT = (0.3, 0.7)  # range of the first voice's weight in a mixed speaker
 # independent per-clip random streams: np.random.default_rng([seed, index, STREAM])
-ENGINE_STREAM, KOKORO_STREAM, AUGMENT_STREAM = 1, 2, 3
+ENGINE_STREAM, KOKORO_STREAM, AUGMENT_STREAM, NONSPEECH_STREAM = 1, 2, 3, 4
+# what a setting added later did before it existed: a corpus made then reads as made with this
+LEGACY_SETTINGS = {"nonspeech_fraction": 0.0}
 
 
 def corpus_path(cfg: SynthConfig) -> Path:
@@ -71,11 +79,16 @@ def active_power(x: np.ndarray, frame: int = FRAME, floor_dbfs: float = ACTIVE_D
 
 def plan_clip(cfg: SynthConfig, index: int) -> dict:
     """Everything about clip `index` except the audio: a pure function of (config, seed, index)."""
+    if cfg.nonspeech_fraction > 0:
+        rng = np.random.default_rng([cfg.seed, index, NONSPEECH_STREAM])
+        if rng.random() < cfg.nonspeech_fraction:
+            return nonspeech.plan(cfg.nonspeech_sounds, index, cfg.seed, rng)
     engine = cfg.engine
     if engine == "mixed":
         u = np.random.default_rng([cfg.seed, index, ENGINE_STREAM]).random()
         engine = "kokoro" if u < cfg.kokoro_share else "espeak"
     plan = _plan_kokoro(cfg, index) if engine == "kokoro" else _plan_espeak(cfg, index)
+    plan["meta"]["speech"] = True
     if cfg.augment.enabled:
         plan["augment"] = plan_augment(cfg.augment, np.random.default_rng([cfg.seed, index, AUGMENT_STREAM]))
         plan["meta"]["augment"] = plan["augment"]
@@ -167,9 +180,12 @@ def _plan_espeak(cfg: SynthConfig, index: int) -> dict:
 def render_clip(cfg: SynthConfig, plan: dict) -> tuple[np.ndarray, bool]:
     """The clip's audio at `cfg.sampling_rate` (float32 mono) and whether it had to be clipped.
 
-    A Kokoro plan's meta gets its measured `pitch_hz` here (from the clean audio).
+    A Kokoro plan's meta gets its measured `pitch_hz` here (from the clean audio), a non-speech
+    plan's its measured `level_db`.
     """
     m = plan["meta"]
+    if not m["speech"]:
+        return nonspeech.render(plan, cfg.sampling_rate), False  # peak <= nonspeech.PEAK
     if m["source"] == "kokoro":
         x, m["pitch_hz"] = kokoro_speech(cfg, plan)
     else:
@@ -278,7 +294,7 @@ def _check_same_config(cfg: SynthConfig) -> None:
     if path.exists():
         theirs = json.loads(path.read_text(encoding="utf-8"))
         # settings added since that run was made read as their defaults there
-        defaults = to_dict(SynthConfig())
+        defaults = {**to_dict(SynthConfig()), **LEGACY_SETTINGS}
         theirs = {**{k: defaults[k] for k in mine if k not in theirs}, **theirs}
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:

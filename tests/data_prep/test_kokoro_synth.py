@@ -49,7 +49,7 @@ def fake_kokoro(monkeypatch):
 
 def cfg_of(tmp_path, **kw):
     base = dict(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), engine="kokoro", num_clips=4,
-                seed=5, p_noise=0.0, p_pitch_shift=0.0)
+                seed=5, p_noise=0.0, p_pitch_shift=0.0, nonspeech_fraction=0.0)
     base.update(kw)
     return SynthConfig(**base)
 
