@@ -5,8 +5,8 @@ clips of real speech (AN4, CMU ARCTIC, VCTK, LibriSpeech, a JFK speech) and non-
 animals, noise) from public repositories, 16 kHz mono FLAC under `resources/real/`, with only the
 labels their sources state (see its README.md; `scripts/build_real_suite.py` rebuilt them).
 
-It is asked only what the clips are labelled with: gender where known, speech / non-speech on
-every clip, transcript tasks where a transcript exists, and open description. The clips are
+It is asked only what the clips are labelled with: gender where known, speech / non-speech and
+the kind of sound on every clip, transcript tasks where a transcript exists, open description. The clips are
 never training data: a recipe whose data points at them is refused, and a suite whose clips
 appear in training is refused rather than thinned.
 """
@@ -22,8 +22,9 @@ from speech_adapter.templates import TASKS
 
 REAL_DIR = Path(__file__).resolve().parents[1] / "resources" / "real"
 MANIFEST = REAL_DIR / "manifest.jsonl"
-# what the real clips carry labels for; `speech` comes from meta.speech on every clip
-REAL_TASKS = ("gender", "speech", "transcription", "content", "content_qa", "word_count", "describe")
+# what the real clips carry labels for: `speech` (yes/no) and `sound` (speech, music, animal,
+# noise) come from meta.speech / meta.sound on every clip
+REAL_TASKS = ("gender", "speech", "sound", "transcription", "content", "content_qa", "word_count", "describe")
 
 
 def load_real_corpus(path=MANIFEST) -> list[dict]:

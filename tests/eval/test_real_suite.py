@@ -66,8 +66,13 @@ def test_suite_asks_only_labelled_tasks(rows):
     suite, stats = build_real_suite(SuiteConfig(n_per_task=100, seed=0))
     tasks = Counter(r["task"] for r in suite)
     assert set(tasks) == set(real_tasks())
-    for task in ("gender", "transcription", "word_count", "describe") + (("speech",) if "speech" in TASKS else ()):
+    optional = tuple(t for t in ("speech", "sound") if t in TASKS)  # tasks that arrived with meta.speech
+    for task in ("gender", "transcription", "word_count", "describe") + optional:
         assert tasks[task] > 0, task
+    if "sound" in TASKS:
+        assert {r["label"] for r in suite if r["task"] == "sound"} == {"speech", "music", "animal", "noise"}
+    if "speech" in TASKS:
+        assert tasks["speech"] == 2 * len(rows)
     n_gender = sum(1 for r in rows if r["meta"].get("gender"))
     n_text = sum(1 for r in rows if r["transcript"])
     assert tasks["gender"] == 2 * n_gender and tasks["transcription"] == 2 * n_text  # every clip, both splits
