@@ -21,6 +21,8 @@ from speech_adapter.errors import ConfigError, DataError
 from speech_adapter.paths import OFFLINE_WHISPER
 
 FIELD = "asr_transcript"
+# Whisper writes ~3-4 tokens a second of fast English speech: 8 + 6/s leaves room for it
+TOKENS_BASE, TOKENS_PER_SECOND = 8, 6.0
 
 
 @dataclasses.dataclass
@@ -68,7 +70,9 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
     `whisper` = (model, feature_extractor, tokenizer) to reuse loaded weights (tests, pipeline).
     Rows without audio pass through unchanged; unreadable audio raises `DataError` naming it.
     """
-    from speech_adapter.audio import load_audio
+    from tqdm import tqdm
+
+    from speech_adapter.audio import SAMPLE_RATE, load_audio
     from speech_adapter.eval.suite import resolve_audio
     from speech_adapter.models.encoder import transcribe
     from speech_adapter.utils.io import iter_jsonl, write_jsonl_atomic
@@ -94,10 +98,21 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
                 waves.append(load_audio(path))
             except Exception as e:  # noqa: BLE001 — reported with the clip's name
                 raise DataError(f"{r.get('id')}: cannot read {path} for transcription: {e}") from e
-        texts = transcribe(model, fe, tok, waves, batch_size=cfg.batch_size,
-                           max_new_tokens=cfg.max_new_tokens, quiet=not progress)
-        for r, t in zip(todo, texts):
-            done[_key(r, src.parent)] = t.strip()
+        # Batches of similar length, each capped at what its longest clip can hold: a clip that
+        # sends Whisper into a loop (foreign speech, noise) stops there instead of holding its
+        # whole batch to max_new_tokens.
+        order = sorted(range(len(todo)), key=lambda i: len(waves[i]))
+        bar = tqdm(total=len(todo), desc="transcribe", unit="clip", disable=not progress)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            seconds = max(len(waves[i]) for i in idx) / SAMPLE_RATE
+            cap = min(cfg.max_new_tokens, int(TOKENS_BASE + TOKENS_PER_SECOND * seconds))
+            texts = transcribe(model, fe, tok, [waves[i] for i in idx], batch_size=len(idx),
+                               max_new_tokens=cap, quiet=True)
+            for i, t in zip(idx, texts):
+                done[_key(todo[i], src.parent)] = t.strip()
+            bar.update(len(idx))
+        bar.close()
     out_rows = []
     for r in rows:
         r = dict(r)
