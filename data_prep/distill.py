@@ -41,6 +41,7 @@ import re
 import time
 from pathlib import Path
 
+from data_prep import nonspeech
 from data_prep.teacher import Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, DataError
@@ -257,6 +258,11 @@ def contradiction_reason(answer: str, row: dict) -> str | None:
     from speech_adapter.templates import ACCENTS
 
     meta = row.get("meta") or {}
+    if meta.get("speech") is not None:  # a speaker in a clip without speech, or "no speech" in one with it
+        reason = (nonspeech.speaker_claim_reason(answer) if meta["speech"] is False
+                  else nonspeech.speech_denial_reason(answer, row.get("transcript")))
+        if reason or meta["speech"] is False:
+            return reason
     spoken = set(re.findall(r"[a-z]+", (row.get("transcript") or "").lower()))
     words = set(re.findall(r"[a-z]+", answer.lower())) - spoken  # "man's" -> man, s
     gender = str(meta.get("gender") or "").lower()
@@ -286,6 +292,8 @@ def _ungrounded_reason(answer: str, row: dict, min_overlap: float) -> str | None
     ("I'm ready to help" is not)."""
     from speech_adapter.eval.scoring import word_overlap
 
+    if (row.get("meta") or {}).get("speech") is False:  # no words or speaker: it must say what it heard
+        return nonspeech.grounding_reason(answer, row["meta"])
     transcript = row.get("transcript") or ""
     if transcript and word_overlap(answer, transcript) >= min_overlap:
         return None

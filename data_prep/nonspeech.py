@@ -22,6 +22,7 @@ pure function of (config, index) like a speech clip's: `plan(cfg, index, rng)` d
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -197,3 +198,52 @@ def _drum(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 def pitch_word(hz: float) -> str:
     """The pitch word of a tone at `hz`: low-, mid- or high-pitched."""
     return next(word for edge, word in TONE_PITCH_WORDS if hz < edge)
+
+
+# ---------------------------------------------------------------- what an answer may say about one
+
+# words that name each kind of sound (a describe answer must name its clip's kind or say there is
+# no speech); the teacher reads the description of `data_prep.describe.describe_sound`
+SOUND_WORDS = {
+    "noise": {"noise", "noisy", "hiss", "hissing", "static", "rumble", "rumbling", "rushing"},
+    "tone": {"tone", "tones", "beep", "beeps", "beeping", "hum", "whistle", "sine", "square"},
+    "silence": {"silence", "silent", "quiet", "hiss", "nothing"},
+    "music": {"music", "musical", "melody", "chord", "chords", "arpeggio", "drum", "drums", "beat", "rhythm",
+              "notes", "instrument", "instrumental"},
+}
+_NO_SPEECH = re.compile(r"\b(no|not|without|non|nor|never)[- ](\w+ ){0,2}?(speech|speaking|talking|voices?|words|"
+                        r"speakers?|one|body)\b|\bnobody\b|\bno-one\b", re.IGNORECASE)
+_PERSON = {"he", "she", "his", "her", "him", "hers", "man", "woman", "men", "women", "lady", "gentleman", "boy",
+           "girl", "male", "female"}
+_SPEAKING = re.compile(r"(?<!no )\b(the speaker|someone|somebody|a person|a voice)\s+(is\s+)?(says|said|saying|speaks|"
+                       r"speaking|talks|talking)\b", re.IGNORECASE)
+
+
+def grounding_reason(answer: str, meta: dict) -> str | None:
+    """An open answer about a clip without speech must say so or name its sound; None when it does."""
+    words = set(re.findall(r"[a-z]+", answer.lower()))
+    if _NO_SPEECH.search(answer) or words & SOUND_WORDS.get(meta.get("sound"), set()):
+        return None
+    return f"not about the clip (says neither that there is no speech nor that it is {meta.get('sound', 'a sound')})"
+
+
+def speaker_claim_reason(answer: str) -> str | None:
+    """A speaker claimed in a clip without speech ("a woman says ..."), or None."""
+    person = sorted(set(re.findall(r"[a-z]+", answer.lower())) & _PERSON)
+    if person:
+        return f"claims a speaker in a clip without speech ({', '.join(person)})"
+    m = _SPEAKING.search(answer)
+    return f"claims a speaker in a clip without speech ({m.group(0)!r})" if m else None
+
+
+_DENIAL = re.compile(r"\b(no|without( any)?) speech\b|\bnon-speech\b|\b(no one|nobody) (is )?(speaking|talking)\b",
+                     re.IGNORECASE)
+
+
+def speech_denial_reason(answer: str, transcript: str | None = None) -> str | None:
+    """A claim of no speech about a clip with speech (outside its transcript's words), or None."""
+    outside = answer
+    if transcript:
+        outside = re.sub(re.escape(transcript.strip()), " ", outside, flags=re.IGNORECASE)
+    m = _DENIAL.search(outside)
+    return f"denies the speech in the clip ({m.group(0)!r})" if m else None

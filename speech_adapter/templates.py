@@ -8,6 +8,11 @@ measure generalisation to new phrasings).
 
 Ids are `<task>.<NN>` and stable: new templates are only ever appended to a task's lists.
 A template's split is fixed by its position (index % 5 in {1, 3} -> unseen, ~40 %).
+
+A row known to hold no speech (`meta.speech` false: `data synth`'s noise, tones and music, the
+real suite's non-speech clips) is asked only what it has: `speech` ("no"), `sound`, volume,
+duration, `speaker_count` (0) and the open `describe`; the tasks about a speaker or words give
+no label there, so they are not applicable.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "de": "Germa
                   "sv": "Swedish", "fi": "Finnish", "tr": "Turkish", "el": "Greek"}
 DISTRACTORS = ["elephant", "guitar", "volcano", "bicycle", "umbrella", "pyramid", "dolphin",
                "chocolate", "satellite", "lantern", "penguin", "tornado", "violin", "cactus"]
+# what the `sound` task tells apart: speech, data_prep.nonspeech.SOUNDS, and the real suite's animals
+SOUND_KINDS = ["speech", "music", "noise", "tone", "silence", "animal"]
 BARE = ":bare"  # id suffix of a template asked without its option list
 _STOP = set("""the a an and or but of to in on at for with from by is are was were be been this
 that these those it its as not no yes you your we our they their he she his her i me my have has
@@ -81,6 +88,31 @@ class Task:
 
 def _meta(row: dict) -> dict:
     return row.get("meta") or {}
+
+
+def _speech(row) -> str | None:
+    """The `speech` label: from `meta.speech`, else "yes" for a row with a transcript, else None."""
+    known = _meta(row).get("speech")
+    if known is not None:
+        return "yes" if known else "no"
+    return "yes" if (row.get("transcript") or "").strip() else None
+
+
+def _sound(row) -> str | None:
+    if _speech(row) == "yes":
+        return "speech"
+    kind = _meta(row).get("sound")
+    return kind if _speech(row) == "no" and kind in SOUND_KINDS else None
+
+
+def _speech_only(fn: Callable[[dict], object]) -> Callable[[dict], object]:
+    """`fn`, except None for a row known to hold no speech: a speaker's gender, words or pitch
+    are no property of a tone (a label invented there would become a wrong target)."""
+
+    def wrapped(row: dict):
+        return None if _meta(row).get("speech") is False else fn(row)
+
+    return wrapped
 
 
 def _bin(row: dict, name: str) -> str | None:
@@ -153,6 +185,8 @@ def _word_count(row):
 
 
 def _speakers(row):
+    if _meta(row).get("speech") is False:
+        return "0"
     n = _meta(row).get("speakers")
     return str(int(n)) if n is not None else None
 
@@ -199,27 +233,38 @@ def _none(row):
     return None
 
 
+def _speech_task(name, options, label, metric, needs, focus=()) -> Task:
+    return Task(name, _speech_only(options), _speech_only(label), metric, needs, focus)
+
+
 TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("gender", lambda r: ["female", "male"] if _gender(r) else None, _gender, "option", "meta.gender",
-         ("gender", "male", "female", "man", "woman")),
-    Task("pitch", _pitch_opts, _pitch_label, "option", "bins.pitch or meta.pitch", ("pitch",)),
-    Task("speed", _speed_opts, _speed_label, "option", "bins.speed or meta.rate",
-         ("speed", "pace", "rate", "tempo")),
+    _speech_task("gender", lambda r: ["female", "male"] if _gender(r) else None, _gender, "option", "meta.gender",
+                 ("gender", "male", "female", "man", "woman")),
+    _speech_task("pitch", _pitch_opts, _pitch_label, "option", "bins.pitch or meta.pitch", ("pitch",)),
+    _speech_task("speed", _speed_opts, _speed_label, "option", "bins.speed or meta.rate",
+                 ("speed", "pace", "rate", "tempo")),
     Task("volume", _volume_opts, _volume_label, "option", "bins.volume or meta.volume",
          ("volume", "loud")),
-    Task("accent", lambda r: _pick_options(ACCENTS, _accent(r), r), _accent, "option", "meta.accent", ("accent",)),
-    Task("language", lambda r: _pick_options(sorted(set(LANGUAGE_NAMES.values())), _language(r), r),
-         _language, "option", "language", ("language",)),
+    _speech_task("accent", lambda r: _pick_options(ACCENTS, _accent(r), r), _accent, "option", "meta.accent",
+                 ("accent",)),
+    _speech_task("language", lambda r: _pick_options(sorted(set(LANGUAGE_NAMES.values())), _language(r), r),
+                 _language, "option", "language", ("language",)),
     Task("duration", _duration_opts, _duration_label, "option", "bins.duration or duration",
          ("duration", "long", "length", "short")),
-    Task("noise", _noise_opts, _noise_label, "option", "bins.noise or meta.snr_db", ("noise", "noisy")),
-    Task("word_count", _none, _word_count, "number", "transcript"),
-    Task("speaker_count", _none, _speakers, "number", "meta.speakers"),
-    Task("content", _yes_no, lambda r: ("yes" if mention_word(r)[1] else "no") if r.get("transcript") else None,
-         "option", "transcript"),
-    Task("content_qa", _none, _transcript, "word_overlap", "transcript"),
-    Task("transcription", _none, _transcript, "wer", "transcript"),
+    # the background noise around speech (an SNR): no label without speech
+    _speech_task("noise", _noise_opts, _noise_label, "option", "bins.noise or meta.snr_db", ("noise", "noisy")),
+    _speech_task("word_count", _none, _word_count, "number", "transcript"),
+    Task("speaker_count", _none, _speakers, "number", "meta.speakers (0 where meta.speech is false)"),
+    _speech_task("content", _yes_no,
+                 lambda r: ("yes" if mention_word(r)[1] else "no") if r.get("transcript") else None,
+                 "option", "transcript"),
+    _speech_task("content_qa", _none, _transcript, "word_overlap", "transcript"),
+    _speech_task("transcription", _none, _transcript, "wer", "transcript"),
     Task("describe", _none, _none, "open", ""),
+    Task("speech", lambda r: ["yes", "no"] if _speech(r) else None, _speech, "option",
+         "meta.speech or a transcript", ("speech", "speaking", "talking", "voice", "spoken")),
+    Task("sound", lambda r: list(SOUND_KINDS) if _sound(r) else None, _sound, "option",
+         "meta.speech and, without speech, meta.sound", ("sound", "speech", "music", "noise", "tone", "silence")),
 ]}
 
 # ---------------------------------------------------------------- phrasings
@@ -299,10 +344,21 @@ _PLAIN: dict[str, list[str]] = {
                  "Describe the speaker's voice and what they say.", "Give a description of this clip.",
                  "What can you tell me about the audio you hear?", "Describe everything you hear.",
                  "Characterize the voice and the content of this recording.", "What stands out in this audio clip?"],
+    "speech": ["Is there any speech in this recording?", "Does anyone speak in this clip?",
+               "Is someone talking in this audio?", "Is this audio someone talking rather than some other sound?",
+               "Can you hear a human voice speaking in the clip?", "Does this recording contain spoken words?",
+               "Is any person speaking in this audio?", "Listen to the clip: does it contain speech?",
+               "Is there a voice saying something in this recording?",
+               "Would you say this clip holds speech, as opposed to music, noise or silence?"],
+    "sound": ["What kind of sound is this?", "What type of audio is this recording?",
+              "Classify the sound in this clip.", "Which category does the sound in this recording belong to?",
+              "Identify the kind of audio in this clip.", "What is the main sound in this audio?",
+              "Which kind of sound does this clip contain?", "Listen and tell me what kind of sound this is.",
+              "How would you categorize this audio?", "Is this clip speech, music, noise, a tone or silence?"],
 }
 
 # yes/no and single-word options: a one-word answer is possible.
-_ONE_WORD = {"gender", "content"}
+_ONE_WORD = {"gender", "content", "speech", "sound"}
 _NUMBER = {"word_count", "speaker_count"}
 _OPEN = {"content_qa", "describe"}
 

@@ -77,6 +77,11 @@ def parse_option(answer, options: list[str], focus=()) -> str | None:
 OPTION_ALIASES: dict[str, tuple[str, ...]] = {
     "female": ("woman", "women", "lady", "girl", "feminine"),
     "male": ("man", "men", "gentleman", "boy", "masculine"),
+    # the `sound` task's kinds
+    "speech": ("speaking", "talking", "spoken"),
+    "tone": ("tones", "beep", "beeps"),
+    "silence": ("silent",),
+    "animal": ("animals",),
 }
 
 

@@ -205,3 +205,70 @@ def test_imported_rows_with_a_transcript_are_speech(tmp_path):
     rows = {r["id"]: r for r in rows_of(tmp_path / "out" / "corpus.jsonl")}
     assert rows["a"]["meta"]["speech"] is True
     assert "speech" not in rows["b"]["meta"]  # no transcript: unknown, not "no speech"
+
+
+# ---------------------------------------------------------------- distill: SSR on rows without speech
+
+TONE_ROW = {"id": "n1", "audio": "wavs/n1.wav", "duration": 3.2, "transcript": "", "language": None,
+            "bins": {"pitch": None, "speed": None, "volume": "High", "duration": "Medium", "noise": None},
+            "meta": {"speech": False, "sound": "tone", "pattern": "steady", "waveform": "sine", "tone_hz": [880.0],
+                     "speakers": 0, "level_db": -18.0, "source": "synthetic"}}
+TONE_ROW["description"] = describe_row(TONE_ROW, FIELDS)
+
+
+@pytest.mark.parametrize("template, answer, ok", [
+    ("describe.01", "I hear a steady, high-pitched tone; there is no speech.", True),
+    ("describe.01", "Just a loud beep, nothing else.", True),
+    ("describe.01", "There is no one speaking in this clip.", True),
+    ("describe.01", "A woman says hello in a calm voice.", False),
+    ("describe.01", "I hear some audio.", False),  # neither "no speech" nor the sound
+    ("speech.01", "No, there is no speech, only a tone.", True),
+    ("speech.01", "Yes, someone is speaking.", False),
+    ("sound.01", "It is a tone.", True),
+    ("sound.01", "It is music.", False),
+    ("speaker_count.01", "0", True),
+])
+def test_judge_on_a_clip_without_speech(tmp_path, template, answer, ok):
+    from data_prep.distill import DistillConfig, judge
+    from speech_adapter.templates import get_template
+
+    cfg = DistillConfig(input="in.jsonl", output=str(tmp_path / "out.jsonl"))
+    reason = judge(answer, get_template(template), TONE_ROW, cfg)
+    assert (reason is None) == ok, reason
+
+
+def test_an_answer_denying_the_speech_of_a_speech_clip_is_rejected(tmp_path):
+    from data_prep.distill import DistillConfig, judge
+    from speech_adapter.templates import get_template
+
+    row = {"id": "s", "transcript": "No speech was given that day.", "duration": 2.0, "description": "x",
+           "meta": {"speech": True, "gender": "female", "speakers": 1}}
+    cfg = DistillConfig(input="in.jsonl", output=str(tmp_path / "out.jsonl"))
+    assert judge("A woman says: no speech was given that day.", get_template("describe.01"), row, cfg) is None
+    assert "denies the speech" in judge("There is no speech, only a woman humming.", get_template("describe.01"),
+                                        row, cfg)
+
+
+def test_distill_plans_only_applicable_tasks_and_keeps_checked_answers(tmp_path):
+    from data_prep.distill import DistillConfig, distill, plan_clip
+    from data_prep.teacher import FakeTeacher
+
+    cfg = DistillConfig(input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "out" / "d.jsonl"), quiet=True,
+                        templates_per_clip=6, constrained_fraction=0.0, attempts=2)
+    planned = {t.task for i in range(20) for t in plan_clip(dict(TONE_ROW, id=f"n{i}"), cfg)}
+    assert planned <= {"volume", "duration", "speaker_count", "describe", "speech", "sound"}
+    assert {"speech", "sound", "describe"} <= planned
+    fake = FakeTeacher({"rules": [{"contains": "yes, no", "answers": ["Yes.", "No, only a tone."]},
+                                  {"contains": "silence, animal", "answers": ["It is a steady tone."]},
+                                  {"contains": "Answer with a number", "answers": ["0"]},
+                                  {"contains": "very low", "answers": ["High."]}],
+                        "default": "No speech: a steady high-pitched tone."})
+    cfg = DistillConfig(input=cfg.input, output=cfg.output, quiet=True, templates_per_clip=6,
+                        constrained_fraction=0.0, attempts=2, tasks=["speech", "sound", "speaker_count", "volume"])
+    distill([TONE_ROW], cfg, teacher=fake)
+    rows = rows_of(tmp_path / "out" / "d.jsonl")
+    by_task = {r["task"]: r["response"] for r in rows}
+    assert by_task["speech"] == "No, only a tone." and by_task["sound"] == "It is a steady tone."
+    assert by_task["describe"].startswith("No speech") and by_task["speaker_count"] == "0"
+    prompt = next(c[0] for c in fake.calls)
+    assert "No speech. A steady high-pitched tone at about 880 Hz" in prompt
