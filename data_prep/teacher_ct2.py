@@ -87,10 +87,19 @@ class CTranslate2Teacher(_ChatTemplateTeacher):
             return self._sampler().generate_raw(texts, n, sampling, seeds)
         if n > 1:
             raise ValueError("greedy decoding gives one answer; use do_sample=True for n > 1")
+        return [[text] for text, _ in self.generate_greedy(texts, sampling.max_new_tokens)]
+
+    def generate_greedy(self, texts: list[str], max_new_tokens: int,
+                        stop_ids: list[int] | None = None) -> list[tuple[str, str]]:
+        """(reply, stop) per raw text prompt, greedy; stop is "eos" or "length" (cut at
+        `max_new_tokens`). `stop_ids` replaces the tokenizer's stop set (to match another decoder)."""
         res = self.generator.generate_batch(
-            [self._tokens(t) for t in texts], sampling_topk=1, max_length=sampling.max_new_tokens,
-            include_prompt_in_result=False, end_token=self.stop_ids, max_batch_size=self.batch_size)
-        return [[self.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip()] for r in res]
+            [self._tokens(t) for t in texts], sampling_topk=1, max_length=max_new_tokens,
+            include_prompt_in_result=False, end_token=list(stop_ids or self.stop_ids),
+            max_batch_size=self.batch_size)
+        # the end token is not part of the result: a full-length result never met one
+        return [(self.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip(),
+                 "length" if len(r.sequences_ids[0]) >= max_new_tokens else "eos") for r in res]
 
     def _sampler(self) -> TransformersTeacher:
         if self._hf is None:

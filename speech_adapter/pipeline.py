@@ -311,25 +311,39 @@ def _suite(recipe, p, suite: str = "heldout") -> dict:
 
 def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict:
     from speech_adapter.eval.report import write_report
-    from speech_adapter.eval.runner import evaluate, speechlm_generate_fn
+    from speech_adapter.eval.runner import evaluate
     from speech_adapter.eval.suite import load_rows
+    from speech_adapter.eval.systems import speechlm_generate_fn
     from speech_adapter.models.speechlm import SpeechLM
 
     cfg = recipe.eval
-    rows = load_rows(p["suite"])
+    suite = p["suite"]
+    rows = load_rows(suite)
     model = SpeechLM.from_pretrained(adapter_dir)
     model.eval()
     gen = speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     out = p["eval"] / name
-    report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size)
+    # cascade and text ceiling do not depend on the adapter: one run per suite and backbone pair
+    report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size,
+                      shared_cache=suite.with_name(f"{suite.stem}.backbone.jsonl"),
+                      shared_system=f"backbone:{recipe.model.encoder}+{recipe.model.llm}")
     report["model"] = str(adapter_dir)
-    write_report(report, out)
+    if name != "untrained":  # the scorecard flags a task not trained on that got worse
+        report["trained_tasks"] = _trained_tasks(recipe)
+    untrained = suite.parent / "untrained"  # shown beside this system in its scorecard
+    write_report(report, out, peers=[untrained] if name != "untrained" and untrained.is_dir() else [])
     summary = {}
     for m, v in report["modes"].items():
         for key in ("accuracy_seen", "accuracy_unseen", "if_rate"):
             if v.get(key) is not None:
                 summary[f"{m}_{key}"] = round(v[key], 3)
     return summary
+
+
+def _trained_tasks(recipe) -> list[str]:
+    from speech_adapter.utils.io import iter_jsonl
+
+    return sorted({str(r["task"]) for r in iter_jsonl(recipe.train_config().train_file) if r.get("task")})
 
 
 def _eval_untrained(recipe, p, suite: str = "heldout") -> dict:

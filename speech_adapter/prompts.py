@@ -83,3 +83,10 @@ def student_user_message(instruction: str, placeholder: str, transcript: str | N
     slot, optionally the Whisper transcript after it, then the instruction."""
     audio = placeholder if transcript is None else f'{placeholder}\nI heard someone say: "{transcript}"'
     return f"[Audio]\n{audio}\n\n{instruction}"
+
+
+def cascade_user_message(transcript: str, instruction: str) -> str:
+    """What the backbone reads in the cascade baseline (ASR → LLM): Whisper's transcript of the
+    clip in the audio slot, laid out like `teacher_user_message`, then the instruction."""
+    heard = (transcript or "").strip() or "(nothing intelligible)"
+    return f"[Audio]\nTranscript of the audio: {heard}\n\n{instruction}"

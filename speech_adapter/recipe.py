@@ -80,9 +80,10 @@ class ReplaySection:
 @dataclass
 class EvalSection:
     suite: dict = help_field(default_factory=dict, help="speech_adapter.eval.suite.SuiteConfig settings")
-    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention"],
+    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention", "cascade"],
                                   help="speech (with audio), text_ceiling (backbone + description), "
-                                       "text_retention (speech model, text-only prompts)")
+                                       "text_retention (speech model, text-only prompts), "
+                                       "cascade (backbone + Whisper's transcript)")
     systems: list[str] = help_field(default_factory=lambda: ["untrained", "trained"],
                                     help="which adapters to evaluate: untrained (random init), trained")
     batch_size: int = help_field(8, "rows per generate call")

@@ -4,8 +4,9 @@
 - `scoring`: `normalize`, `parse_option`, `parse_number`, `wer`, `word_overlap`, `score_answer`.
 - `suite`: `build_suite` from held-out clips, `check_unseen_leak` against training rows.
 - `external`: Dynamic-SUPERB and Speech-IFEval loaders.
-- `runner`: `evaluate(rows, {mode: generate})` with a resumable generation cache;
-  `speechlm_generate_fn` adapts a `SpeechLM`.
+- `runner`: `evaluate(rows, {mode: generate})` with a resumable generation cache.
+- `systems`: `speechlm_generate_fn` adapts a `SpeechLM` to every mode (cascade included).
+- `scorecard`: the one block at the top of every report.md / compare.md (and scorecard.json).
 - `report`: report.json / report.md / PNGs and `compare` of runs.
 The instruction templates themselves live in `speech_adapter.templates` (shared with distillation).
 """

@@ -18,8 +18,8 @@ from speech_adapter.config import help_field
 class RunConfig:
     """How `eval run` drives a model over a suite."""
 
-    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention"],
-                                  help="modes to run: speech, text_ceiling, text_retention")
+    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention", "cascade"],
+                                  help="modes to run: speech, text_ceiling, text_retention, cascade")
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(128, "generation length cap")
     limit: int | None = help_field(None, "evaluate only the first N rows")
@@ -60,7 +60,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--model", required=True, help="a SpeechLM adapter dir (save_adapter / export) or a training run dir")
     r.add_argument("--out", required=True, help="run output dir (generations cache, report)")
     r.add_argument("--system", default=None, help="name in the report and cache (default: model dir name)")
-    r.add_argument("--modes", default="speech,text_ceiling,text_retention", help="comma-separated modes")
+    r.add_argument("--modes", default="speech,text_ceiling,text_retention,cascade",
+                   help="comma-separated modes: speech, text_ceiling, text_retention, cascade")
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--max-new-tokens", type=int, default=128)
     r.add_argument("--limit", type=int, default=None, help="only the first N rows")
@@ -138,7 +139,8 @@ def _run(args) -> int:
 
     from speech_adapter.config import from_dict
     from speech_adapter.eval.report import summary_markdown, write_report
-    from speech_adapter.eval.runner import check_rows, evaluate, reject_bad_audio, speechlm_generate_fn
+    from speech_adapter.eval.runner import check_rows, evaluate, reject_bad_audio
+    from speech_adapter.eval.systems import speechlm_generate_fn
     from speech_adapter.eval.suite import load_rows
 
     cfg = from_dict(RunConfig, {"modes": [m.strip() for m in args.modes.split(",") if m.strip()],
@@ -157,7 +159,7 @@ def _run(args) -> int:
     rows = load_rows(suite_path)[: cfg.limit]
     check_rows(rows, suite_path)
     model_dir = resolve_model_dir(args.model)
-    if "speech" in cfg.modes:  # unreadable clips go to rejects.jsonl; the rest of the suite runs
+    if {"speech", "cascade"} & set(cfg.modes):  # unreadable clips go to rejects.jsonl; the rest runs
         from speech_adapter.models.speechlm import read_adapter_config
 
         rows, n_bad = reject_bad_audio(rows, args.out, read_adapter_config(model_dir).max_audio_seconds)

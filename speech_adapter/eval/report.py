@@ -1,5 +1,8 @@
 """Eval reports: report.json, report.md tables, PNG plots, and side-by-side comparison of runs.
 
+Both report.md and compare.md open with the same scorecard block (`scorecard`, also written as
+scorecard.json beside them); the tables below it are the per-mode details.
+
 The comparison is how the forgetting study is shown (the lecture notes' JSON-lost-after-epoch-3
 story; DeSTA2 vs task SFT): one column per run, rows for accuracy per task and split and for the
 instruction-following rate per constraint, speech vs the text backbone. When the runs' scores.jsonl
@@ -35,11 +38,14 @@ def _fmt(x, pct: bool = True) -> str:
     return f"{100 * x:.1f}" if pct else f"{x:+.2f}"
 
 
-def summary_markdown(report: dict) -> str:
-    """Markdown tables: accuracy per task (seen/unseen) per mode, IF rate per constraint, Δ."""
+def summary_markdown(report: dict, scorecard_md: str | None = None) -> str:
+    """Markdown: the scorecard block when given (see `scorecard.markdown`), then accuracy per task
+    (seen/unseen) per mode, IF rate per constraint, Δ."""
     modes = report.get("modes", {})
-    lines = [f"# Eval report: {report.get('system', '?')}", "",
-             f"rows: {report.get('n_rows', '?')}; scores in % (WER tasks as 100·(1−WER)); Δ as a fraction", ""]
+    lines = [f"# Eval report: {report.get('system', '?')}", ""]
+    if scorecard_md:
+        lines += [scorecard_md.rstrip(), "", "## Details", ""]
+    lines += [f"rows: {report.get('n_rows', '?')}; scores in % (WER tasks as 100·(1−WER)); Δ as a fraction", ""]
     skipped = {m: n for m, n in (report.get("skipped_rows") or {}).items() if n}
     if skipped:  # speech needs audio, text modes need a description
         lines += ["skipped (no audio / no description): "
@@ -99,14 +105,35 @@ def _bar_plot(path, groups: list[str], series: dict[str, list], title: str, ylab
     tmp.replace(path)
 
 
-def write_report(report: dict, out_dir) -> dict[str, Path]:
-    """Write report.json, report.md, tasks.png and if_rates.png into `out_dir`."""
+def write_report(report: dict, out_dir, peers=()) -> dict[str, Path]:
+    """Write report.json, report.md (the scorecard on top), scorecard.json, tasks.png and
+    if_rates.png into `out_dir`.
+
+    The scorecard reads out_dir/scores.jsonl; `peers` are other systems' eval dirs on the same
+    suite (e.g. the untrained adapter's) shown beside this one and paired against it. A peer
+    without a scores.jsonl is left out.
+    """
+    from speech_adapter.eval import scorecard
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / REPORT_JSON, "md": out / REPORT_MD, "tasks_png": out / TASKS_PNG,
-             "if_png": out / IF_PNG}
+             "if_png": out / IF_PNG, "scorecard": out / scorecard.SCORECARD_JSON}
     write_json_atomic(paths["json"], report)
-    write_text_atomic(paths["md"], summary_markdown(report))
+    runs, trained = [], {}
+    for peer in map(Path, peers):
+        rows = _load_scores(peer / REPORT_JSON)
+        if rows is not None:
+            peer_report = load_report(peer) if (peer / REPORT_JSON).exists() else {"system": peer.name}
+            runs.append((str(peer_report["system"]), rows))
+            trained[str(peer_report["system"])] = peer_report.get("trained_tasks")
+    own = _load_scores(out / REPORT_JSON)
+    if own is not None:
+        runs.append((str(report.get("system", out.name)), own))
+        trained[str(report.get("system", out.name))] = report.get("trained_tasks")
+    card = scorecard.build(runs, trained)
+    write_json_atomic(paths["scorecard"], card)
+    write_text_atomic(paths["md"], summary_markdown(report, scorecard.markdown(card)))
     modes = report.get("modes", {})
     focus_mode = "speech" if "speech" in modes else next(iter(modes), "none")
     focus = modes.get(focus_mode, {"tasks": {}})
@@ -261,10 +288,11 @@ def paired_markdown(paired: dict) -> list[str]:
     return lines
 
 
-def compare_markdown(reports: list[dict], paired: dict | None = None) -> str:
+def compare_markdown(reports: list[dict], paired: dict | None = None, scorecard_md: str | None = None) -> str:
     """Side-by-side table: one column per run; accuracy per task, IF per constraint, Δ.
 
-    `paired` (from `paired_comparison`) adds the paired-difference section at the end.
+    `scorecard_md` (see `scorecard.markdown`) opens the page; `paired` (from
+    `paired_comparison`) adds the paired-difference section at the end.
     """
     names = _names(reports)
     head = "| | " + " | ".join(names) + " |"
@@ -276,7 +304,10 @@ def compare_markdown(reports: list[dict], paired: dict | None = None) -> str:
     speech = [r["modes"].get("speech", {}) for r in reports]
     ceil = [r["modes"].get("text_ceiling", {}) for r in reports]
     ret = [r["modes"].get("text_retention", {}) for r in reports]
-    lines = ["# Run comparison", "", "## Speech accuracy per task (seen / unseen, %)", "", head, sep]
+    lines = ["# Run comparison", ""]
+    if scorecard_md:
+        lines += [scorecard_md.rstrip(), ""]
+    lines += ["## Speech accuracy per task (seen / unseen, %)", "", head, sep]
     for t in sorted({t for s in speech for t in s.get("tasks", {})}):
         lines.append(row(t, [f"{_fmt(s['tasks'][t]['seen'])} / {_fmt(s['tasks'][t]['unseen'])}"
                              if t in s.get("tasks", {}) else "–" for s in speech]))
@@ -289,7 +320,7 @@ def compare_markdown(reports: list[dict], paired: dict | None = None) -> str:
     lines.append("")
     lines.append("cells: speech / text_ceiling / text_retention")
     lines += ["", "## Forgetting Δ IF vs text ceiling", "", head, sep]
-    for mode in ("speech", "text_retention"):
+    for mode in ("speech", "text_retention", "cascade"):
         lines.append(row(mode, [_fmt((r.get("delta") or {}).get(mode, {}).get("if_rate"), pct=False)
                                 for r in reports]))
     if paired is not None and len(reports) > 1:
@@ -313,14 +344,20 @@ def compare(paths, out_dir=None) -> str:
     reports = [load_report(p) for p in paths]
     if not reports:
         raise DataError("eval compare needs at least one run dir or report.json")
+    from speech_adapter.eval import scorecard
+
     names = _names(reports)
-    paired = paired_comparison(names, [_load_scores(p) for p in paths])
-    md = compare_markdown(reports, paired)
+    scores = [_load_scores(p) for p in paths]
+    paired = paired_comparison(names, scores)
+    card = scorecard.build([(n, rows) for n, rows in zip(names, scores) if rows is not None],
+                           {n: r.get("trained_tasks") for n, r in zip(names, reports)})
+    md = compare_markdown(reports, paired, scorecard.markdown(card))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / COMPARE_MD, md)
         write_json_atomic(out / PAIRED_JSON, paired)
+        write_json_atomic(out / scorecard.SCORECARD_JSON, card)
         groups = ["acc seen", "acc unseen", "IF speech", "IF text ceiling", "IF text retention"]
         series = {}
         for n, r in zip(names, reports):

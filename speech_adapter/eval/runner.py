@@ -1,20 +1,24 @@
 """Run any system over eval rows, cache its generations, score them, aggregate a report.
 
-A system is a callable `generate(batch_of_eval_rows, mode) -> list[str]`, so the runner does not
-depend on model internals. Three modes measure forgetting the way DeSTA2 and Speech-IFEval do:
+A system is a callable `generate(batch_of_eval_rows, mode) -> list[str | dict]` (a dict holds
+"output", optionally "stop" = "eos" | "length" and other fields kept with the generation), so the
+runner does not depend on model internals (`systems.speechlm_generate_fn` adapts a SpeechLM).
+Four modes measure forgetting the way DeSTA2 and Speech-IFEval do:
 
 - "speech": the speech model hears the audio and reads the instruction;
 - "text_ceiling": the text backbone reads the seed description + instruction (the ceiling);
 - "text_retention": the speech model reads description + instruction without audio (what it
-  still does as a text model).
+  still does as a text model);
+- "cascade": the text backbone reads Whisper's transcript of the clip + instruction (ASR → LLM).
 
 Δ = (IF_speech − IF_text) / IF_text, with IF the constraint pass rate and text the ceiling.
 Generations are appended to a JSONL keyed by (system, mode, row id), so a killed eval resumes.
+The adapter-free modes (`BACKBONE_MODES`) can share one cache across systems (`evaluate`'s
+`shared_cache`), so they are generated once per suite.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -23,15 +27,16 @@ from speech_adapter.eval.constraints import check_all
 from speech_adapter.eval.scoring import score_answer
 from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
-MODES = ("speech", "text_ceiling", "text_retention")
-GenerateFn = Callable[[list[dict], str], list[str]]
+MODES = ("speech", "text_ceiling", "text_retention", "cascade")
+BACKBONE_MODES = ("text_ceiling", "cascade")  # the frozen LLM alone: the same for every adapter
+GenerateFn = Callable[[list[dict], str], list]
 
 
 def rows_for_mode(rows: list[dict], mode: str) -> list[dict]:
-    """The rows a mode can run: speech needs audio, text modes need a description."""
+    """The rows a mode can run: speech and cascade need audio, text modes a description."""
     if mode not in MODES:
         raise DataError(f"mode {mode!r} is not one of {list(MODES)}")
-    key = "audio" if mode == "speech" else "description"
+    key = "audio" if mode in ("speech", "cascade") else "description"
     return [r for r in rows if r.get(key)]
 
 
@@ -39,18 +44,26 @@ def _cache_key(system: str, mode: str, row_id) -> tuple:
     return (str(system), str(mode), str(row_id))
 
 
-def load_cache(path) -> dict[tuple, str]:
-    """{(system, mode, id): output} from a generations JSONL (torn or bad lines skipped)."""
+def load_cache(path) -> dict[tuple, dict]:
+    """{(system, mode, id): generation record} from a generations JSONL (torn or bad lines skipped)."""
     path = Path(path)
     if not path.exists():
         return {}
-    return {_cache_key(r.get("system"), r.get("mode"), r.get("id")): r.get("output", "")
+    return {_cache_key(r.get("system"), r.get("mode"), r.get("id")): r
             for r in iter_jsonl(path, strict=False) if "id" in r}
 
 
-def generate_cached(rows: list[dict], generate: GenerateFn, *, system: str, mode: str, cache_path,
-                    batch_size: int = 8, progress: bool = True) -> dict[str, str]:
-    """{row id: output} for `rows`, generating only what the cache lacks, in batches."""
+def _record(reply) -> dict:
+    """A generate function's reply as a record: {"output", "stop" (None when unknown), …}."""
+    rec = dict(reply) if isinstance(reply, dict) else {"output": reply}
+    rec["output"] = str(rec.get("output") or "")
+    rec.setdefault("stop", None)
+    return rec
+
+
+def generate_records(rows: list[dict], generate: GenerateFn, *, system: str, mode: str, cache_path,
+                     batch_size: int = 8, progress: bool = True) -> dict[str, dict]:
+    """{row id: {"output", "stop", …}} for `rows`, generating only what the cache lacks, in batches."""
     from tqdm.auto import tqdm
 
     cache = load_cache(cache_path)
@@ -60,15 +73,24 @@ def generate_cached(rows: list[dict], generate: GenerateFn, *, system: str, mode
                                                     disable=not progress, unit="row") as bar:
             for i in range(0, len(todo), batch_size):
                 batch = todo[i:i + batch_size]
-                texts = generate(batch, mode)
-                if len(texts) != len(batch):
-                    raise DataError(f"{system}/{mode}: generate returned {len(texts)} outputs for "
+                replies = generate(batch, mode)
+                if len(replies) != len(batch):
+                    raise DataError(f"{system}/{mode}: generate returned {len(replies)} outputs for "
                                     f"{len(batch)} rows")
-                for row, text in zip(batch, texts):
-                    out.write({"system": system, "mode": mode, "id": row["id"], "output": text})
-                    cache[_cache_key(system, mode, row["id"])] = text
+                for row, reply in zip(batch, replies):
+                    rec = {"system": system, "mode": mode, "id": row["id"], **_record(reply)}
+                    out.write(rec)
+                    cache[_cache_key(system, mode, row["id"])] = rec
                 bar.update(len(batch))
     return {r["id"]: cache[_cache_key(system, mode, r["id"])] for r in rows}
+
+
+def generate_cached(rows: list[dict], generate: GenerateFn, *, system: str, mode: str, cache_path,
+                    batch_size: int = 8, progress: bool = True) -> dict[str, str]:
+    """{row id: output} for `rows` (see `generate_records`)."""
+    recs = generate_records(rows, generate, system=system, mode=mode, cache_path=cache_path,
+                            batch_size=batch_size, progress=progress)
+    return {i: r.get("output", "") for i, r in recs.items()}
 
 
 def check_rows(rows: list[dict], path) -> None:
@@ -118,17 +140,27 @@ def reject_bad_audio(rows: list[dict], out_dir, max_seconds: float | None = None
     return out, bad
 
 
-def score_row(row: dict, output: str, mode: str) -> dict:
-    """Content score (None for open tasks) and per-constraint pass/fail of one output."""
+def score_row(row: dict, output: str, mode: str, gen: dict | None = None) -> dict:
+    """Content score (None for open tasks) and per-constraint pass/fail of one output.
+
+    `gen`: the generation record; its "stop" is kept, and a cascade's transcript ("asr") with
+    its WER against the row's transcript."""
+    from speech_adapter.eval.scoring import wer
     from speech_adapter.templates import TASKS
 
+    gen = gen or {}
     fmt = check_all(row.get("constraints") or [], output)
     focus = TASKS[row["task"]].focus if row.get("task") in TASKS else ()
-    return {"id": row["id"], "task": row["task"], "split": row.get("split"), "mode": mode,
-            "template_id": row.get("template_id"), "kind": row.get("kind", "plain"),
-            "metric": row.get("metric"), "label": row.get("label"), "output": output,
-            "score": score_answer(output, row.get("label"), row.get("metric", "exact"), row.get("options"), focus),
-            "format": fmt, "format_ok": all(fmt.values()) if fmt else None}
+    out = {"id": row["id"], "task": row["task"], "split": row.get("split"), "mode": mode,
+           "template_id": row.get("template_id"), "kind": row.get("kind", "plain"),
+           "metric": row.get("metric"), "label": row.get("label"), "instruction": row.get("instruction"),
+           "constraints": row.get("constraints") or [], "output": output, "stop": gen.get("stop"),
+           "score": score_answer(output, row.get("label"), row.get("metric", "exact"), row.get("options"), focus),
+           "format": fmt, "format_ok": all(fmt.values()) if fmt else None}
+    if gen.get("asr") is not None:
+        out["asr"] = gen["asr"]
+        out["asr_wer"] = wer(gen["asr"], row["transcript"]) if row.get("transcript") else None
+    return out
 
 
 def _mean(xs) -> float | None:
@@ -181,7 +213,7 @@ def deltas(modes: dict) -> dict:
     if not ref:
         return {}
     out = {}
-    for mode in ("speech", "text_retention"):
+    for mode in ("speech", "text_retention", "cascade"):
         if mode not in modes:
             continue
         m = modes[mode]
@@ -194,9 +226,12 @@ def deltas(modes: dict) -> dict:
 
 
 def evaluate(rows: list[dict], generators: dict[str, GenerateFn], *, system: str, out_dir,
-             batch_size: int = 8, progress: bool = True) -> dict:
+             batch_size: int = 8, progress: bool = True, shared_cache=None,
+             shared_system: str = "backbone") -> dict:
     """Generate (cached in out_dir/generations.jsonl), score and aggregate every mode given.
 
+    `shared_cache`: a generations JSONL for the `BACKBONE_MODES`, keyed by `shared_system`
+    instead of `system`, so every system evaluated on the suite reuses one backbone run.
     Writes out_dir/scores.jsonl; returns the report dict (see `aggregate`) with run info.
     """
     from speech_adapter.utils.io import write_jsonl_atomic
@@ -207,59 +242,14 @@ def evaluate(rows: list[dict], generators: dict[str, GenerateFn], *, system: str
     for mode, gen in generators.items():
         todo = rows_for_mode(rows, mode)
         skipped[mode] = len(rows) - len(todo)
-        outputs = generate_cached(todo, gen, system=system, mode=mode, batch_size=batch_size,
-                                  cache_path=out_dir / "generations.jsonl", progress=progress)
-        scored += [score_row(r, outputs[r["id"]], mode) for r in todo]
+        shared = shared_cache is not None and mode in BACKBONE_MODES
+        if shared:
+            Path(shared_cache).parent.mkdir(parents=True, exist_ok=True)
+        recs = generate_records(todo, gen, system=shared_system if shared else system, mode=mode,
+                                batch_size=batch_size, progress=progress,
+                                cache_path=shared_cache if shared else out_dir / "generations.jsonl")
+        scored += [score_row(r, recs[r["id"]].get("output", ""), mode, recs[r["id"]]) for r in todo]
     write_jsonl_atomic(out_dir / "scores.jsonl", scored)
     report = aggregate(scored)
     report.update(system=system, n_rows=len(rows), skipped_rows=skipped)
     return report
-
-
-# ---------------------------------------------------------------- SpeechLM adapter
-
-
-def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int = 128,
-                         batch_size: int = 8, system: str | None = "default") -> GenerateFn:
-    """A `generate(rows, mode)` for a `SpeechLM` (docs/CONTRACTS.md example dicts).
-
-    "speech" loads the audio; "text_*" passes audio None with the description put into the
-    instruction by `teacher_user_message`. "text_ceiling" turns LoRA off (the bare backbone).
-    `mode`, when given, fixes the mode whatever the runner asks. `system="default"` uses
-    prompts.DEFAULT_SYSTEM_PROMPT, the one distillation and training use (None: the chat
-    template's own default).
-    """
-    from speech_adapter.audio import load_audio
-    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_user_message
-
-    if system == "default":  # the system prompt distillation and training used
-        system = DEFAULT_SYSTEM_PROMPT
-
-    def examples(rows, m):
-        out = []
-        for r in rows:
-            if m == "speech":
-                # Whisper's transcript from `data transcribe` where the suite has it (the model
-                # decodes it itself otherwise): never the ground truth
-                out.append({"audio": load_audio(r["audio"]), "instruction": r["instruction"],
-                            "response": None, "system": system, "transcript": r.get("asr_transcript"),
-                            "description": None})
-            else:
-                if not r.get("description"):
-                    raise DataError(f"row {r['id']}: mode {m} needs a description")
-                out.append({"audio": None, "instruction": teacher_user_message(r["description"], r["instruction"]),
-                            "response": None, "system": system, "transcript": None, "description": None})
-        return out
-
-    def generate(rows: list[dict], run_mode: str) -> list[str]:
-        m = mode or run_mode
-        if m not in MODES:
-            raise DataError(f"mode {m!r} is not one of {list(MODES)}")
-        disable = getattr(speechlm.llm, "disable_adapter", None) if m == "text_ceiling" else None
-        texts = []
-        with (disable() if disable is not None else contextlib.nullcontext()):
-            for i in range(0, len(rows), batch_size):
-                texts += speechlm.generate(examples(rows[i:i + batch_size], m), max_new_tokens=max_new_tokens)
-        return texts
-
-    return generate

@@ -347,16 +347,20 @@ class SpeechLM(nn.Module):
     @torch.no_grad()
     def generate(self, examples: list[dict], max_new_tokens: int = 128, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, mode: str = "audio",
-                 seed: int | None = None) -> list[str]:
-        """Replies to `examples` (responses ignored); batched, left-padded, KV-cached decoding."""
+                 seed: int | None = None, return_stop: bool = False):
+        """Replies to `examples` (responses ignored); batched, left-padded, KV-cached decoding.
+
+        With `return_stop`, (replies, stops): each stop is "eos" (an end-of-turn token ended the
+        reply) or "length" (cut at max_new_tokens)."""
         if not examples:
-            return []
+            return ([], []) if return_stop else []
         was_training = self.training
         self.eval()
         try:
-            return self._generate(examples, max_new_tokens, do_sample, temperature, top_p, mode, seed)
+            texts, stops = self._generate(examples, max_new_tokens, do_sample, temperature, top_p, mode, seed)
         finally:
             self.train(was_training)
+        return (texts, stops) if return_stop else texts
 
     def _generate(self, examples, max_new_tokens, do_sample, temperature, top_p, mode, seed):
         from transformers import DynamicCache
@@ -393,11 +397,12 @@ class SpeechLM(nn.Module):
                 break
             attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=self.device)], 1)
             inp = self.causal_lm.get_input_embeddings()(nxt[:, None])  # (B, 1, H)
-        texts = []
+        texts, stops = [], []
         for row in torch.stack(out_ids, 1).tolist():
-            cut = next((i for i, t in enumerate(row) if t in stop), len(row))
+            cut = next((i for i, t in enumerate(row) if t in stop), None)
+            stops.append("length" if cut is None else "eos")
             texts.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
-        return texts
+        return texts, stops
 
     # ---- weights -------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from speech_adapter.eval.runner import evaluate, speechlm_generate_fn
+from speech_adapter.eval.runner import evaluate
+from speech_adapter.eval.systems import speechlm_generate_fn
 
 pytestmark = pytest.mark.slow
 

@@ -27,11 +27,17 @@ def test_eval_run_on_tiny_speechlm_writes_report_and_resumes(tmp_path, capsys):
             "--max-new-tokens", "4", "--batch-size", "2", "--system", "tiny"]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["modes"]) == {"speech", "text_ceiling", "text_retention"}
+    assert set(report["modes"]) == {"speech", "text_ceiling", "text_retention", "cascade"}
     assert report["modes"]["speech"]["n"] == 2 and report["modes"]["speech"]["constraints"]
     assert (out / "tasks.png").exists() and (out / "if_rates.png").exists()
     assert "IF rate" in capsys.readouterr().out
     n_gen = len(read_jsonl(out / "generations.jsonl"))
-    assert n_gen == 6
+    assert n_gen == 8
+    gens = read_jsonl(out / "generations.jsonl")
+    assert all(g["stop"] in ("eos", "length") for g in gens)  # why each reply ended is recorded
+    assert all(g["asr"] is not None for g in gens if g["mode"] == "cascade")
+    md = (out / "report.md").read_text()
+    assert md.index("## Scorecard") < md.index("## Details") and "raw replies" in md
+    assert json.loads((out / "scorecard.json").read_text())["columns"]["cascade"]["n"] == 2
     assert main(args) == 0  # a rerun reads the cache: nothing is generated twice
     assert len(read_jsonl(out / "generations.jsonl")) == n_gen

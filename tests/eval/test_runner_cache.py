@@ -3,7 +3,8 @@
 import pytest
 
 from speech_adapter.errors import DataError
-from speech_adapter.eval.runner import aggregate, evaluate, generate_cached, score_row, speechlm_generate_fn
+from speech_adapter.eval.runner import aggregate, evaluate, generate_cached, score_row
+from speech_adapter.eval.systems import speechlm_generate_fn
 from speech_adapter.utils.io import read_jsonl
 
 ROWS = [
@@ -97,9 +98,10 @@ class FakeSpeechLM:
 
         return ctx()
 
-    def generate(self, examples, max_new_tokens=128):
+    def generate(self, examples, max_new_tokens=128, return_stop=False):
         self.examples += examples
-        return [f"out{len(self.examples) - len(examples) + i}" for i in range(len(examples))]
+        texts = [f"out{len(self.examples) - len(examples) + i}" for i in range(len(examples))]
+        return (texts, ["eos"] * len(texts)) if return_stop else texts
 
 
 def test_speechlm_adapter_builds_contract_examples(tmp_path):
@@ -110,8 +112,9 @@ def test_speechlm_adapter_builds_contract_examples(tmp_path):
     sf.write(wav, (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
     rows = [dict(ROWS[0], audio=str(wav), description="Gender: Female") for _ in range(3)]
     lm = FakeSpeechLM()
-    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2)
-    assert gen(rows, "speech") == ["out0", "out1", "out2"]
+    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2, text_backend="transformers")
+    assert [r["output"] for r in gen(rows, "speech")] == ["out0", "out1", "out2"]
+    assert gen(rows[:1], "speech")[0]["stop"] == "eos"
     ex = lm.examples[0]
     assert ex["audio"].dtype == np.float32 and ex["audio"].shape == (8000,) and ex["instruction"] == rows[0]["instruction"]
     gen(rows[:1], "text_retention")
@@ -121,3 +124,55 @@ def test_speechlm_adapter_builds_contract_examples(tmp_path):
     assert lm.disabled == 1
     with pytest.raises(DataError, match="needs a description"):
         gen([dict(rows[0], description=None)], "text_ceiling")
+
+
+def test_cascade_reads_whisper_transcript_not_description(tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    from speech_adapter.eval import systems
+
+    clips = []
+    for k in range(2):
+        clips.append(tmp_path / f"c{k}.wav")
+        sf.write(clips[-1], (0.1 * np.sin(np.arange(8000) / (5 + k))).astype(np.float32), 16000)
+    heard = []
+
+    def fake_transcribe(speechlm, waveforms, batch_size=8):
+        heard.extend(len(w) for w in waveforms)
+        return [f" whisper heard clip {len(heard) - len(waveforms) + i} " for i in range(len(waveforms))]
+
+    monkeypatch.setattr(systems, "transcribe_clips", fake_transcribe)
+    # three questions on clip 0, one on clip 1: each clip is transcribed once
+    rows = [dict(ROWS[0], id=f"q{i}", audio=str(clips[int(i == 3)]), description="SECRET DESCRIPTION")
+            for i in range(4)]
+    lm = FakeSpeechLM()
+    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2, text_backend="transformers")
+    out = gen(rows[:2], "cascade") + gen(rows[2:], "cascade")
+    assert len(heard) == 2 and lm.disabled == 2  # LoRA off: the bare backbone answers
+    assert [o["asr"] for o in out] == ["whisper heard clip 0"] * 3 + ["whisper heard clip 1"]
+    for ex, o in zip(lm.examples, out):
+        assert ex["audio"] is None and "SECRET" not in ex["instruction"]
+        assert f"Transcript of the audio: {o['asr']}" in ex["instruction"]
+        assert ex["instruction"].endswith(rows[0]["instruction"])
+    report = evaluate([dict(r, transcript="whisper heard clip 0") for r in rows], {"cascade": gen},
+                      system="s", out_dir=tmp_path / "run", progress=False)
+    assert report["modes"]["cascade"]["n"] == 4
+    scored = read_jsonl(tmp_path / "run" / "scores.jsonl")
+    assert [s["asr_wer"] for s in scored] == [0.0, 0.0, 0.0, 0.25] and scored[0]["stop"] == "eos"
+    assert len(heard) == 2  # the generate fn's per-clip cache holds across batches and calls
+    clip2 = tmp_path / "c2.wav"
+    sf.write(clip2, np.zeros(4000, dtype=np.float32), 16000)
+    out = gen([dict(rows[0], id="q9", audio=str(clip2), asr_transcript="words from data transcribe")], "cascade")
+    assert out[0]["asr"] == "words from data transcribe" and len(heard) == 2  # the suite's own transcript
+
+
+def test_backbone_modes_share_one_cache_across_systems(tmp_path):
+    shared = tmp_path / "suite.backbone.jsonl"
+    calls = {m: CountingGen(ANSWERS) for m in ("speech", "text_ceiling")}
+    for system in ("untrained", "trained"):
+        evaluate(ROWS, calls, system=system, out_dir=tmp_path / system, progress=False, shared_cache=shared)
+    assert calls["speech"].rows == ["r1", "r2", "r3"] * 2  # speech is per system
+    assert calls["text_ceiling"].rows == ["r1", "r2"]  # the ceiling once for the suite
+    assert {r["system"] for r in read_jsonl(shared)} == {"backbone"}
+    assert "text_ceiling" in {r["mode"] for r in read_jsonl(tmp_path / "trained" / "scores.jsonl")}
