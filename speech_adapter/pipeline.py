@@ -321,7 +321,8 @@ def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict
     rows = load_rows(suite)
     model = SpeechLM.from_pretrained(adapter_dir)
     model.eval()
-    gen = speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    gen = speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                               text_backend=cfg.text_backend)
     out = p["eval"] / name
     # cascade and text ceiling do not depend on the adapter: one run per suite and backbone pair
     report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size,

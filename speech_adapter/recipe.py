@@ -8,7 +8,7 @@
     replay:   {magpie_rows}    # text-only pseudo-replay rows (Magpie) written by the backbone
     model:    speech_adapter.models.config.ModelConfig
     train:    speech_adapter.train.config.TrainConfig (data files are set by the pipeline)
-    eval:     {suite: SuiteConfig, modes, batch_size, max_new_tokens, systems}
+    eval:     {suite: SuiteConfig, suites, modes, batch_size, max_new_tokens, text_backend, systems}
     export:   {merge_lora}
 
 Paths that stages hand to each other are not recipe keys: a recipe that sets one is refused
@@ -88,6 +88,8 @@ class EvalSection:
                                     help="which adapters to evaluate: untrained (random init), trained")
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(96, "generation length cap")
+    text_backend: str = help_field("auto", "text_ceiling and cascade through: auto (CTranslate2 on a CPU when "
+                                           "the backbone converts), ctranslate2, transformers")
     suites: list[Literal["heldout", "real"]] = help_field(
         default_factory=lambda: ["heldout"],
         help="suites to evaluate every system on: heldout (this run's held-out clips, <run>/eval), "
@@ -225,6 +227,14 @@ class Recipe:
         for s in self.eval.systems:
             if s not in ("untrained", "trained"):
                 raise ConfigError(f"eval.systems: {s!r} is not one of ['untrained', 'trained']")
+        from speech_adapter.eval.runner import MODES
+        from speech_adapter.eval.systems import TEXT_BACKENDS
+
+        for m in self.eval.modes:
+            if m not in MODES:
+                raise ConfigError(f"eval.modes: {m!r} is not one of {list(MODES)}")
+        if self.eval.text_backend not in TEXT_BACKENDS:
+            raise ConfigError(f"eval.text_backend: {self.eval.text_backend!r} is not one of {list(TEXT_BACKENDS)}")
 
 
 def _section(cls, user: dict, prefix: str, fill: dict):

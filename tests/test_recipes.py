@@ -45,6 +45,8 @@ def _write(tmp_path, text):
     ("variants: [{name: a}, {name: a}]\n", "variants: names must be unique"),
     ("variants: [{name: a, train: {objective: sft}}]\n", "variants\\[a\\]: train.objective"),
     ("eval: {systems: [trained, backbone]}\n", "eval.systems"),
+    ("eval: {modes: [speech, casade]}\n", "eval.modes: 'casade' is not one of"),
+    ("eval: {text_backend: vllm}\n", "eval.text_backend: 'vllm' is not one of"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, text, msg):
     with pytest.raises(ConfigError, match=msg):

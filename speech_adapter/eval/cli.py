@@ -23,10 +23,16 @@ class RunConfig:
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(128, "generation length cap")
     limit: int | None = help_field(None, "evaluate only the first N rows")
+    text_backend: str = help_field("auto", "text_ceiling and cascade through: auto (CTranslate2 on a CPU "
+                                           "when the backbone converts), ctranslate2, transformers")
 
     def validate(self):
         from speech_adapter.errors import ConfigError
         from speech_adapter.eval.runner import MODES
+        from speech_adapter.eval.systems import TEXT_BACKENDS
+
+        if self.text_backend not in TEXT_BACKENDS:
+            raise ConfigError(f"text_backend: {self.text_backend!r} is not one of {list(TEXT_BACKENDS)}")
 
         for m in self.modes:
             if m not in MODES:
@@ -65,6 +71,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--max-new-tokens", type=int, default=128)
     r.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    r.add_argument("--text-backend", default="auto", choices=["auto", "ctranslate2", "transformers"],
+                   help="how text_ceiling and cascade run the backbone (auto: CTranslate2 on a CPU when it converts)")
     c = sub.add_parser("compare", help="side-by-side table of runs or report.json files")
     c.add_argument("runs", nargs="+", help="run dirs or report.json paths")
     c.add_argument("--out", default=None, help="dir for compare.md and compare.png")
@@ -145,7 +153,7 @@ def _run(args) -> int:
 
     cfg = from_dict(RunConfig, {"modes": [m.strip() for m in args.modes.split(",") if m.strip()],
                                 "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-                                "limit": args.limit})
+                                "limit": args.limit, "text_backend": args.text_backend})
     suite_path = args.suite
     if args.suite == "real":
         from speech_adapter.eval.real import build_real_suite
@@ -175,7 +183,7 @@ def _run(args) -> int:
             model = SpeechLM.from_pretrained(model_dir)
             model.eval()
             loaded.append(speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens,
-                                               batch_size=cfg.batch_size))
+                                               batch_size=cfg.batch_size, text_backend=cfg.text_backend))
         return loaded[0](batch, mode)
 
     gens = {m: generate for m in cfg.modes}
