@@ -266,7 +266,7 @@ def worker(recipe: str, run_dir: str, train_file: str) -> int:
     run_dir = Path(run_dir)
     set_seed(train_cfg.seed)
     model = SpeechLM.build(model_cfg)
-    model.MIN_SHARED_PREFIX = 10**9  # see the module docstring
+    model.share_prefix = False  # see the module docstring
     enc = model.encoder
     used = list(enc.whisper_encoder.layers[: max(enc.layers)])
     stem = [m for name, m in enc.whisper_encoder.named_children() if name.startswith("conv")]

@@ -207,9 +207,9 @@ def _run(args) -> int:
     check_rows(rows, suite_path)
     model_dir = resolve_model_dir(paths["model"])
     if {"speech", "cascade"} & set(cfg.modes):  # unreadable clips go to rejects.jsonl; the rest runs
-        from speech_adapter.models.speechlm import read_adapter_config
+        from speech_adapter.models.adapter_dir import read_config
 
-        rows, n_bad = reject_bad_audio(rows, paths["out"], read_adapter_config(model_dir).max_audio_seconds)
+        rows, n_bad = reject_bad_audio(rows, paths["out"], read_config(model_dir).max_audio_seconds)
         if n_bad:
             print(f"{n_bad} rows with unreadable audio skipped in speech mode (see {Path(paths['out']) / 'rejects.jsonl'})")
     system = paths["system"] or Path(paths["model"]).resolve().name

@@ -158,7 +158,7 @@ class Trainer:
             for b in range(0, len(picks), cfg.batch_size):
                 ids, examples, _ = self.data.load(picks[b:b + cfg.batch_size])
                 if examples:
-                    batch = self.core.collate(examples, mode="audio")
+                    batch = self.core.processor.collate(examples, mode="audio")
                     encode = self._encode_fn(ids, examples)
                     yield encode(batch) if encode is not None else self.core.encode_audio(batch)
 
@@ -254,7 +254,7 @@ class Trainer:
         # its own generator: building the loader must not draw from the global torch RNG
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         return torch.utils.data.DataLoader(
-            _MicroBatches(self.data, mine, self.core.collate), batch_size=None,
+            _MicroBatches(self.data, mine, self.core.processor.collate), batch_size=None,
             num_workers=cfg.num_workers, collate_fn=_identity, generator=gen,
             worker_init_fn=_worker_init if cfg.num_workers else None)
 

@@ -169,8 +169,8 @@ def test_train_killed_then_resumed_equals_straight(tmp_path):
     assert done < 30, "the kill landed after training"
     res = cli(["train", str(recipe), "--train-file", str(data)])
     assert res.returncode == 0, res.stderr[-1500:]
-    a = load_file(str(tmp_path / "ref" / "train" / "adapter" / "adapter.safetensors"))
-    b = load_file(str(run / "adapter" / "adapter.safetensors"))
+    a = load_file(str(tmp_path / "ref" / "train" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == list(range(1, 31))

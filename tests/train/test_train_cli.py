@@ -30,7 +30,7 @@ def test_train_cli_runs_kl_distill_with_replay_cache_and_lora(tmp_path, capsys):
     run = tmp_path / "out" / "train"
     saved = json.loads((run / "config.json").read_text())
     assert saved["train"]["lr"] == 0.001 and saved["model"]["lora"]["rank"] == 2
-    assert (run / "adapter" / "adapter.safetensors").exists() and (run / "adapter" / "lora").is_dir()
+    assert (run / "adapter" / "adapter_model.safetensors").exists() and (run / "adapter" / "lora").is_dir()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["loss"] == r["loss"] for r in rows)  # finite, not NaN
     assert list((run / "feature_cache").glob("*/*.safetensors"))

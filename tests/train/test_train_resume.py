@@ -75,8 +75,8 @@ def test_sigkill_and_resume_match_straight_run(tmp_path):
     assert any(not torch.allclose(moved[k], b[k]) for k in b)  # the resumed half did train
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
-    fa = load_file(str(tmp_path / "straight" / "train" / "adapter" / "adapter.safetensors"))
-    fb = load_file(str(run / "adapter" / "adapter.safetensors"))
+    fa = load_file(str(tmp_path / "straight" / "train" / "adapter" / "adapter_model.safetensors"))
+    fb = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert all(torch.allclose(fa[k], fb[k], atol=1e-6, rtol=0) for k in fa)
     steps = [l for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(steps) == 10  # 5 before the kill + 5 after
