@@ -22,7 +22,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from speech_adapter import __version__
+from speech_adapter.version import __version__
 from speech_adapter.config import from_dict, to_dict
 from speech_adapter.errors import ConfigError, ModelNotFoundError
 from speech_adapter.models import tiny_base
