@@ -26,7 +26,7 @@ def train_two_epochs(model, train_file: Path, run_dir: Path, cache: bool, batch:
     """Run 2 epochs with the real Trainer; per-epoch seconds from metrics.jsonl."""
     import torch
 
-    from speech_adapter.train.cli import run_training
+    from speech_adapter.train.loop import run_training
     from speech_adapter.train.config import TrainConfig
     from speech_adapter.utils.io import read_jsonl
 

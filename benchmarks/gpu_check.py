@@ -58,7 +58,7 @@ def parser():
                    help="bf16 peak per device (0: from the GPU's name, e.g. H200 989; on cpu a measured fp32 matmul)")
     p.add_argument("--vllm-prompts", type=int, default=512, help="teacher prompts for vLLM (0 = skip)")
     p.add_argument("--timeout", type=int, default=240, help="seconds allowed per launcher and for vLLM")
-    p.add_argument("--worker", nargs=2, metavar=("RECIPE", "RUN_DIR"), help=argparse_hidden())
+    p.add_argument("--worker", nargs=3, metavar=("RECIPE", "RUN_DIR", "TRAIN_FILE"), help=argparse_hidden())
     p.add_argument("--vllm-worker", metavar="JSON", help=argparse_hidden())
     return p
 
@@ -72,7 +72,7 @@ def argparse_hidden():
 # ---------------------------------------------------------------- the parent
 
 
-def write_recipe(path: Path, args, train_file: Path, launcher: str) -> Path:
+def write_recipe(path: Path, args, launcher: str) -> Path:
     import yaml
 
     gpu = args.device == "cuda"
@@ -80,7 +80,7 @@ def write_recipe(path: Path, args, train_file: Path, launcher: str) -> Path:
     recipe = {
         "name": f"gpu_check_{launcher}",
         "model": {**model, "adapter": {"kind": "stack_mlp"}, "dtype": "bfloat16" if gpu else "float32"},
-        "train": {"train_file": str(train_file), "max_steps": args.steps, "batch_size": args.batch,
+        "train": {"max_steps": args.steps, "batch_size": args.batch,
                   "precision": "bf16" if gpu else "fp32", "lr": 1e-4, "log_every": 1, "save_every": 0,
                   "cache_encoder": False, "num_workers": 4 if gpu else 0,
                   "feature_norm_clips": 64 if gpu else 4},
@@ -90,7 +90,7 @@ def write_recipe(path: Path, args, train_file: Path, launcher: str) -> Path:
     return path
 
 
-def launch(launcher: str, recipe: Path, run_dir: Path, args, port: int) -> dict:
+def launch(launcher: str, recipe: Path, train_file: Path, run_dir: Path, args, port: int) -> dict:
     """`accelerate launch --config_file CONFIG ... -m benchmarks.gpu_check --worker`; its status."""
     import shutil
 
@@ -100,7 +100,7 @@ def launch(launcher: str, recipe: Path, run_dir: Path, args, port: int) -> dict:
            "--main_process_port", str(port)]
     if launcher == "fsdp":
         cmd += ["--fsdp_transformer_layer_cls_to_wrap", fsdp_wrap_class(args.llm)]
-    cmd += ["-m", "benchmarks.gpu_check", "--worker", str(recipe), str(run_dir)]
+    cmd += ["-m", "benchmarks.gpu_check", "--worker", str(recipe), str(run_dir), str(train_file)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -215,8 +215,8 @@ def run(args):
     runs = []
     for i, launcher in enumerate(launchers):
         run_dir = out / launcher
-        recipe = write_recipe(run_dir / "recipe.yaml", args, train_file, launcher)
-        status = launch(launcher, recipe, run_dir / "train", args, port=29540 + i)
+        recipe = write_recipe(run_dir / "recipe.yaml", args, launcher)
+        status = launch(launcher, recipe, train_file, run_dir / "train", args, port=29540 + i)
         if status["status"] == "ok":
             status.update(summarize(run_dir / "train", peak, status["processes"], mean_audio_s))
         runs.append(status)
@@ -249,7 +249,7 @@ def run(args):
 # ---------------------------------------------------------------- the launched processes
 
 
-def worker(recipe: str, run_dir: str) -> int:
+def worker(recipe: str, run_dir: str, train_file: str) -> int:
     """One accelerate process: the train CLI's own path, then this rank's peak memory."""
     import resource
 
@@ -258,13 +258,15 @@ def worker(recipe: str, run_dir: str) -> int:
 
     from benchmarks.train_mfu import llm_shape
     from speech_adapter.models.speechlm import SpeechLM
-    from speech_adapter.train.cli import load_train_recipe, run_training
+    from speech_adapter.recipe import load_recipe
+    from speech_adapter.train.loop import run_training
 
-    model_cfg, train_cfg, _, _ = load_train_recipe(recipe)
+    rec = load_recipe(recipe, train_file=train_file)
+    model_cfg, train_cfg = rec.model, rec.train_config()
     run_dir = Path(run_dir)
     set_seed(train_cfg.seed)
     model = SpeechLM.build(model_cfg)
-    model.MIN_SHARED_PREFIX = 10**9  # see the module docstring
+    model.share_prefix = False  # see the module docstring
     enc = model.encoder
     used = list(enc.whisper_encoder.layers[: max(enc.layers)])
     stem = [m for name, m in enc.whisper_encoder.named_children() if name.startswith("conv")]

@@ -4,7 +4,7 @@ Peer style (what DeSTA2 / SALMONN-style recipes and a default Hugging Face `Trai
 plain loop equivalent to `transformers.Trainer` defaults — AdamW, max_grad_norm 1.0, batches
 in random order (`group_by_length=False`), fp32 — with every clip padded to 30 s and run
 through the plain HF `WhisperEncoder` on every step (no cache), the Q-Former attending to all
-1500 frames, and full-vocabulary logits over every position (`logits="all"`, then CE on the
+1500 frames, and full-vocabulary logits over every position (`SpeechLM.all_logits`, then CE on the
 response tokens). It is written out here rather than run through `transformers.Trainer` so
 that the only differences are the ones named above (no Trainer logging/dataloader overhead is
 charged to the peer).
@@ -48,13 +48,13 @@ def peer_epoch(model, examples: list[dict], batch: int, seed: int = 0) -> dict:
     for k in range(0, len(order) - batch + 1, batch):
         exs = [examples[i] for i in order[k:k + batch]]
         t0 = time.perf_counter()
-        b = model.collate(exs)
+        b = model.processor.collate(exs)
         feats = fe([e["audio"] for e in exs], sampling_rate=16000, return_tensors="pt").input_features  # (B, 80, 3000)
         with torch.no_grad():
             hs = hf_encoder(feats, output_hidden_states=True).hidden_states  # n_layers+1 × (B, 1500, D)
         states = torch.stack([hs[i] for i in enc.layers], dim=1)  # (B, L, 1500, D)
         lengths = torch.full((len(exs),), states.shape[2], dtype=torch.long)  # attend to all 1500 frames
-        out = model(b, encoder_states=(states, lengths), logits="all")  # full-vocab logits (B, S, V)
+        out = model.all_logits(b, encoder_states=(states, lengths))  # full-vocab logits (B, S, V)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()

@@ -82,7 +82,7 @@ def make_batches(model, rows, batch: int, bucketing: bool):
     if hasattr(data, "set_audio_token_rate"):
         data.set_audio_token_rate(model)
     groups = [[rows[i] for i in idx] for idx in data.epoch_batches(0)]
-    return [(g, model.collate(g)) for g in groups]
+    return [(g, model.processor.collate(g)) for g in groups]
 
 
 def step_fn(model, opt, logits: str | None, cache: dict | None, examples_of: dict):
@@ -104,7 +104,8 @@ def step_fn(model, opt, logits: str | None, cache: dict | None, examples_of: dic
             loss, _ = compute_loss(model, examples_of[key], cfg,
                                    encode=(lambda b: states) if states is not None else None)
         else:
-            loss = model(batch, encoder_states=states, logits=logits).loss
+            out = model(batch, encoder_states=states) if logits == "targets" else model.all_logits(batch, encoder_states=states)
+            loss = out.loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
@@ -136,7 +137,7 @@ def run(args) -> Result:
     model = load_model(args.quick)
     # the FLOP model counts 4·N per real token of every row; the shared-prefix shortcut (run once per
     # batch) would break that count and torch's FlopCounterMode, so it is measured off here
-    model.MIN_SHARED_PREFIX = 10**9
+    model.share_prefix = False
     model.train()
     lm_config = model.causal_lm.config
     default_attn = lm_config._attn_implementation

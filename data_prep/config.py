@@ -232,9 +232,10 @@ def _default(f) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else repr(value)
 
 
-def config_from_args(cls, args: argparse.Namespace):
-    """Build and validate `cls` from --config YAML overridden by the explicit flags."""
-    data = load_yaml(args.config) if getattr(args, "config", None) else {}
+def config_from_args(cls, args: argparse.Namespace, base: dict | None = None):
+    """Build and validate `cls` from `base` (a recipe's section) or the --config YAML, overridden
+    by the explicit flags."""
+    data = dict(base) if base is not None else load_yaml(args.config) if getattr(args, "config", None) else {}
     _merge_flags(cls, args, data, "")
     return from_dict(cls, data)
 

@@ -40,9 +40,10 @@ import random
 import re
 import time
 from pathlib import Path
+from typing import Literal
 
 from data_prep import nonspeech
-from data_prep.teacher import Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
+from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, DataError
 from speech_adapter.paths import OFFLINE_LLM
@@ -93,7 +94,7 @@ class DistillConfig:
     bare_fraction: float = help_field(
         0.0, "chance a plain classification question is asked without its option list "
         "('What is the gender of the speaker?', id <template>:bare); the eval always lists them")
-    option_answers: str = help_field(
+    option_answers: Literal["free", "choice"] = help_field(
         "free", "classification answers: free (the teacher's generated answer) | choice (the option "
         "the clip's description makes likeliest in the teacher's scoring, as a one-word reply "
         "'Female.': label first; where that choice is wrong, the option its accepted generated "
@@ -111,13 +112,13 @@ class DistillConfig:
     # teacher
     model: str = help_field(OFFLINE_LLM,
                             "teacher LLM: offline:NAME, model dir, .gguf file (fake:SCRIPT.json in tests)")
-    backend: str = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
+    backend: Backend = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
     dtype: str = help_field("float32", "teacher dtype (fp32 is fastest on CPU)")
     batch_size: int = help_field(8, "prompts per teacher generate call")
     max_new_tokens: int = help_field(160, "longest teacher answer in tokens")
     temperature: float = help_field(0.7, "temperature of the sampled retries")
     top_p: float = help_field(0.9, "top-p of the sampled retries")
-    prompt_style: str = help_field("listener", "teacher prompt: listener (rewritten seed) | naive (raw seed)")
+    prompt_style: Literal["listener", "naive"] = help_field("listener", "teacher prompt: listener (rewritten seed) | naive (raw seed)")
     no_system_prompt: bool = help_field(False, "omit prompts.DEFAULT_SYSTEM_PROMPT (the model's default applies)")
     quiet: bool = help_field(False, "no progress bar")
 
@@ -149,12 +150,8 @@ class DistillConfig:
                 raise ConfigError(f"templates: {tid} is a {t.task} template, not one of tasks {self.tasks}")
         if not 0.0 <= self.bare_fraction <= 1.0:
             raise ConfigError("bare_fraction: must be in [0, 1]")
-        if self.option_answers not in ("free", "choice"):
-            raise ConfigError(f"option_answers: {self.option_answers!r} is not one of ['free', 'choice']")
         if self.option_answers == "choice" and self.backend == "vllm":
             raise ConfigError("option_answers: 'choice' scores replies with the transformers or ctranslate2 backend only")
-        if self.prompt_style not in ("listener", "naive"):
-            raise ConfigError(f"prompt_style: {self.prompt_style!r} is not one of ['listener', 'naive']")
         TeacherConfig(self.model, self.backend, self.dtype, self.batch_size).validate()
 
     def teacher_config(self) -> TeacherConfig:
@@ -597,36 +594,3 @@ def format_table(stats: dict) -> str:
     lines.append(f"kept at attempt: {stats['kept_at_attempt']}; this run: {stats['rows_this_run']} rows, "
                  f"{stats['rows_per_s']} rows/s; {stats['skipped']} were already done")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def configure(parser) -> None:
-    """Flags for `speech-adapter data distill` (one per DistillConfig field, plus --config)."""
-    from data_prep.config import add_config_args
-
-    add_config_args(parser, DistillConfig)
-
-
-def main(args) -> int:
-    from data_prep.config import config_from_args
-    from data_prep.rows import RejectLog, read_rows
-
-    cfg = config_from_args(DistillConfig, args)
-    with RejectLog(cfg.output, STAGE) as rejects:
-        rows = read_rows(cfg.input, rejects)
-    stats = distill(rows, cfg)
-    print(format_table(stats))
-    print(f"distill: {stats['kept']} rows -> {cfg.output}; rejects -> "
-          f"{Path(cfg.output).parent / 'rejects.jsonl'}; stats -> {Path(cfg.output).parent / STATS_NAME}")
-    return 0
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="data distill")
-    configure(p)
-    sys.exit(main(p.parse_args()))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from data_prep.distill import degenerate_reason
-from data_prep.teacher import Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
+from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_LLM
@@ -38,7 +38,7 @@ class MagpieConfig:
     num_candidates: int = help_field(100, "instruction slots to try; fewer rows survive the filters")
     seed: int = help_field(0, "seed of the sampled instructions")
     model: str = help_field(OFFLINE_LLM, "backbone LLM (same as the distill teacher)")
-    backend: str = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
+    backend: Backend = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
     dtype: str = help_field("float32", "teacher dtype")
     batch_size: int = help_field(8, "prompts per generate call")
     temperature: float = help_field(1.0, "instruction sampling temperature (Magpie uses 1.0)")
@@ -144,29 +144,3 @@ def magpie(cfg: MagpieConfig, teacher: Teacher | None = None) -> dict:
     elapsed = time.time() - start
     return {"candidates": len(slots), "kept": kept, "rejected": rejected, "skipped": len(done),
             "rows_per_s": round(len(slots) / elapsed, 3) if elapsed > 0 else None}
-
-
-def configure(parser) -> None:
-    """Flags for `speech-adapter data magpie` (one per MagpieConfig field, plus --config)."""
-    from data_prep.config import add_config_args
-
-    add_config_args(parser, MagpieConfig)
-
-
-def main(args) -> int:
-    from data_prep.config import config_from_args
-
-    cfg = config_from_args(MagpieConfig, args)
-    stats = magpie(cfg)
-    print(f"magpie: kept {stats['kept']} of {stats['candidates']} candidates -> {cfg.output} "
-          f"({stats['rejected']} rejected, {stats['skipped']} already done, {stats['rows_per_s']} slots/s)")
-    return 0
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="data magpie")
-    configure(p)
-    sys.exit(main(p.parse_args()))

@@ -22,13 +22,14 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, ModelNotFoundError
 from speech_adapter.paths import OFFLINE_LLM
 
-BACKENDS = ("transformers", "ctranslate2", "vllm")
+Backend = Literal["transformers", "ctranslate2", "vllm"]
+BACKENDS = get_args(Backend)
 # End-of-turn markers of common chat templates; whichever the tokenizer knows also stops generation.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
@@ -56,7 +57,7 @@ class TeacherConfig:
 
     model: str = help_field(OFFLINE_LLM,
                             "backbone: offline:NAME, a local model dir, a .gguf file, or fake:SCRIPT.json")
-    backend: str = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
+    backend: Backend = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
     dtype: str = help_field("float32", "float32 | bfloat16 | float16 | int8 (ctranslate2 only); fp32 is exact on CPU")
     batch_size: int = help_field(8, "prompts per generate call")
 

@@ -3,7 +3,7 @@
 Nothing heavy happens at import time; `SpeechLM` is imported lazily.
 """
 
-__version__ = "0.1.0"
+from speech_adapter.version import __version__
 
 __all__ = ["SpeechLM", "__version__"]
 

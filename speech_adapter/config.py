@@ -28,6 +28,12 @@ def help_field(default=dataclasses.MISSING, help: str = "", default_factory=data
     return dataclasses.field(default=default, **kw)
 
 
+def did_you_mean(value, choices) -> str:
+    """"; did you mean 'x'?" for the closest of `choices` to `value`, or ""."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

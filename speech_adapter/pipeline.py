@@ -191,20 +191,10 @@ def _data(recipe, p) -> dict:
     return {"corpus": recipe.data.corpus}
 
 
-def _corpus_path(recipe, p) -> Path:
-    if recipe.data.source == "corpus":
-        return Path(recipe.data.corpus)
-    from data_prep.synth import corpus_path
-
-    if recipe.data.source == "synth":
-        return corpus_path(recipe.synth_config())
-    return p["data"] / "corpus.jsonl"
-
-
 def _attributes(recipe, p) -> dict:
     from data_prep.attributes import run_attributes
 
-    return run_attributes(recipe.attributes_config(_corpus_path(recipe, p)))
+    return run_attributes(recipe.attributes_config(recipe.corpus_path()))
 
 
 def _describe(recipe, p) -> dict:
@@ -269,7 +259,7 @@ def _build_model(recipe):
 
 def _train(recipe, p) -> dict:
     from speech_adapter.config import to_dict
-    from speech_adapter.train.cli import run_training
+    from speech_adapter.train.loop import run_training
     from speech_adapter.utils.io import read_jsonl, write_json_atomic
 
     train_cfg = recipe.train_config()

@@ -1,5 +1,9 @@
 """A recipe: one YAML for the whole pipeline, validated before any work.
 
+`load_recipe` is the one reader: `run` takes every section, `train` takes `model` + `train`,
+`data synth|import|attributes|describe|distill|magpie --recipe` and `eval build|run --recipe`
+take theirs (`Recipe.section_config`), each with the paths the pipeline would give it.
+
     name: demo                 # run name
     output_dir: runs/demo      # everything the run writes goes under here
     seed: 0
@@ -12,7 +16,8 @@
     export:   {merge_lora}
 
 Paths that stages hand to each other are not recipe keys: a recipe that sets one is refused
-with the key's name, so a recipe never disagrees with the run directory's layout.
+with the key's name, so a recipe never disagrees with the run directory's layout (a command run
+alone takes other paths as flags, e.g. `train --train-file`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from typing import Literal
 
 from data_prep.config import AttributesConfig, DescribeConfig, ImportConfig, SynthConfig
 from data_prep.distill import DistillConfig
-from speech_adapter.config import apply_overrides, from_dict, help_field, load_yaml, to_dict
+from data_prep.magpie import MagpieConfig
+from speech_adapter.config import apply_overrides, did_you_mean, from_dict, help_field, load_yaml, to_dict
 from speech_adapter.errors import ConfigError
+from speech_adapter.eval.runner import Mode
 from speech_adapter.eval.suite import SuiteConfig
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.train.config import TrainConfig
@@ -40,6 +47,12 @@ MANAGED = {
     "replay.magpie": ("output", "num_candidates"),
     "train": ("train_file", "dev_file", "text_file"),
 }
+
+
+# stage config class -> the Recipe method that builds it from the recipe's section
+SECTION_CONFIGS = {SynthConfig: "synth_config", ImportConfig: "import_config", AttributesConfig: "attributes_config",
+                   DescribeConfig: "describe_config", DistillConfig: "distill_config", MagpieConfig: "magpie_config",
+                   TrainConfig: "train_config", SuiteConfig: "suite_config"}
 
 
 @dataclass
@@ -80,11 +93,11 @@ class ReplaySection:
 @dataclass
 class EvalSection:
     suite: dict = help_field(default_factory=dict, help="speech_adapter.eval.suite.SuiteConfig settings")
-    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention", "cascade"],
-                                  help="speech (with audio), text_ceiling (backbone + description), "
-                                       "text_retention (speech model, text-only prompts), "
-                                       "cascade (backbone + Whisper's transcript)")
-    systems: list[str] = help_field(default_factory=lambda: ["untrained", "trained"],
+    modes: list[Mode] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention", "cascade"],
+                                   help="speech (with audio), text_ceiling (backbone + description), "
+                                        "text_retention (speech model, text-only prompts), "
+                                        "cascade (backbone + Whisper's transcript)")
+    systems: list[Literal["untrained", "trained"]] = help_field(default_factory=lambda: ["untrained", "trained"],
                                     help="which adapters to evaluate: untrained (random init), trained")
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(96, "generation length cap")
@@ -149,7 +162,8 @@ class Recipe:
         data["train"] = {**self.train, **v.train}
         data["model"] = {**data["model"], **v.model}
         out = from_dict(Recipe, data)
-        out._variant = v.name
+        out._variant, out._source, out._files = v.name, self.source, self.files
+        out.check()
         return out
 
     # The stage configs, with the pipeline's paths filled in (validated at load time).
@@ -187,15 +201,18 @@ class Recipe:
                          "seed": self.seed, "model": self.model.llm})
 
     def train_config(self) -> TrainConfig:
+        """The train section with the pipeline's data files, or those `load_recipe` was given."""
         p = self.paths()
         fill = {"train_file": str(p["distilled"]), "seed": self.seed}
         if self.replay.magpie_candidates > 0:
             fill["text_file"] = str(p["text_rows"])
+        fill.update(self.files)
         return _section(TrainConfig, self.train, "train", fill)
 
-    def magpie_config(self):
-        from data_prep.magpie import MagpieConfig
-
+    def magpie_config(self) -> MagpieConfig:
+        if self.replay.magpie_candidates <= 0:
+            raise ConfigError("replay.magpie_candidates: 0, so this recipe writes no Magpie rows; set it to "
+                              "the number of instruction slots to try")
         return _section(MagpieConfig, self.replay.magpie, "replay.magpie",
                         {"output": str(self.paths()["text_rows"]), "seed": self.seed, "model": self.model.llm,
                          "num_candidates": self.replay.magpie_candidates})
@@ -203,8 +220,15 @@ class Recipe:
     def suite_config(self) -> SuiteConfig:
         return _section(SuiteConfig, self.eval.suite, "eval.suite", {"seed": self.seed})
 
-    def validate(self):
-        # Build every stage config once so a bad key anywhere fails before any work.
+    @property
+    def files(self) -> dict[str, str]:
+        """Data files of the train command's flags (train_file, text_file, dev_file) that replace
+        the pipeline's."""
+        return getattr(self, "_files", {})
+
+    def check(self) -> None:
+        """Build every stage config once so a bad key anywhere fails before any work (`load_recipe`
+        calls it; not `validate`, which `from_dict` would call before the train files are known)."""
         if self.data.source == "synth":
             self.synth_config()
         elif self.data.source == "import":
@@ -221,20 +245,50 @@ class Recipe:
             raise ConfigError(f"variants: names must be unique, got {names}")
         for v in self.variants:
             try:
-                self.for_variant(v)
+                self.for_variant(v)  # checks itself
             except ConfigError as e:
                 raise ConfigError(f"variants[{v.name}]: {e}") from None
-        for s in self.eval.systems:
-            if s not in ("untrained", "trained"):
-                raise ConfigError(f"eval.systems: {s!r} is not one of ['untrained', 'trained']")
-        from speech_adapter.eval.runner import MODES
         from speech_adapter.eval.systems import TEXT_BACKENDS
 
-        for m in self.eval.modes:
-            if m not in MODES:
-                raise ConfigError(f"eval.modes: {m!r} is not one of {list(MODES)}")
         if self.eval.text_backend not in TEXT_BACKENDS:
             raise ConfigError(f"eval.text_backend: {self.eval.text_backend!r} is not one of {list(TEXT_BACKENDS)}")
+
+    def section_config(self, cls):
+        """The config of the stage that `cls` configures, as the pipeline would build it."""
+        if cls is AttributesConfig:
+            return self.attributes_config(self.corpus_path())
+        return getattr(self, SECTION_CONFIGS[cls])()
+
+    def corpus_path(self) -> Path:
+        """The corpus JSONL the data stage writes (or the recipe names)."""
+        if self.data.source == "corpus":
+            return Path(self.data.corpus)
+        if self.data.source == "synth":
+            from data_prep.synth import corpus_path
+
+            return corpus_path(self.synth_config())
+        return self.paths()["data"] / "corpus.jsonl"
+
+    def pick_variant(self, name: str | None, command: str) -> "Recipe":
+        """The recipe variant `name` trains, or this recipe when it has none; a recipe with variants
+        and no name is the pipeline's to run, and the ConfigError says so."""
+        names = [v.name for v in self.variants]
+        if name is None and not names:
+            return self
+        if not names:
+            raise ConfigError(f"--variant {name}: this recipe has no variants")
+        if name is None:
+            raise ConfigError(
+                f"variants: {self.source} trains {len(names)} variants ({', '.join(names)}), so it is a "
+                f"pipeline recipe: `speech-adapter run {self.source}` runs them all; "
+                f"`speech-adapter {command} {self.source} --variant NAME` runs one")
+        if name not in names:
+            raise ConfigError(f"--variant {name}: not one of {names}{did_you_mean(name, names)}")
+        return self.for_variant(self.variants[names.index(name)])
+
+    @property
+    def source(self) -> str:
+        return getattr(self, "_source", "RECIPE")
 
 
 def _section(cls, user: dict, prefix: str, fill: dict):
@@ -248,12 +302,17 @@ def _section(cls, user: dict, prefix: str, fill: dict):
     return from_dict(cls, merged, prefix=prefix)
 
 
-def load_recipe(path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override (`a.b=value`), and fully validate a recipe; raises ConfigError naming the key."""
+def load_recipe(path, overrides: list[str] | None = None, **train_files) -> Recipe:
+    """Read, override (`a.b=value`), and fully validate a recipe: the one reader every command
+    uses. `train_files` (train_file, text_file, dev_file; None = the pipeline's) are the train
+    command's own rows. Raises ConfigError naming the key."""
     data = apply_overrides(load_yaml(path), list(overrides or []))
     if "data" in data and isinstance(data["data"], dict) and "import" in data["data"]:
         data["data"]["import_"] = data["data"].pop("import")
     recipe = from_dict(Recipe, data)
+    recipe._source = str(path)
+    recipe._files = {k: str(v) for k, v in train_files.items() if v is not None}
+    recipe.check()
     return recipe
 
 

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from speech_adapter.errors import ConfigError, ModelNotFoundError
-from speech_adapter.export import ExportConfig, export, find_source
+from speech_adapter.export import ExportConfig, export
+from speech_adapter.models.adapter_dir import find_source
 from speech_adapter.inference.api import load
 from tests.inference.export_fixtures import clip, make_run, perturbed_tiny, save_local_pair
 

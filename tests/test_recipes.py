@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from speech_adapter.cli import main
 from speech_adapter.errors import ConfigError
 from speech_adapter.pipeline import split_heldout
 from speech_adapter.recipe import load_recipe
@@ -23,10 +24,43 @@ def test_recipes_are_found():
 @pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_recipe_validates(path):
     recipe = load_recipe(path)
-    recipe.validate()
     assert path.read_text().startswith("# speech-adapter run")  # the launch command comes first
     for v in recipe.variants:
         assert recipe.for_variant(v).paths()["train"] != recipe.paths()["train"]
+
+
+# every command that reads a recipe, as argv after `speech-adapter` (RECIPE is the path)
+RECIPE_COMMANDS = [
+    ["run", "RECIPE", "--dry-run"],
+    ["train", "RECIPE", "--dry-run"],
+    *[["data", sub, "--recipe", "RECIPE", "--dry-run"]
+      for sub in ("synth", "import", "attributes", "describe", "distill", "magpie")],
+    ["eval", "build", "--recipe", "RECIPE", "--dry-run"],
+    ["eval", "run", "--recipe", "RECIPE", "--dry-run"],
+]
+
+
+def _refusal(recipe, argv) -> str | None:
+    """What a command must say instead of running this recipe, or None when it must accept it."""
+    if argv[0] == "train" or argv[:2] == ["eval", "run"]:
+        return "speech-adapter run" if recipe.variants else None  # variants: the pipeline's to run
+    if argv[:2] == ["data", "magpie"] and recipe.replay.magpie_candidates == 0:
+        return "replay.magpie_candidates"
+    return None
+
+
+@pytest.mark.parametrize("argv", RECIPE_COMMANDS, ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_passes_every_commands_validation(path, argv, capsys):
+    recipe = load_recipe(path)
+    argv = [str(path) if a == "RECIPE" else a for a in argv]
+    refusal = _refusal(recipe, argv)
+    assert main(argv) == (2 if refusal else 0), capsys.readouterr().err
+    err = capsys.readouterr().err
+    if refusal:
+        assert refusal in err and err.count("\n") == 1
+    for v in recipe.variants if refusal == "speech-adapter run" else []:
+        assert main(argv + ["--variant", v.name]) == 0, capsys.readouterr().err
 
 
 def _write(tmp_path, text):
@@ -45,12 +79,12 @@ def _write(tmp_path, text):
     ("variants: [{name: a}, {name: a}]\n", "variants: names must be unique"),
     ("variants: [{name: a, train: {objective: sft}}]\n", "variants\\[a\\]: train.objective"),
     ("eval: {systems: [trained, backbone]}\n", "eval.systems"),
-    ("eval: {modes: [speech, casade]}\n", "eval.modes: 'casade' is not one of"),
+    ("eval: {modes: [speech, casade]}\n", r"eval.modes\[1\]: 'casade' is not one of"),
     ("eval: {text_backend: vllm}\n", "eval.text_backend: 'vllm' is not one of"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, text, msg):
     with pytest.raises(ConfigError, match=msg):
-        load_recipe(_write(tmp_path, text)).validate()
+        load_recipe(_write(tmp_path, text))
 
 
 def test_overrides_apply_and_validate(tmp_path):
@@ -59,7 +93,7 @@ def test_overrides_apply_and_validate(tmp_path):
     assert r.train_config().lr == 3e-4 and r.synth_config().num_clips == 7
     assert r.paths()["distilled"] == tmp_path / "o" / "distill" / "distilled.jsonl"
     with pytest.raises(ConfigError, match="train.max_stesp"):
-        load_recipe(p, ["train.max_stesp=3"]).validate()
+        load_recipe(p, ["train.max_stesp=3"])
 
 
 def test_heldout_split_is_deterministic_and_disjoint():

@@ -4,22 +4,33 @@
     speech-adapter eval run --suite suite.jsonl --model runs/x/export --out runs/x/eval
     speech-adapter eval run --suite real --model runs/x/export --out runs/x/eval/real
     speech-adapter eval compare runs/sft/eval runs/distill/eval --out runs/compare
+
+`build` and `run` also take `--recipe RECIPE.yaml`: the suite settings, eval settings and paths
+then come from that recipe (read by `speech_adapter.recipe.load_recipe`, as every command reads
+it); explicit flags override them.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
-from speech_adapter.config import help_field
+import yaml
+
+from speech_adapter.config import from_dict, help_field, to_dict
+from speech_adapter.errors import ConfigError
+from speech_adapter.eval import suite as S
+from speech_adapter.eval.runner import Mode
+from speech_adapter.recipe import load_recipe
 
 
 @dataclasses.dataclass
 class RunConfig:
     """How `eval run` drives a model over a suite."""
 
-    modes: list[str] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention", "cascade"],
-                                  help="modes to run: speech, text_ceiling, text_retention, cascade")
+    modes: list[Mode] = help_field(default_factory=lambda: ["speech", "text_ceiling", "text_retention", "cascade"],
+                                   help="modes to run: speech, text_ceiling, text_retention, cascade")
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(128, "generation length cap")
     limit: int | None = help_field(None, "evaluate only the first N rows")
@@ -27,7 +38,6 @@ class RunConfig:
                                            "when the backbone converts), ctranslate2, transformers")
 
     def validate(self):
-        from speech_adapter.errors import ConfigError
         from speech_adapter.eval.runner import MODES
         from speech_adapter.eval.systems import TEXT_BACKENDS
 
@@ -44,35 +54,43 @@ class RunConfig:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="make an eval suite from held-out clips (or the shipped real recordings)")
-    b.add_argument("--corpus", required=True,
-                   help="described/attributed corpus JSONL of held-out clips, or `real`: the real recordings "
+    b.add_argument("--recipe", default=None, help="take the suite settings and paths from this recipe")
+    b.add_argument("--corpus", default=None,
+                   help="described/attributed corpus JSONL of held-out clips (with --recipe: "
+                        "OUTPUT_DIR/data/heldout_clips.jsonl), or `real`: the real recordings "
                         "shipped in speech_adapter/resources/real (gender, speech, transcript tasks)")
     b.add_argument("--exclude", action="append", default=[],
                    help="training clip ids (.txt) or distilled/training JSONL; repeatable")
-    b.add_argument("--out", required=True, help="suite JSONL to write")
-    b.add_argument("--n-per-task", type=int, default=20, help="rows per task and split")
-    b.add_argument("--seed", type=int, default=0, help="sampling seed")
+    b.add_argument("--out", default=None, help="suite JSONL to write (with --recipe: OUTPUT_DIR/eval/suite.jsonl)")
+    b.add_argument("--n-per-task", type=int, default=None, help="rows per task and split (default 20)")
+    b.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
     b.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
-    b.add_argument("--constrained-fraction", type=float, default=0.5, help="share of format-constrained rows")
-    b.add_argument("--on-training-clip", choices=["drop", "error"], default="drop",
-                   help="drop clips seen in training, or refuse the corpus")
+    b.add_argument("--constrained-fraction", type=float, default=None,
+                   help="share of format-constrained rows (default 0.5)")
+    b.add_argument("--on-training-clip", choices=["drop", "error"], default=None,
+                   help="drop clips seen in training (default), or refuse the corpus")
     b.add_argument("--external", choices=["dynamic_superb", "speech_ifeval"], default=None,
                    help="read --corpus as an external benchmark (JSONL or save_to_disk dir) instead")
     b.add_argument("--audio-dir", default=None, help="where to write audio stored inside a dataset")
+    b.add_argument("--dry-run", action="store_true", help="validate the settings, print them, and stop")
     r = sub.add_parser("run", help="evaluate a speech model on a suite")
-    r.add_argument("--suite", required=True,
+    r.add_argument("--recipe", default=None, help="take the eval settings and paths from this recipe")
+    r.add_argument("--variant", default=None, help="with --recipe: evaluate this variant's adapter")
+    r.add_argument("--suite", default=None,
                    help="suite JSONL from `eval build`, or `real`: build the real-recordings suite "
                         "(default sampling; written to OUT/suite.jsonl) and evaluate on it")
-    r.add_argument("--model", required=True, help="a SpeechLM adapter dir (save_adapter / export) or a training run dir")
-    r.add_argument("--out", required=True, help="run output dir (generations cache, report)")
+    r.add_argument("--model", default=None, help="a SpeechLM adapter dir (save_adapter / export) or a training run dir")
+    r.add_argument("--out", default=None, help="run output dir (generations cache, report)")
     r.add_argument("--system", default=None, help="name in the report and cache (default: model dir name)")
-    r.add_argument("--modes", default="speech,text_ceiling,text_retention,cascade",
-                   help="comma-separated modes: speech, text_ceiling, text_retention, cascade")
-    r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--max-new-tokens", type=int, default=128)
+    r.add_argument("--modes", default=None,
+                   help="comma-separated modes: speech, text_ceiling, text_retention, cascade (default: all)")
+    r.add_argument("--batch-size", type=int, default=None, help="rows per generate call (default 8)")
+    r.add_argument("--max-new-tokens", type=int, default=None, help="generation length cap (default 128)")
     r.add_argument("--limit", type=int, default=None, help="only the first N rows")
-    r.add_argument("--text-backend", default="auto", choices=["auto", "ctranslate2", "transformers"],
-                   help="how text_ceiling and cascade run the backbone (auto: CTranslate2 on a CPU when it converts)")
+    r.add_argument("--text-backend", default=None, choices=["auto", "ctranslate2", "transformers"],
+                   help="how text_ceiling and cascade run the backbone (default auto: CTranslate2 on a CPU "
+                        "when it converts)")
+    r.add_argument("--dry-run", action="store_true", help="validate the settings, print them, and stop")
     c = sub.add_parser("compare", help="side-by-side table of runs or report.json files")
     c.add_argument("runs", nargs="+", help="run dirs or report.json paths")
     c.add_argument("--out", default=None, help="dir for compare.md and compare.png")
@@ -82,39 +100,54 @@ def main(args) -> int:
     return {"build": _build, "run": _run, "compare": _compare}[args.eval_command](args)
 
 
+def build_settings(args) -> tuple[dict, "S.SuiteConfig"]:
+    """(paths {corpus, exclude, out}, SuiteConfig) of `eval build`: the recipe's (--recipe), then
+    the explicit flags; raises ConfigError naming what is missing."""
+    paths, suite = {"corpus": args.corpus, "exclude": list(args.exclude), "out": args.out}, {}
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+        p = recipe.paths()
+        exclude = [str(p["distilled"])] + ([str(p["text_rows"])] if recipe.replay.magpie_candidates > 0 else [])
+        paths = {"corpus": args.corpus or str(p["heldout_clips"]), "exclude": paths["exclude"] or exclude,
+                 "out": args.out or str(p["suite"])}
+        suite = to_dict(recipe.suite_config())
+    flags = {"n_per_task": args.n_per_task, "seed": args.seed, "constrained_fraction": args.constrained_fraction,
+             "on_training_clip": args.on_training_clip,
+             "tasks": [t.strip() for t in args.tasks.split(",")] if args.tasks else None}
+    suite.update({k: v for k, v in flags.items() if v is not None})
+    for key in ("corpus", "out"):
+        if not paths[key]:
+            raise ConfigError(f"--{key}: required (or give --recipe)")
+    return paths, from_dict(S.SuiteConfig, suite, prefix="eval.suite")
+
+
 def _build(args) -> int:
-    from pathlib import Path
+    from speech_adapter.templates import templates_for
+    from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 
-    from speech_adapter.config import from_dict
-    from speech_adapter.eval import suite as S
-    from speech_adapter.utils.io import write_json_atomic, write_jsonl_atomic
-
+    paths, cfg = build_settings(args)
+    if args.dry_run:
+        print(yaml.safe_dump({**paths, "suite": to_dict(cfg)}, sort_keys=False), end="")
+        return 0
     if args.external:
         from speech_adapter.eval import external
 
-        rows = (external.load_dynamic_superb(args.corpus, audio_dir=args.audio_dir)
+        rows = (external.load_dynamic_superb(paths["corpus"], audio_dir=args.audio_dir)
                 if args.external == "dynamic_superb" else
-                external.load_speech_ifeval(args.corpus, audio_dir=args.audio_dir))
+                external.load_speech_ifeval(paths["corpus"], audio_dir=args.audio_dir))
         stats = {"rows": len(rows), "external": args.external}
     else:
-        cfg = from_dict(S.SuiteConfig, {
-            "n_per_task": args.n_per_task, "seed": args.seed, "constrained_fraction": args.constrained_fraction,
-            "on_training_clip": args.on_training_clip,
-            "tasks": [t.strip() for t in args.tasks.split(",")] if args.tasks else None})
-        ids, audio = S.training_keys(args.exclude)
-        if args.corpus == "real":
+        ids, audio = S.training_keys(paths["exclude"])
+        if paths["corpus"] == "real":
             from speech_adapter.eval.real import build_real_suite
 
             rows, stats = build_real_suite(cfg, ids, audio)
         else:
-            rows, stats = S.build_suite(S.load_rows(args.corpus), cfg, ids, audio)
-        from speech_adapter.templates import templates_for
-        from speech_adapter.utils.io import read_jsonl
-
-        for path in args.exclude:  # no unseen template (in this suite or the registry) may be trained on
-            if not path.endswith(".txt"):
+            rows, stats = S.build_suite(S.load_rows(paths["corpus"]), cfg, ids, audio)
+        for path in paths["exclude"]:  # no unseen template (in this suite or the registry) may be trained on
+            if not str(path).endswith(".txt"):
                 S.check_unseen_leak(templates_for(split="unseen") + rows, read_jsonl(path))
-    out = Path(args.out)
+    out = Path(paths["out"])
     write_jsonl_atomic(out, rows)
     write_json_atomic(out.with_suffix(".stats.json"), stats)
     print(f"wrote {len(rows)} eval rows to {out}")
@@ -142,38 +175,59 @@ def resolve_model_dir(path) -> "Path":
                              "checkpoints/step-*/; pass a dir written by save_adapter or a training run dir")
 
 
-def _run(args) -> int:
-    from pathlib import Path
+def run_settings(args) -> tuple[dict, RunConfig]:
+    """(paths {suite, model, out, system}, RunConfig) of `eval run`: the recipe's (--recipe, the
+    trained adapter of the recipe or of --variant), then the explicit flags."""
+    paths = {"suite": args.suite, "model": args.model, "out": args.out, "system": args.system}
+    run = {}
+    if args.recipe:
+        recipe = load_recipe(args.recipe).pick_variant(args.variant, "eval run --recipe")
+        p = recipe.paths()
+        name = recipe.variant or "trained"
+        defaults = {"suite": str(p["suite"]), "model": str(p["train"] / "adapter"), "out": str(p["eval"] / name),
+                    "system": name}
+        paths = {k: v or defaults[k] for k, v in paths.items()}
+        run = {"modes": list(recipe.eval.modes), "batch_size": recipe.eval.batch_size,
+               "max_new_tokens": recipe.eval.max_new_tokens, "text_backend": recipe.eval.text_backend}
+    flags = {"modes": [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None,
+             "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "limit": args.limit,
+             "text_backend": args.text_backend}
+    run.update({k: v for k, v in flags.items() if v is not None})
+    for key in ("suite", "model", "out"):
+        if not paths[key]:
+            raise ConfigError(f"--{key}: required (or give --recipe)")
+    return paths, from_dict(RunConfig, run)
 
-    from speech_adapter.config import from_dict
+
+def _run(args) -> int:
     from speech_adapter.eval.report import summary_markdown, write_report
     from speech_adapter.eval.runner import check_rows, evaluate, reject_bad_audio
     from speech_adapter.eval.systems import speechlm_generate_fn
     from speech_adapter.eval.suite import load_rows
 
-    cfg = from_dict(RunConfig, {"modes": [m.strip() for m in args.modes.split(",") if m.strip()],
-                                "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-                                "limit": args.limit, "text_backend": args.text_backend})
-    suite_path = args.suite
-    if args.suite == "real":
+    paths, cfg = run_settings(args)
+    if args.dry_run:
+        print(yaml.safe_dump({**paths, "run": to_dict(cfg)}, sort_keys=False), end="")
+        return 0
+    suite_path = paths["suite"]
+    if suite_path == "real":
         from speech_adapter.eval.real import build_real_suite
-        from speech_adapter.eval.suite import SuiteConfig
         from speech_adapter.utils.io import write_json_atomic, write_jsonl_atomic
 
-        real_rows, stats = build_real_suite(SuiteConfig())
-        suite_path = Path(args.out) / "suite.jsonl"
+        real_rows, stats = build_real_suite(S.SuiteConfig())
+        suite_path = Path(paths["out"]) / "suite.jsonl"
         write_jsonl_atomic(suite_path, real_rows)
         write_json_atomic(suite_path.with_suffix(".stats.json"), stats)
     rows = load_rows(suite_path)[: cfg.limit]
     check_rows(rows, suite_path)
-    model_dir = resolve_model_dir(args.model)
+    model_dir = resolve_model_dir(paths["model"])
     if {"speech", "cascade"} & set(cfg.modes):  # unreadable clips go to rejects.jsonl; the rest runs
-        from speech_adapter.models.speechlm import read_adapter_config
+        from speech_adapter.models.adapter_dir import read_config
 
-        rows, n_bad = reject_bad_audio(rows, args.out, read_adapter_config(model_dir).max_audio_seconds)
+        rows, n_bad = reject_bad_audio(rows, paths["out"], read_config(model_dir).max_audio_seconds)
         if n_bad:
-            print(f"{n_bad} rows with unreadable audio skipped in speech mode (see {Path(args.out) / 'rejects.jsonl'})")
-    system = args.system or Path(args.model).resolve().name
+            print(f"{n_bad} rows with unreadable audio skipped in speech mode (see {Path(paths['out']) / 'rejects.jsonl'})")
+    system = paths["system"] or Path(paths["model"]).resolve().name
     loaded = []
 
     def generate(batch, mode):  # the model loads on first use: a fully cached rerun never loads it
@@ -187,11 +241,11 @@ def _run(args) -> int:
         return loaded[0](batch, mode)
 
     gens = {m: generate for m in cfg.modes}
-    report = evaluate(rows, gens, system=system, out_dir=args.out, batch_size=cfg.batch_size)
+    report = evaluate(rows, gens, system=system, out_dir=paths["out"], batch_size=cfg.batch_size)
     report["model"] = str(model_dir)
-    paths = write_report(report, args.out)
+    written = write_report(report, paths["out"])
     print(summary_markdown(report))
-    print(f"report: {paths['json']}")
+    print(f"report: {written['json']}")
     return 0
 
 

@@ -20,14 +20,15 @@ The adapter-free modes (`BACKBONE_MODES`) can share one cache across systems (`e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 from speech_adapter.errors import DataError
 from speech_adapter.eval.constraints import check_all
 from speech_adapter.eval.scoring import score_answer
 from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
-MODES = ("speech", "text_ceiling", "text_retention", "cascade")
+Mode = Literal["speech", "text_ceiling", "text_retention", "cascade"]
+MODES = get_args(Mode)
 BACKBONE_MODES = ("text_ceiling", "cascade")  # the frozen LLM alone: the same for every adapter
 GenerateFn = Callable[[list[dict], str], list]
 

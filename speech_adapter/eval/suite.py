@@ -11,6 +11,7 @@ import dataclasses
 import random
 import re
 from pathlib import Path
+from typing import Literal
 
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, DataError
@@ -29,15 +30,13 @@ class SuiteConfig:
     seed: int = help_field(0, "sampling seed: the same corpus and seed give the same suite")
     tasks: list[str] | None = help_field(None, "tasks to include (default: every task a row supports)")
     constrained_fraction: float = help_field(0.5, "share of rows asked with a format-constrained template")
-    on_training_clip: str = help_field("drop", "'drop' clips seen in training, or 'error' to refuse the corpus")
+    on_training_clip: Literal["drop", "error"] = help_field("drop", "'drop' clips seen in training, or 'error' to refuse the corpus")
 
     def validate(self):
         if self.n_per_task < 1:
             raise ConfigError(f"n_per_task: must be >= 1, got {self.n_per_task}")
         if not 0.0 <= self.constrained_fraction <= 1.0:
             raise ConfigError(f"constrained_fraction: must be in [0, 1], got {self.constrained_fraction}")
-        if self.on_training_clip not in ("drop", "error"):
-            raise ConfigError(f"on_training_clip: must be 'drop' or 'error', got {self.on_training_clip!r}")
         for t in self.tasks or []:
             if t not in TASKS:
                 raise ConfigError(f"tasks: unknown task {t!r}; known: {', '.join(TASKS)}")

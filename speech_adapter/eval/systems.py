@@ -29,10 +29,10 @@ def transcribe_clips(speechlm, waveforms: list, batch_size: int = 8) -> list[str
     """Greedy transcripts from the speech model's own Whisper (the cascade's ASR)."""
     from speech_adapter.models.encoder import transcribe
 
-    if speechlm.whisper_tokenizer is None:
+    wtok = speechlm.processor.whisper_tokenizer
+    if wtok is None:
         raise ConfigError("the cascade mode needs the Whisper tokenizer (load with SpeechLM.from_pretrained/build)")
-    return transcribe(speechlm.whisper, speechlm.encoder.feature_extractor, speechlm.whisper_tokenizer,
-                      waveforms, batch_size=batch_size)
+    return transcribe(speechlm.whisper, speechlm.encoder.feature_extractor, wtok, waveforms, batch_size=batch_size)
 
 
 def ct2_backbone(speechlm, batch_size: int = 8):

@@ -36,17 +36,17 @@ def _conversation(model, request: ChatRequest):
     class Counted(Conversation):  # records the prompt length (audio tokens included) for `usage`
         prompt_tokens = 0
 
-        def _inputs(self):
-            embeds = super()._inputs()  # (1, S, H)
-            self.prompt_tokens = int(embeds.shape[1])
-            return embeds
+        def _batch(self):
+            batch = super()._batch()
+            self.prompt_tokens = int(batch["input_ids"].shape[1])
+            return batch
 
     conv = Counted(model, system=request.system)
     for turn in request.turns[:-1]:
         if isinstance(turn, UserTurn):
             clips = [_pieces(c) for c in turn.clips]
             conv.turns.append({"role": "user", "instruction": turn.instruction, "clips": clips,
-                               "transcript": conv._transcribe(clips)})
+                               "transcript": conv.transcribe(clips)})
         else:
             conv.turns.append({"role": "assistant", "content": turn})
     for clip in request.turns[-1].clips:

@@ -2,7 +2,7 @@
 
 Layout of `run_dir/checkpoints/step-00012/` (written to a temp dir, renamed into place):
 
-    adapter.safetensors, adapter_config.json, ...   model.save_adapter(dir): a usable export dir
+    adapter_model.safetensors, adapter_config.json  model.save_adapter(dir): a usable adapter dir
     training_state/trainable.safetensors            every trainable tensor (adapter + LoRA)
     training_state/optimizer.safetensors + .json    optimizer tensors / param groups and scalars
     training_state/scheduler.json                   LR scheduler state

@@ -1,93 +1,72 @@
 """`speech-adapter train RECIPE.yaml [key=value ...]`: train an adapter from a recipe.
 
-Reads the recipe's `model` and `train` sections (the other sections belong to other stages and
-are passed over), validates both before any work, writes the resolved config to the run dir,
-and runs the `Trainer` — resuming from the run dir's latest checkpoint when there is one.
+Reads the recipe with `speech_adapter.recipe.load_recipe` (the reader every command shares) and
+takes its `model` and `train` sections. The rows default to where `speech-adapter run` writes
+them (OUTPUT_DIR/distill/distilled.jsonl); `--train-file` and friends name rows of your own.
+Resumes from the run dir's latest checkpoint when there is one. A recipe with `variants` is
+`run`'s to train, or one variant at a time with `--variant NAME`.
 Distributed: `accelerate launch --config_file recipes/accelerate/ddp_cpu.yaml -m
 speech_adapter.train.cli RECIPE.yaml` (or the `speech-adapter` entry point under accelerate).
 """
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 
-TOP_LEVEL = ("name", "output_dir", "seed", "model", "data", "distill", "train", "eval", "export")
+import yaml
+
+from speech_adapter.config import to_dict
+from speech_adapter.errors import ConfigError
+from speech_adapter.recipe import load_recipe
+from speech_adapter.utils.io import write_json_atomic
 
 
 def configure(parser) -> None:
-    parser.add_argument("recipe", help="recipe YAML (sections: model, train, ...)")
+    parser.add_argument("recipe", help="recipe YAML; its model and train sections are used")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4")
+    parser.add_argument("--train-file", default=None,
+                        help="distilled JSONL to train on (default: OUTPUT_DIR/distill/distilled.jsonl)")
+    parser.add_argument("--text-file", default=None, help="text-only replay rows (default: the recipe's "
+                        "Magpie rows when replay.magpie_candidates > 0)")
+    parser.add_argument("--dev-file", default=None, help="rows for the periodic dev loss")
+    parser.add_argument("--variant", default=None, help="train this one of the recipe's variants")
     parser.add_argument("--run-dir", default=None,
                         help="where checkpoints, metrics and the adapter go (default: OUTPUT_DIR/train)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate the recipe's model and train sections, print them, and stop")
 
 
-def load_train_recipe(path, overrides: list[str] | None = None):
-    """(ModelConfig, TrainConfig, run_dir, raw dict) from a recipe; raises ConfigError naming the key."""
-    from speech_adapter.config import apply_overrides, from_dict, load_yaml
-    from speech_adapter.errors import ConfigError
-    from speech_adapter.models.config import ModelConfig
-    from speech_adapter.train.config import TrainConfig
-
-    data = apply_overrides(load_yaml(path), list(overrides or []))
-    for key in data:
-        if key not in TOP_LEVEL:
-            close = difflib.get_close_matches(key, TOP_LEVEL, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known sections: {', '.join(TOP_LEVEL)}"
-            raise ConfigError(f"{path}: unknown key '{key}'{hint}")
-    model_cfg = from_dict(ModelConfig, data.get("model") or {}, prefix="model")
-    train_raw = dict(data.get("train") or {})
-    if "seed" not in train_raw and isinstance(data.get("seed"), int):
-        train_raw["seed"] = data["seed"]  # the recipe-wide seed, unless train sets its own
-    train_cfg = from_dict(TrainConfig, train_raw, prefix="train")
-    train_cfg.check_paths()
-    out = data.get("output_dir")
-    if out is not None and not isinstance(out, str):
-        raise ConfigError(f"{path}: output_dir: expected a path, got {out!r}")
-    run_dir = Path(out) / "train" if out else Path("runs") / (data.get("name") or Path(path).stem) / "train"
-    return model_cfg, train_cfg, run_dir, data
-
-
-def run_training(model, train_cfg, run_dir, encoder_config: dict | None = None,
-                 eval_hook=None) -> tuple[str, Path]:
-    """Train `model` (built) with `train_cfg` in `run_dir`; returns (status, adapter dir)."""
-    from speech_adapter.train.data import Rejects, TrainData, load_train_data, read_rows
-    from speech_adapter.train.loop import Trainer
-
-    run_dir = Path(run_dir)
-    rejects = Rejects(run_dir / "rejects.jsonl")
-    data = load_train_data(train_cfg, rejects)
-    if hasattr(model, "adapter"):  # bucket by LLM tokens: less padding in each batch
-        data.set_audio_token_rate(model)
-    dev = None
-    if train_cfg.dev_file is not None:
-        dev = TrainData(read_rows(train_cfg.dev_file, train_cfg.objective, rejects), train_cfg,
-                        rejects=rejects)
-    trainer = Trainer(model, train_cfg, run_dir, data, dev, eval_hook=eval_hook,
-                      encoder_config=encoder_config)
-    trainer.setup()
-    try:
-        status = trainer.train()
-    finally:
-        trainer.cleanup()
-    return status, run_dir / "adapter"
+def train_section(args):
+    """(recipe, TrainConfig, run_dir) for the train command; raises ConfigError naming the key."""
+    recipe = load_recipe(args.recipe, args.overrides, train_file=args.train_file, text_file=args.text_file,
+                         dev_file=args.dev_file).pick_variant(args.variant, "train")
+    train_cfg = recipe.train_config()
+    run_dir = Path(args.run_dir) if args.run_dir else recipe.paths()["train"]
+    return recipe, train_cfg, run_dir
 
 
 def main(args) -> int:
-    from speech_adapter.config import to_dict
-    from speech_adapter.models.speechlm import SpeechLM
-    from speech_adapter.utils.io import write_json_atomic
-
-    model_cfg, train_cfg, run_dir, _ = load_train_recipe(args.recipe, args.overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg)})
+    recipe, train_cfg, run_dir = train_section(args)
+    if args.dry_run:
+        print(yaml.safe_dump({"model": to_dict(recipe.model), "train": to_dict(train_cfg)}, sort_keys=False))
+        print(f"run dir: {run_dir}")
+        return 0
+    if args.train_file is None and not Path(train_cfg.train_file).is_file():
+        raise ConfigError(f"train.train_file: {train_cfg.train_file} not found; build it with "
+                          f"`speech-adapter run {recipe.source} --until replay`, or pass --train-file")
+    train_cfg.check_paths()
+    # torch, transformers and accelerate load here, not at `--help`
     from accelerate.utils import set_seed
 
+    from speech_adapter.models.speechlm import SpeechLM
+    from speech_adapter.train.loop import run_training
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", {"model": to_dict(recipe.model), "train": to_dict(train_cfg)})
     set_seed(train_cfg.seed)  # the adapter's init comes from the recipe's seed: runs reproduce
-    model = SpeechLM.build(model_cfg)
-    enc_cfg = {"encoder": model_cfg.encoder, "layers": model.encoder.layers, "dtype": model_cfg.dtype}
+    model = SpeechLM.build(recipe.model)
+    enc_cfg = {"encoder": recipe.model.encoder, "layers": model.encoder.layers, "dtype": recipe.model.dtype}
     status, adapter = run_training(model, train_cfg, run_dir, encoder_config=enc_cfg)
     if status == "interrupted":
         print(f"interrupted: checkpoint saved in {run_dir / 'checkpoints'}; rerun to resume", file=sys.stderr)
@@ -97,14 +76,6 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":  # `accelerate launch -m speech_adapter.train.cli RECIPE.yaml`
-    import argparse
+    from speech_adapter.cli import main as cli_main
 
-    from speech_adapter.errors import SpeechAdapterError
-
-    p = argparse.ArgumentParser(prog="speech_adapter.train.cli")
-    configure(p)
-    try:
-        sys.exit(main(p.parse_args()))
-    except SpeechAdapterError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

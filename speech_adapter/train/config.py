@@ -49,7 +49,7 @@ class TrainConfig:
     ce_weight: float = help_field(0.0, "kl_distill: weight of the CE term mixed into the KL loss")
     hard_token_filter: float = help_field(
         0.0, "drop this fraction of response tokens the frozen backbone finds least likely (try 0.2)")
-    loss_average: str = help_field(
+    loss_average: Literal["token", "row"] = help_field(
         "token", "how response-token losses combine: token (each token counts the same, so long "
         "answers dominate a batch) | row (each row counts the same: a one-word answer weighs as "
         "much as a description)")
@@ -83,7 +83,6 @@ class TrainConfig:
         check(self.ce_weight >= 0, "ce_weight", "must be >= 0")
         check(0 <= self.hard_token_filter < 1, "hard_token_filter", "must be a fraction in [0, 1)")
         check(0 <= self.text_mix < 1, "text_mix", "must be a fraction in [0, 1)")
-        check(self.loss_average in ("token", "row"), "loss_average", "must be one of ['token', 'row']")
         for key in ("save_every", "keep_last", "eval_every", "log_every", "num_workers"):
             check(getattr(self, key) >= 0, key, "must be >= 0")
         check(self.eval_batches >= 1, "eval_batches", "must be >= 1")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -24,12 +23,9 @@ from tqdm.auto import tqdm
 from speech_adapter.config import to_dict
 from speech_adapter.errors import ConfigError
 from speech_adapter.train import checkpoint as ckpt
+from speech_adapter.train.data import Rejects, TrainData, load_train_data, read_rows
 from speech_adapter.train.objectives import compute_loss
 from speech_adapter.utils.io import JsonlAppender
-
-# Test hook: SIGKILL this process right after the checkpoint of this step is on disk.
-KILL_AFTER_ENV = "SPEECH_ADAPTER_TEST_KILL_AFTER_STEP"
-
 
 def _identity(x):
     return x
@@ -162,7 +158,7 @@ class Trainer:
             for b in range(0, len(picks), cfg.batch_size):
                 ids, examples, _ = self.data.load(picks[b:b + cfg.batch_size])
                 if examples:
-                    batch = self.core.collate(examples, mode="audio")
+                    batch = self.core.processor.collate(examples, mode="audio")
                     encode = self._encode_fn(ids, examples)
                     yield encode(batch) if encode is not None else self.core.encode_audio(batch)
 
@@ -258,7 +254,7 @@ class Trainer:
         # its own generator: building the loader must not draw from the global torch RNG
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         return torch.utils.data.DataLoader(
-            _MicroBatches(self.data, mine, self.core.collate), batch_size=None,
+            _MicroBatches(self.data, mine, self.core.processor.collate), batch_size=None,
             num_workers=cfg.num_workers, collate_fn=_identity, generator=gen,
             worker_init_fn=_worker_init if cfg.num_workers else None)
 
@@ -330,8 +326,6 @@ class Trainer:
                 {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "world": self.world}, states,
                 config=to_dict(self.cfg))
             ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last)
-            if os.environ.get(KILL_AFTER_ENV) == str(self.global_step):
-                os.kill(os.getpid(), signal.SIGKILL)
         self.acc.wait_for_everyone()
 
     def cleanup(self) -> None:
@@ -351,3 +345,25 @@ def _reset_accelerate() -> None:
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state()
+
+
+def run_training(model, train_cfg, run_dir, encoder_config: dict | None = None,
+                 eval_hook=None) -> tuple[str, Path]:
+    """Train `model` (built) with `train_cfg` in `run_dir`; returns (status, adapter dir)."""
+    run_dir = Path(run_dir)
+    rejects = Rejects(run_dir / "rejects.jsonl")
+    data = load_train_data(train_cfg, rejects)
+    if hasattr(model, "adapter"):  # bucket by LLM tokens: less padding in each batch
+        data.set_audio_token_rate(model)
+    dev = None
+    if train_cfg.dev_file is not None:
+        dev = TrainData(read_rows(train_cfg.dev_file, train_cfg.objective, rejects), train_cfg,
+                        rejects=rejects)
+    trainer = Trainer(model, train_cfg, run_dir, data, dev, eval_hook=eval_hook,
+                      encoder_config=encoder_config)
+    trainer.setup()
+    try:
+        status = trainer.train()
+    finally:
+        trainer.cleanup()
+    return status, run_dir / "adapter"

@@ -11,7 +11,7 @@ Hard-token filtering (the notes' "drop the hardest targets"): the response token
 backbone finds least likely (lowest teacher probability) are left out of the loss.
 
 Every loss works on *target* logits: (N, V) rows that predict the N response tokens (N,) in
-batch order, as `SpeechLM.forward(..., logits="targets")` returns them — the LM head runs on
+batch order, as `SpeechLM.forward` returns them — the LM head runs on
 response positions only. A student batch (audio prompt) and a teacher batch (text prompt) of the
 same rows therefore line up token by token although their prompts differ in length.
 `targets_from_all` derives the same from full (B, S, V) logits with Hugging Face labels.
@@ -117,14 +117,14 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
     `model`: the (possibly DDP-wrapped) SpeechLM whose forward is differentiated; `core`: the
     unwrapped one, for collate and the teacher pass (default: `model`). `examples` are SpeechLM
     example dicts; `text_only` rows (replay) always use CE. `encode(batch) -> (states, lengths)`
-    supplies cached encoder states; `batch`: `core.collate(examples)` made ahead (DataLoader
+    supplies cached encoder states; `batch`: `core.processor.collate(examples)` made ahead (DataLoader
     workers). `stats`: "tokens" (response tokens in the loss), "seq_tokens" (batch tokens).
     Raises ValueError when the audio and text batches disagree on the response tokens.
     """
     core = model if core is None else core
-    batch = core.collate(examples, mode="audio") if batch is None else batch
+    batch = core.processor.collate(examples, mode="audio") if batch is None else batch
     states = encode(batch) if encode is not None and not text_only else None
-    _, logits, labels = _out(model(batch, encoder_states=states, logits="targets"))  # (N, V), (N,)
+    _, logits, labels = _out(model(batch, encoder_states=states))  # (N, V), (N,)
     am = batch.get("attention_mask")
     stats = {"seq_tokens": int(am.sum()) if am is not None else int(labels.numel())}
 
@@ -132,8 +132,8 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
     t_logits, keep = None, None
     if not text_only and (kl or cfg.hard_token_filter > 0):
         with teacher_mode(core):
-            t_batch = core.collate(examples, mode="text")
-            _, t_logits, t_labels = _out(core(t_batch, logits="targets"))  # (N, V), (N,)
+            t_batch = core.processor.collate(examples, mode="text")
+            _, t_logits, t_labels = _out(core(t_batch))  # (N, V), (N,)
         if not torch.equal(t_labels.to(labels.device), labels):
             raise ValueError("the audio and text batches of the same rows have different response tokens")
         t_logits = t_logits.to(logits.device)

@@ -219,7 +219,7 @@ def test_resume_after_sigkill_has_no_duplicates_and_no_losses(tmp_path):
     script = tmp_path / "fake.json"
     script.write_text(json.dumps({"rules": [{"contains": "female, male", "answers": ["female", "male"]}],
                                   "default": "She speaks clearly.", "delay_s": 0.03}))
-    args = [sys.executable, "-m", "data_prep.distill", "--input", str(tmp_path / "in" / "described.jsonl"),
+    args = [sys.executable, "-m", "speech_adapter.cli", "data", "distill", "--input", str(tmp_path / "in" / "described.jsonl"),
             "--output", str(tmp_path / "out" / "distilled.jsonl"), "--model", f"fake:{script}",
             "--batch-size", "2", "--quiet", "--seed", "3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

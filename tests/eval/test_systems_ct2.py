@@ -40,7 +40,7 @@ def tiny_lm(tmp_path, monkeypatch):
     tok.save_pretrained(d)
     whisper, fe, wtok = tiny_whisper()
     cfg = dataclasses.replace(tiny_config(adapter="stack_mlp"), llm=str(d))
-    return SpeechLM.from_components(cfg, whisper, fe, llm, tok, wtok).eval()
+    return SpeechLM(cfg, whisper, fe, llm, tok, wtok).eval()
 
 
 def test_ct2_and_transformers_same_greedy_replies(tiny_lm):

@@ -1,4 +1,4 @@
-"""Inference: ask/Conversation vs SpeechLM.generate, long-audio chunks, multi-clip turns, the
+"""Inference: ask/Conversation, long-audio chunks, multi-clip turns, the
 chat command (one shot, REPL, bad audio) and `infer` (rejects, resume, strict)."""
 
 import io
@@ -27,15 +27,6 @@ def exported(tmp_path_factory):
     return root, model, wavs
 
 
-def test_ask_matches_batched_generate(exported):
-    _, model, wavs = exported
-    from speech_adapter.audio import load_audio
-    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
-
-    ex = {"audio": load_audio(wavs[1]), "instruction": "What can you hear?", "system": DEFAULT_SYSTEM_PROMPT}
-    assert model.ask(wavs[1], "What can you hear?", **GEN) == model.generate([ex], **GEN)[0]
-
-
 def test_long_audio_is_chunked_into_30s_pieces(exported):
     _, model, _ = exported
     long = clip(65.0, 4)
@@ -46,8 +37,8 @@ def test_long_audio_is_chunked_into_30s_pieces(exported):
     conv.add_audio(long)
     assert isinstance(conv.ask("hi", **GEN), str)
     conv.turns.pop()  # keep the user turn, look at its prompt
-    ids = conv._inputs()
-    assert ids.shape[1] > 3 * N_QUERIES
+    batch = conv._batch()
+    assert batch["input_ids"].shape[1] > 3 * N_QUERIES and batch["input_features"].shape[0] == 3
 
 
 def test_conversation_history_and_several_clips(exported):
@@ -61,7 +52,7 @@ def test_conversation_history_and_several_clips(exported):
     assert [t["role"] for t in conv.turns] == ["user", "assistant", "user", "assistant"]
     assert conv.turns[1]["content"] == first and len(conv.turns[0]["clips"]) == 2
     text = conv.model.tokenizer.apply_chat_template(
-        [{"role": "user", "content": conv._user_text(conv.turns[0])}], tokenize=False)
+        [{"role": "user", "content": model.processor.user_turn(conv.turns[0]["instruction"], conv.turns[0]["clips"])}], tokenize=False)
     assert text.count(model.config.placeholder) == 2
     conv.reset()
     assert conv.turns == [] and conv.pending == []

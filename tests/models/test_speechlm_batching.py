@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from speech_adapter.errors import ConfigError
-from speech_adapter.models.speechlm import IGNORE, SpeechLM, read_adapter_config
+from speech_adapter.models.adapter_dir import read_config as read_adapter_config
+from speech_adapter.models.processor import IGNORE
+from speech_adapter.models.speechlm import MIN_SHARED_PREFIX, SpeechLM
 from speech_adapter.models.tiny import tiny_speechlm
 
 KINDS = ["qformer", "window_qformer", "stack_mlp"]
@@ -32,7 +34,7 @@ def model(request):
 def test_only_adapter_has_gradients(model):
     names = {k for k, p in model.named_parameters() if p.requires_grad}
     assert names and all(k.startswith("adapter.") for k in names)
-    out = model(model.collate(_examples()))
+    out = model.all_logits(model.processor.collate(_examples()))
     out.loss.backward()
     for k, p in model.named_parameters():
         if k.startswith("adapter."):
@@ -46,10 +48,10 @@ def test_lora_parameters_train_too():
     m = tiny_speechlm("stack_mlp", lora=True)
     names = [k for k, p in m.named_parameters() if p.requires_grad]
     assert any("lora_" in k for k in names) and all(k.startswith("adapter.") or "lora_" in k for k in names)
-    batch = m.collate(_examples())
+    batch = m.processor.collate(_examples())
     with torch.no_grad():
-        torch.testing.assert_close(m(batch, logits="targets").loss, m(batch).loss)
-    m(batch).loss.backward()
+        torch.testing.assert_close(m(batch).loss, m.all_logits(batch).loss)
+    m.all_logits(batch).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for k, p in m.named_parameters() if "lora_B" in k)
     buffers = {"adapter.feature_norm.mean", "adapter.feature_norm.std"}  # fitted statistics, not trained
     assert set(m.trainable_state_dict()) == set(names) | buffers
@@ -57,13 +59,13 @@ def test_lora_parameters_train_too():
 
 def test_llm_sees_exactly_the_adapter_outputs_at_placeholders(model):
     exs = _examples()
-    batch = model.collate(exs)
+    batch = model.processor.collate(exs)
     seen = {}
     body = getattr(model.causal_lm, model.causal_lm.base_model_prefix)
     h = body.register_forward_pre_hook(lambda mod, a, kw: seen.update(embeds=kw["inputs_embeds"]), with_kwargs=True)
     try:
         with torch.no_grad():
-            model(batch)
+            model.all_logits(batch)
             states, lengths = model.encode_audio(batch)
             audio, n_tok = model.adapter(states, lengths)
     finally:
@@ -71,7 +73,7 @@ def test_llm_sees_exactly_the_adapter_outputs_at_placeholders(model):
     is_ph = batch["input_ids"] == model.placeholder_id
     for a, row in enumerate(batch["audio_rows"].tolist()):
         got = seen["embeds"][row][is_ph[row]]
-        assert got.shape[0] == int(n_tok[a]) == model.num_audio_tokens(len(exs[row]["audio"]))
+        assert got.shape[0] == int(n_tok[a]) == model.processor.num_audio_tokens(len(exs[row]["audio"]))
         torch.testing.assert_close(got, audio[a, : int(n_tok[a])])
     assert not is_ph[1].any()  # the text-only row has no audio tokens
     emb = model.causal_lm.get_input_embeddings()
@@ -80,7 +82,7 @@ def test_llm_sees_exactly_the_adapter_outputs_at_placeholders(model):
 
 def test_labels_cover_only_response_and_end_of_turn(model):
     exs = _examples()
-    batch = model.collate(exs)
+    batch = model.processor.collate(exs)
     tok = model.tokenizer
     for i, ex in enumerate(exs):
         lab = batch["labels"][i]
@@ -88,7 +90,7 @@ def test_labels_cover_only_response_and_end_of_turn(model):
         assert kept == tok(ex["response"], add_special_tokens=False).input_ids + [model.eot_id]
         first = int((lab != IGNORE).nonzero()[0])
         n_ph = int((batch["input_ids"][i, :first] == model.placeholder_id).sum())
-        assert n_ph == (0 if ex["audio"] is None else model.num_audio_tokens(len(ex["audio"])))
+        assert n_ph == (0 if ex["audio"] is None else model.processor.num_audio_tokens(len(ex["audio"])))
         assert (batch["input_ids"][i][lab != IGNORE] != model.placeholder_id).all()
     assert model.eot_id == tok.convert_tokens_to_ids("<|im_end|>")
 
@@ -96,19 +98,20 @@ def test_labels_cover_only_response_and_end_of_turn(model):
 def test_logits_alone_equal_logits_in_a_mixed_padded_batch(model):
     exs = _examples()
     with torch.no_grad():
-        together = model(model.collate(exs))
+        batch = model.processor.collate(exs)
+        together = model.all_logits(batch)
         for i, ex in enumerate(exs):
-            alone = model(model.collate([ex]))
+            alone = model.all_logits(model.processor.collate([ex]))
             n = alone.logits.shape[1]
             torch.testing.assert_close(together.logits[i, :n], alone.logits[0], atol=1e-4, rtol=1e-4)
-            assert (together.labels[i, n:] == IGNORE).all()
+            assert (batch["labels"][i, n:] == IGNORE).all()
 
 
 def test_target_logits_match_full_logits_and_loss(model):
-    batch = model.collate(_examples())
+    batch = model.processor.collate(_examples())
     with torch.no_grad():
-        full = model(batch)
-        tgt = model(batch, logits="targets")
+        full = model.all_logits(batch)
+        tgt = model(batch)
     mask = batch["labels"][:, 1:] != IGNORE
     torch.testing.assert_close(tgt.logits, full.logits[:, :-1][mask], atol=1e-5, rtol=1e-5)
     assert torch.equal(tgt.labels, batch["labels"][:, 1:][mask])
@@ -117,21 +120,21 @@ def test_target_logits_match_full_logits_and_loss(model):
 
 def test_text_mode_targets_line_up_with_audio_mode(model):
     exs = _examples()
-    a, t = model.collate(exs, mode="audio"), model.collate(exs, mode="text")
+    a, t = model.processor.collate(exs, mode="audio"), model.processor.collate(exs, mode="text")
     assert "input_features" not in t and not (t["input_ids"] == model.placeholder_id).any()
     assert torch.equal(a["labels"][a["labels"] != IGNORE], t["labels"][t["labels"] != IGNORE])
     assert "d" in model.tokenizer.decode(t["input_ids"][3])
 
 
 def test_precomputed_encoder_states_give_the_same_loss(model):
-    batch = model.collate(_examples())
+    batch = model.processor.collate(_examples())
     with torch.no_grad():
         cached = model.encode_audio(batch)
-        torch.testing.assert_close(model(batch, encoder_states=cached).loss, model(batch).loss)
+        torch.testing.assert_close(model.all_logits(batch, encoder_states=cached).loss, model.all_logits(batch).loss)
         states, lengths = cached
         if model.config.adapter.kind != "qformer":  # qformer: fixed tokens, any length fits
             with pytest.raises(ConfigError, match="do not match"):
-                model(batch, encoder_states=(states[:, :, :10], lengths.clamp(max=10)))
+                model.all_logits(batch, encoder_states=(states[:, :, :10], lengths.clamp(max=10)))
 
 
 @pytest.mark.parametrize("kind, lora", [("qformer", False), ("window_qformer", False), ("stack_mlp", True)])
@@ -141,22 +144,21 @@ def test_save_then_load_gives_identical_outputs(tmp_path, kind, lora):
         for k, p in trained.named_parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
-    batch = trained.collate(_examples())
+    batch = trained.processor.collate(_examples())
     with torch.no_grad():
-        ref = trained(batch).logits
+        ref = trained.all_logits(batch).logits
     trained.save_adapter(tmp_path / "ck")
     trained.save_adapter(tmp_path / "ck")  # overwriting an existing dir works
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == sorted(
-        ["adapter.safetensors", "adapter_config.json"] + (["lora"] if lora else []))
-    assert (tmp_path / "ck" / "adapter.safetensors").exists()
+        ["adapter_model.safetensors", "adapter_config.json"] + (["lora"] if lora else []))
     assert (tmp_path / "ck" / "lora" / "adapter_model.safetensors").exists() == lora
     fresh = tiny_speechlm(kind, lora=lora, seed=2)
     with torch.no_grad():
-        assert not torch.allclose(fresh(batch).logits, ref)
+        assert not torch.allclose(fresh.all_logits(batch).logits, ref)
         fresh.load_adapter(tmp_path / "ck")
-        torch.testing.assert_close(fresh(batch).logits, ref)
+        torch.testing.assert_close(fresh.all_logits(batch).logits, ref)
         again = SpeechLM.from_pretrained(tmp_path / "ck")
-        torch.testing.assert_close(again(again.collate(_examples())).logits, ref)
+        torch.testing.assert_close(again.all_logits(again.processor.collate(_examples())).logits, ref)
     assert read_adapter_config(tmp_path / "ck").adapter.kind == kind
 
 
@@ -180,9 +182,9 @@ def test_use_transcript_puts_whisper_text_in_the_prompt():
     m = tiny_speechlm("stack_mlp")
     m.config.use_transcript = True
     ex = {"audio": _clip(0.5, 0), "instruction": "What?", "transcript": "hello there"}
-    text = m.tokenizer.decode(m.collate([ex])["input_ids"][0])
+    text = m.tokenizer.decode(m.processor.collate([ex])["input_ids"][0])
     assert "hello there" in text
-    batch = m.collate([{**ex, "transcript": None}])  # falls back to (tiny) Whisper decoding
+    batch = m.processor.collate([{**ex, "transcript": None}])  # falls back to (tiny) Whisper decoding
     assert batch["input_ids"].shape[0] == 1
 
 
@@ -199,7 +201,7 @@ def test_bfloat16_backbone_with_fp32_adapter(tmp_path):
     cfg.dtype = "bfloat16"
     m = SpeechLM.build(cfg)
     assert m.causal_lm.dtype == torch.bfloat16 and next(m.adapter.parameters()).dtype == torch.float32
-    out = m(m.collate(_examples()))
+    out = m.all_logits(m.processor.collate(_examples()))
     out.loss.backward()
     assert torch.isfinite(out.loss) and all(p.grad is not None for p in m.adapter.parameters())
 
@@ -208,11 +210,11 @@ def test_bfloat16_backbone_with_fp32_adapter(tmp_path):
 def test_a_clip_over_30s_gets_tokens_for_its_whole_length(kind):
     m = tiny_speechlm(kind)
     ex = {"audio": _clip(31.0, 5), "instruction": "Summarize.", "response": "ok"}
-    batch = m.collate([ex, _examples()[0]])
+    batch = m.processor.collate([ex, _examples()[0]])
     n = int((batch["input_ids"][0] == m.placeholder_id).sum())
-    assert n == m.num_audio_tokens(31 * 16000) > m.num_audio_tokens(30 * 16000)
+    assert n == m.processor.num_audio_tokens(31 * 16000) > m.processor.num_audio_tokens(30 * 16000)
     with torch.no_grad():
-        assert torch.isfinite(m(batch).loss)
+        assert torch.isfinite(m.all_logits(batch).loss)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -224,7 +226,7 @@ def test_malformed_examples_name_the_key(bad, match):
     from speech_adapter.errors import DataError
 
     with pytest.raises(DataError, match=f"example 1: .*{match}" if match != "1-D" else match):
-        tiny_speechlm("stack_mlp").collate([_examples()[1], bad])
+        tiny_speechlm("stack_mlp").processor.collate([_examples()[1], bad])
 
 
 def test_lora_targets_missing_from_the_llm_are_a_config_error():
@@ -235,29 +237,29 @@ def test_lora_targets_missing_from_the_llm_are_a_config_error():
     w, fe, _ = tiny_whisper()
     llm, tok = tiny_llm()
     with pytest.raises(ConfigError, match="lora.target_modules"):
-        SpeechLM.from_components(cfg, w, fe, llm, tok)
+        SpeechLM(cfg, w, fe, llm, tok)
 
 
 def test_shared_prompt_prefix_runs_once_and_changes_nothing():
-    """forward(logits="targets") runs the rows' common system-prompt prefix once for the batch;
+    """forward runs the rows' common system-prompt prefix once for the batch;
     loss, target logits and adapter gradients equal those of the plain forward."""
     m = tiny_speechlm("qformer")
     system = "You are a helpful assistant who can hear audio and answers in a few words."
     exs = [dict(ex, system=system) for ex in _examples()]
-    batch = m.collate(exs)
+    batch = m.processor.collate(exs)
     n = m._shared_prefix_length(batch["input_ids"], batch["attention_mask"], batch["labels"])
     first_audio = int((batch["input_ids"][0] == m.placeholder_id).nonzero()[0])
-    assert m.MIN_SHARED_PREFIX <= n <= first_audio
+    assert MIN_SHARED_PREFIX <= n <= first_audio
     calls = []
     hook = m._forward_after_prefix
     m._forward_after_prefix = lambda *a: calls.append(a[-1]) or hook(*a)
-    shared = m(batch, logits="targets")
+    shared = m(batch)
     shared.loss.backward()
     g_shared = {k: p.grad.clone() for k, p in m.named_parameters() if p.requires_grad}
     m.zero_grad(set_to_none=True)
     assert calls == [n]
-    m.MIN_SHARED_PREFIX = 10**9  # switch sharing off: the plain forward
-    plain = m(batch, logits="targets")
+    m.share_prefix = False  # the plain forward
+    plain = m(batch)
     plain.loss.backward()
     torch.testing.assert_close(shared.logits, plain.logits, atol=1e-5, rtol=1e-5)
     assert torch.equal(shared.labels, plain.labels)
@@ -268,10 +270,10 @@ def test_shared_prompt_prefix_runs_once_and_changes_nothing():
 
 def test_no_prefix_sharing_with_lora_or_a_single_row():
     m = tiny_speechlm("stack_mlp", lora=True)  # LoRA changes the prefix's keys: never shared
-    batch = m.collate([dict(ex, system="A shared system prompt of some length here.") for ex in _examples()])
+    batch = m.processor.collate([dict(ex, system="A shared system prompt of some length here.") for ex in _examples()])
     assert m._shared_prefix_length(batch["input_ids"], batch["attention_mask"], batch["labels"]) == 0
     m = tiny_speechlm("qformer")
-    one = m.collate([dict(_examples()[0], system="A shared system prompt of some length here.")])
+    one = m.processor.collate([dict(_examples()[0], system="A shared system prompt of some length here.")])
     assert m._shared_prefix_length(one["input_ids"], one["attention_mask"], one["labels"]) == 0
 
 
@@ -289,3 +291,17 @@ def test_output_norm_starts_at_the_llm_embedding_rms_and_old_configs_load_withou
     (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
     old = read_adapter_config(tmp_path).adapter  # an adapter saved before either option existed
     assert old.output_norm is False and old.feature_norm is False
+
+
+def test_an_adapter_dir_with_the_old_weights_name_still_loads(tmp_path):
+    """Dirs written before one file name was used everywhere hold adapter.safetensors; a rewrite
+    leaves only adapter_model.safetensors."""
+    m = tiny_speechlm("stack_mlp", seed=1)
+    m.save_adapter(tmp_path)
+    (tmp_path / "adapter_model.safetensors").rename(tmp_path / "adapter.safetensors")
+    batch = m.processor.collate(_examples())
+    again = SpeechLM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(again.all_logits(batch).logits, m.all_logits(batch).logits)
+    again.save_adapter(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]

@@ -39,7 +39,7 @@ def test_real_encoder_trims_and_transcribes(model, speech):
     states, lengths = model.encoder.encode([speech])
     assert states.shape == (1, 4, int(lengths[0]), 384)
     assert int(lengths[0]) == round(len(speech) / 16000 * 50) < 1500  # no 30 s padding
-    text = transcribe(model.whisper, model.encoder.feature_extractor, model.whisper_tokenizer, [speech])[0]
+    text = transcribe(model.whisper, model.encoder.feature_extractor, model.processor.whisper_tokenizer, [speech])[0]
     assert "quick brown fox" in text.lower()
 
 
@@ -47,8 +47,8 @@ def test_real_generate_and_batch_independence(model, speech):
     exs = [{"audio": speech, "instruction": "What can you hear?", "response": "Someone speaking."},
            {"audio": None, "instruction": "What is 2+2?", "response": "4"}]
     with torch.no_grad():
-        together = model(model.collate(exs), logits="targets")
-        alone = [model(model.collate([e]), logits="targets") for e in exs]
+        together = model(model.processor.collate(exs))
+        alone = [model(model.processor.collate([e])) for e in exs]
     torch.testing.assert_close(together.logits, torch.cat([a.logits for a in alone]), atol=2e-3, rtol=2e-3)
     replies = model.generate(exs, max_new_tokens=12)
     assert len(replies) == 2 and all(r.strip() for r in replies)

@@ -49,13 +49,16 @@ def corpus(d: Path, bad_line) -> Path:
 
 
 def recipe(d: Path, **sections) -> Path:
-    data = {"name": "t", "output_dir": str(d / "out"), "model": TINY_MODEL,
-            "train": {"train_file": str(jsonl(d / "train.jsonl", [{"id": "x"}])), "max_steps": 1}}
+    data = {"name": "t", "output_dir": str(d / "out"), "model": TINY_MODEL, "train": {"max_steps": 1}}
     for k, v in sections.items():
         data[k] = v if not isinstance(v, dict) else {**data.get(k, {}), **v}
     p = d / "recipe.yaml"
     p.write_text(yaml.safe_dump(data, allow_unicode=True))
     return p
+
+
+def _train_rows(d: Path) -> Path:
+    return jsonl(d / "train.jsonl", [{"id": "x"}])
 
 
 def _attr(d, bad, strict=True):
@@ -97,10 +100,11 @@ ERROR_CASES = {
     # train
     "train_unknown_key": (lambda d: ["train", str(recipe(d)), "train.lrr=1"], ["train.lrr", "did you mean 'lr'"]),
     "train_wrong_type": (lambda d: ["train", str(recipe(d)), "train.lr=fast"], ["train.lr"]),
-    "train_missing_file": (lambda d: ["train", str(recipe(d)), f"train.train_file={d}/gone.jsonl"],
+    "train_missing_file": (lambda d: ["train", str(recipe(d)), "--train-file", f"{d}/gone.jsonl"],
                            ["train.train_file", "gone.jsonl"]),
     "train_bad_override": (lambda d: ["train", str(recipe(d)), "train.lr"], ["train.lr", "key=value"]),
-    "train_no_usable_rows": (lambda d: ["train", str(recipe(d))], ["no usable training rows", "rejects.jsonl"]),
+    "train_no_usable_rows": (lambda d: ["train", str(recipe(d)), "--train-file", str(_train_rows(d))],
+                             ["no usable training rows", "rejects.jsonl"]),
     "train_unknown_section": (lambda d: ["train", str(recipe(d, trian={"lr": 1}))], ["trian", "did you mean 'train'"]),
     # eval
     "eval_malformed_suite": (lambda d: _suite(d, ["{oops"]), ["suite.jsonl:1"]),

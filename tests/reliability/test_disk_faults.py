@@ -69,12 +69,12 @@ def commands(inputs, out: Path) -> dict[str, list[str]]:
         "name": "t", "output_dir": str(out / "train"),
         "model": {"encoder": "tiny:whisper", "llm": "tiny:llm",
                   "adapter": {"kind": "qformer", "num_queries": 4, "qformer_layers": 1, "qformer_heads": 4}},
-        "train": {"train_file": str(inputs["data"]), "max_steps": 2, "batch_size": 2, "save_every": 1}}))
+        "train": {"max_steps": 2, "batch_size": 2, "save_every": 1}}))
     return {
         "data synth": ["data", "synth", "--num-clips", "2", "--out-dir", str(out / "synth"), "--quiet"],
         "data attributes": ["data", "attributes", "--input", str(inputs["data"]), "--output",
                             str(out / "attrs" / "a.jsonl"), "--quiet"],
-        "train": ["train", str(recipe)],
+        "train": ["train", str(recipe), "--train-file", str(inputs["data"])],
         "export": ["export", str(inputs["run"]), str(out / "export")],
         "infer": ["infer", "--model", str(inputs["run"] / "adapter"), str(inputs["root"] / "rows.jsonl"),
                   str(out / "infer" / "out.jsonl"), "--max-new-tokens", "2"],

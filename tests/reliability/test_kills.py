@@ -143,11 +143,11 @@ def test_distill_killed_then_resumed_equals_straight(tmp_path):
 # ---------------------------------------------------------------- train (tiny model)
 
 
-def _train_recipe(d: Path, data: Path, name: str) -> Path:
+def _train_recipe(d: Path, name: str) -> Path:
     p = d / f"{name}.yaml"
     p.write_text(yaml.safe_dump({
         "name": name, "output_dir": str(d / name), "seed": 5, "model": TINY,
-        "train": {"train_file": str(data), "batch_size": 2, "max_steps": 30, "save_every": 1, "keep_last": 2,
+        "train": {"batch_size": 2, "max_steps": 30, "save_every": 1, "keep_last": 2,
                   "lr": 1e-3, "warmup_steps": 2, "log_every": 1}}))
     return p
 
@@ -160,17 +160,17 @@ def test_train_killed_then_resumed_equals_straight(tmp_path):
     from tests.train.train_fixtures import write_rows
 
     data = write_rows(tmp_path / "data", 6)
-    assert cli(["train", str(_train_recipe(tmp_path, data, "ref"))]).returncode == 0
-    recipe = _train_recipe(tmp_path, data, "run")
+    assert cli(["train", str(_train_recipe(tmp_path, "ref")), "--train-file", str(data)]).returncode == 0
+    recipe = _train_recipe(tmp_path, "run")
     run = tmp_path / "run" / "train"
-    kill_at_random(["train", str(recipe)], run / "metrics.jsonl", seed=3, max_delay=0.6)
+    kill_at_random(["train", str(recipe), "--train-file", str(data)], run / "metrics.jsonl", seed=3, max_delay=0.6)
     assert_nothing_half_written(run)
     done = len((run / "metrics.jsonl").read_text().splitlines())
     assert done < 30, "the kill landed after training"
-    res = cli(["train", str(recipe)])
+    res = cli(["train", str(recipe), "--train-file", str(data)])
     assert res.returncode == 0, res.stderr[-1500:]
-    a = load_file(str(tmp_path / "ref" / "train" / "adapter" / "adapter.safetensors"))
-    b = load_file(str(run / "adapter" / "adapter.safetensors"))
+    a = load_file(str(tmp_path / "ref" / "train" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == list(range(1, 31))

@@ -116,7 +116,7 @@ def test_adapter_dir_with_pickled_weights_is_refused(tiny_adapter, tmp_path):
     model, d = tiny_adapter
     bad = tmp_path / "adapter"
     shutil.copytree(d, bad)
-    (bad / "adapter.safetensors").unlink()
+    (bad / "adapter_model.safetensors").unlink()
     _pickle(bad / "adapter.bin", model.trainable_state_dict())
     with pytest.raises(SpeechAdapterError, match="refusing pickled adapter weights"):
         model.load_adapter(bad)
@@ -140,11 +140,11 @@ def test_corrupt_safetensors_is_a_clear_error(tiny_adapter, tmp_path):
     model, d = tiny_adapter
     bad = tmp_path / "adapter"
     shutil.copytree(d, bad)
-    data = (bad / "adapter.safetensors").read_bytes()
-    (bad / "adapter.safetensors").write_bytes(data[: len(data) // 2])  # truncated
+    data = (bad / "adapter_model.safetensors").read_bytes()
+    (bad / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(Exception) as e:
         model.load_adapter(bad)
-    assert "adapter.safetensors" in str(e.value) or isinstance(e.value, SpeechAdapterError), repr(e.value)
+    assert "adapter_model.safetensors" in str(e.value) or isinstance(e.value, SpeechAdapterError), repr(e.value)
 
 
 # ---- exports stay inside their own dir
@@ -178,7 +178,7 @@ def test_export_pointing_outside_its_dir_is_refused(exported, tmp_path, planted)
     outside.mkdir()
     cfg_path = out / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
-    weights = cfg.get("files", {}).get("weights", "adapter.safetensors")
+    weights = cfg.get("files", {}).get("weights", "adapter_model.safetensors")
     if planted == "weights_symlink_out":
         (outside / "w.safetensors").write_bytes((out / weights).read_bytes())
         (out / weights).unlink()

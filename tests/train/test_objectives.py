@@ -80,8 +80,9 @@ def test_compute_loss_hard_filter_counts_tokens():
            "description": "A tone."} for r in RESPONSES[:2]]
     full, s_full = O.compute_loss(model, ex, TrainConfig())
     with torch.no_grad():
-        out = model(model.collate(ex), logits="all")  # the model's own masked CE over all logits
-    lg, lb = O.targets_from_all(out.logits, out.labels)
+        batch = model.processor.collate(ex)
+        out = model.all_logits(batch)  # the model's own masked CE over all logits
+    lg, lb = O.targets_from_all(out.logits, batch["labels"])
     assert torch.allclose(full, out.loss, atol=1e-5) and torch.allclose(full, O.response_ce(lg, lb), atol=1e-5)
     half, s_half = O.compute_loss(model, ex, TrainConfig(hard_token_filter=0.5))
     assert s_half["tokens"] == s_full["tokens"] - s_full["tokens"] // 2
@@ -98,7 +99,7 @@ def test_collate_masks_prompt_and_audio_positions():
 
     model = tiny_speechlm()
     ex = {"audio": np.full(8000, 0.1, np.float32), "instruction": "Hi?", "response": "ok"}
-    b = model.collate([ex])
+    b = model.processor.collate([ex])
     targets = b["labels"][0][b["labels"][0] != -100].tolist()
     assert targets == model.tokenizer("ok", add_special_tokens=False).input_ids + [model.eot_id]
     assert (b["labels"][b["input_ids"] == model.placeholder_id] == -100).all()
@@ -109,15 +110,15 @@ def test_teacher_mode_disables_lora():
 
     model = tiny_speechlm(lora=True)
     ex = [{"audio": None, "instruction": "Hi?", "response": "ok", "description": "A tone."}]
-    batch = model.collate(ex, mode="text")
+    batch = model.processor.collate(ex, mode="text")
     with torch.no_grad():
-        base = model(batch).logits  # LoRA B starts at zero: equals the frozen backbone
+        base = model.all_logits(batch).logits  # LoRA B starts at zero: equals the frozen backbone
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.add_(0.5)
-        moved = model(batch).logits
+        moved = model.all_logits(batch).logits
     with O.teacher_mode(model):
-        teacher = model(batch).logits
+        teacher = model.all_logits(batch).logits
     assert not torch.allclose(moved, base)
     assert torch.allclose(teacher, base, atol=1e-6)
     assert model.training  # restored
@@ -136,7 +137,7 @@ def test_row_average_weighs_a_one_word_answer_like_a_long_one():
         per_row = [O.compute_loss(model, [e], TrainConfig())[0] for e in ex]  # each row's own mean
     assert torch.allclose(row, (per_row[0] + per_row[1]) / 2, atol=1e-5)
     assert not torch.allclose(row, token, atol=1e-4)  # token averaging is dominated by the long row
-    labels = model.collate(ex)["labels"]
+    labels = model.processor.collate(ex)["labels"]
     w = O.row_weights(labels)
     counts = (labels[:, 1:] != O.IGNORE).sum(1)
     assert torch.allclose(w.sum(), torch.tensor(2.0)) and w.numel() == int(counts.sum())
@@ -145,7 +146,8 @@ def test_row_average_weighs_a_one_word_answer_like_a_long_one():
 
 
 def test_loss_average_is_validated():
+    from speech_adapter.config import from_dict
     from speech_adapter.errors import ConfigError
 
     with pytest.raises(ConfigError, match="loss_average"):
-        TrainConfig(loss_average="sample").validate()
+        from_dict(TrainConfig, {"loss_average": "sample"}, prefix="train")

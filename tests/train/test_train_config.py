@@ -1,11 +1,13 @@
 """tests for speech_adapter/train/config.py and the recipe loading in train/cli.py."""
 
+import argparse
+
 import pytest
 import yaml
 
 from speech_adapter.config import from_dict
 from speech_adapter.errors import ConfigError
-from speech_adapter.train.cli import load_train_recipe
+from speech_adapter.train.cli import train_section
 from speech_adapter.train.config import TrainConfig
 
 BAD = [
@@ -39,15 +41,31 @@ def _recipe(tmp_path, **sections):
     return p
 
 
-def test_recipe_paths_and_sections(tmp_path):
+def _args(recipe, *overrides, train_file=None, variant=None):
+    return argparse.Namespace(recipe=str(recipe), overrides=list(overrides), train_file=train_file,
+                              text_file=None, dev_file=None, variant=variant, run_dir=None)
+
+
+def test_train_section_comes_from_the_shared_recipe_reader(tmp_path):
     train = tmp_path / "train.jsonl"
-    with pytest.raises(ConfigError, match="train.train_file: file not found"):
-        load_train_recipe(_recipe(tmp_path, train={"train_file": str(train)}))
-    train.write_text("{}\n")
     with pytest.raises(ConfigError, match="unknown key 'trian'; did you mean 'train'"):
-        load_train_recipe(_recipe(tmp_path, trian={}))
+        train_section(_args(_recipe(tmp_path, trian={})))
     with pytest.raises(ConfigError, match="model.adapter.kind"):
-        load_train_recipe(_recipe(tmp_path, train={"train_file": str(train)}, model={"adapter": {"kind": "mlp"}}))
-    m, t, run_dir, _ = load_train_recipe(_recipe(tmp_path, seed=7, train={"train_file": str(train)}),
-                                         ["train.lr=0.001"])
+        train_section(_args(_recipe(tmp_path, model={"adapter": {"kind": "mlp"}})))
+    with pytest.raises(ConfigError, match="train.train_file: set by the pipeline"):
+        train_section(_args(_recipe(tmp_path, train={"train_file": str(train)})))
+    recipe, t, run_dir = train_section(_args(_recipe(tmp_path, seed=7), "train.lr=0.001"))
     assert t.lr == 0.001 and t.seed == 7 and run_dir == tmp_path / "out" / "train"
+    assert t.train_file == tmp_path / "out" / "distill" / "distilled.jsonl"
+    _, t, _ = train_section(_args(_recipe(tmp_path), train_file=str(train)))
+    assert t.train_file == train
+
+
+def test_a_variants_recipe_names_the_command_that_runs_it(tmp_path):
+    r = _recipe(tmp_path, variants=[{"name": "a", "train": {"lr": 0.01}}, {"name": "b"}])
+    with pytest.raises(ConfigError, match=f"speech-adapter run {r}"):
+        train_section(_args(r))
+    _, t, run_dir = train_section(_args(r, variant="a"))
+    assert t.lr == 0.01 and run_dir == tmp_path / "out" / "variants" / "a" / "train"
+    with pytest.raises(ConfigError, match="did you mean 'a'"):
+        train_section(_args(r, variant="aa"))

@@ -60,7 +60,7 @@ def test_keep_last_and_metrics(tmp_path):
     tr.cleanup()
     steps = [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")]
     assert steps == [5, 6]
-    assert (tmp_path / "run" / "adapter" / "adapter.safetensors").exists()
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6 and '"tokens_per_s"' in lines[0]
 
