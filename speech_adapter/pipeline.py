@@ -321,6 +321,7 @@ def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict
     report["model"] = str(adapter_dir)
     if name != "untrained":  # the scorecard flags a task not trained on that got worse
         report["trained_tasks"] = _trained_tasks(recipe)
+        report["training"] = _training_keys(recipe)
     untrained = suite.parent / "untrained"  # shown beside this system in its scorecard
     write_report(report, out, peers=[untrained] if name != "untrained" and untrained.is_dir() else [])
     summary = {}
@@ -335,6 +336,13 @@ def _trained_tasks(recipe) -> list[str]:
     from speech_adapter.utils.io import iter_jsonl
 
     return sorted({str(r["task"]) for r in iter_jsonl(recipe.train_config().train_file) if r.get("task")})
+
+
+def _training_keys(recipe) -> dict:
+    """What a variant changed, as the learn-vs-forget table groups systems (eval.learn_forget)."""
+    cfg = recipe.train_config()
+    return {"objective": cfg.objective, "lora_rank": recipe.model.lora.rank if recipe.model.lora else 0,
+            "text_mix": cfg.text_mix, "hard_token_filter": cfg.hard_token_filter}
 
 
 def _eval_untrained(recipe, p, suite: str = "heldout") -> dict:

@@ -288,11 +288,13 @@ def paired_markdown(paired: dict) -> list[str]:
     return lines
 
 
-def compare_markdown(reports: list[dict], paired: dict | None = None, scorecard_md: str | None = None) -> str:
+def compare_markdown(reports: list[dict], paired: dict | None = None, scorecard_md: str | None = None,
+                     learn_forget_md: str | None = None) -> str:
     """Side-by-side table: one column per run; accuracy per task, IF per constraint, Δ.
 
-    `scorecard_md` (see `scorecard.markdown`) opens the page; `paired` (from
-    `paired_comparison`) adds the paired-difference section at the end.
+    `scorecard_md` (see `scorecard.markdown`) opens the page, `learn_forget_md` (see
+    `learn_forget.markdown`) follows it; `paired` (from `paired_comparison`) adds the
+    paired-difference section at the end.
     """
     names = _names(reports)
     head = "| | " + " | ".join(names) + " |"
@@ -307,6 +309,8 @@ def compare_markdown(reports: list[dict], paired: dict | None = None, scorecard_
     lines = ["# Run comparison", ""]
     if scorecard_md:
         lines += [scorecard_md.rstrip(), ""]
+    if learn_forget_md:
+        lines += [learn_forget_md.rstrip(), ""]
     lines += ["## Speech accuracy per task (seen / unseen, %)", "", head, sep]
     for t in sorted({t for s in speech for t in s.get("tasks", {})}):
         lines.append(row(t, [f"{_fmt(s['tasks'][t]['seen'])} / {_fmt(s['tasks'][t]['unseen'])}"
@@ -338,20 +342,26 @@ def compare(paths, out_dir=None) -> str:
 
     With `out_dir`, writes compare.md, compare.png and paired.json (the paired numbers, see
     `paired_comparison`). A scores.jsonl beside each report.json enables the paired section; a run
-    without one is noted and skipped there. Raises DataError for a missing or malformed report.
+    without one is noted and skipped there. With an `untrained` run and text_ceiling rows, the
+    learn-vs-forget table (`learn_forget`) joins compare.md and scorecard.json, and its two plots
+    (learn_forget.png, lora_rank.png) are written too. Raises DataError for a missing or malformed
+    report.
     """
     paths = list(paths)
     reports = [load_report(p) for p in paths]
     if not reports:
         raise DataError("eval compare needs at least one run dir or report.json")
-    from speech_adapter.eval import scorecard
+    from speech_adapter.eval import learn_forget, scorecard
 
     names = _names(reports)
     scores = [_load_scores(p) for p in paths]
     paired = paired_comparison(names, scores)
     card = scorecard.build([(n, rows) for n, rows in zip(names, scores) if rows is not None],
                            {n: r.get("trained_tasks") for n, r in zip(names, reports)})
-    md = compare_markdown(reports, paired, scorecard.markdown(card))
+    lf = learn_forget.build(list(zip(names, reports, scores)))
+    if lf is not None:
+        card["learn_forget"] = lf
+    md = compare_markdown(reports, paired, scorecard.markdown(card), lf and learn_forget.markdown(lf))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -366,4 +376,6 @@ def compare(paths, out_dir=None) -> str:
                          m.get("speech", {}).get("if_rate"), m.get("text_ceiling", {}).get("if_rate"),
                          m.get("text_retention", {}).get("if_rate")]
         _bar_plot(out / COMPARE_PNG, groups, series, "Run comparison", "%")
+        if lf is not None:
+            learn_forget.write(lf, out)
     return md
