@@ -8,5 +8,6 @@
 - `systems`: `speechlm_generate_fn` adapts a `SpeechLM` to every mode (cascade included).
 - `scorecard`: the one block at the top of every report.md / compare.md (and scorecard.json).
 - `report`: report.json / report.md / PNGs and `compare` of runs.
+- `learn_forget`: what each system learned vs forgot (paired CIs) and the forgetting study's plots, in `compare`.
 The instruction templates themselves live in `speech_adapter.templates` (shared with distillation).
 """
