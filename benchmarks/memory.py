@@ -1,4 +1,4 @@
-"""Peak resident memory of a training step for the shipped CPU recipes (demo, smol_cpu).
+"""Peak resident memory of a training step for the shipped CPU recipes (demo, standard).
 
 Each measurement runs in its own subprocess so its peak RSS (`getrusage` ru_maxrss) is its own:
 the child builds the recipe's model (its `model:` section) and runs two optimizer steps of the
@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 from benchmarks.common import Result, base_parser, print_table, setup_threads
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["demo", "smol_cpu"]
+RECIPES = ["demo", "standard"]
 
 
 def _rss_mb() -> tuple[float, float]:

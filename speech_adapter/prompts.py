@@ -48,7 +48,10 @@ def _listener_text(description: str) -> str:
     words, attrs = parsed
     gender = (attrs.pop("gender", "") or "").lower()
     person, pron = {"female": ("a woman", "Her"), "male": ("a man", "His")}.get(gender, ("someone", "The"))
-    lines = [f'I heard {person} say: "{words}"' if words else f"I heard {person}, but no clear words."]
+    # said outright: without it the 0.5B teacher answers "Is there any speech?" with "No" for
+    # most spoken clips (a clip without speech has its own "No speech." description)
+    lines = ["This clip is speech: there is a person talking.",
+             f'I heard {person} say: "{words}"' if words else f"I heard {person}, but no clear words."]
     voice = []
     if "pitch" in attrs:
         voice.append(f"{attrs.pop('pitch').lower()} pitch")

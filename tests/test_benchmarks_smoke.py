@@ -16,7 +16,7 @@ HEADLINES = {
     "teacher_generation": ["ct2_speedup", "ct2_same_answers"],
     "eval_generation": ["speech_speedup", "speech_same_answers", "text_ceiling_speedup", "text_ceiling_same_answers"],
     "peer_loop": ["speedup_epoch1", "speedup_epoch2"],
-    "memory": ["demo_peak_mb", "smol_cpu_peak_mb"],
+    "memory": ["demo_peak_mb", "standard_peak_mb"],
 }
 
 

@@ -17,7 +17,7 @@ PIPELINE_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts]
 
 def test_recipes_are_found():
     names = {p.name for p in PIPELINE_RECIPES}
-    assert {"demo.yaml", "smol_cpu.yaml", "forgetting_study.yaml"} <= names
+    assert {"demo.yaml", "standard.yaml", "forgetting_study.yaml"} <= names
     assert any("hub" in p.parts for p in PIPELINE_RECIPES)
 
 
