@@ -8,7 +8,8 @@ included), in training as in evaluation. The cascade baseline (Whisper's transcr
 LLM, no adapter) reads the same field.
 
 Transcribed once per clip and kept in the row: a rerun reuses every row that already has one
-(keyed by clip id and audio path), so the stage is resumable and costs nothing the second time.
+(keyed by clip id and audio path), so the stage costs nothing the second time. Each finished
+batch is appended to `<output>.partial.jsonl` as it lands, so a killed run resumes from there.
 """
 
 from __future__ import annotations
@@ -51,16 +52,21 @@ def _key(row: dict, base: Path | None = None) -> tuple:
     return str(row.get("id")), resolve_audio(row.get("audio"), base)
 
 
+def _partial(output: Path) -> Path:
+    return output.with_name(output.name + ".partial.jsonl")
+
+
 def _previous(path: Path) -> dict[tuple, str]:
-    """Transcripts an earlier run already wrote (a half-written file is ignored line by line)."""
+    """Transcripts an earlier run already wrote, in the output or in its partial file (a torn
+    last line of a killed run is skipped)."""
     from speech_adapter.utils.io import iter_jsonl
 
-    if not path.exists():
-        return {}
     done = {}
-    for row in iter_jsonl(path, strict=False, errors=[]):
-        if isinstance(row.get(FIELD), str):
-            done[_key(row, path.parent)] = row[FIELD]
+    for f in (path, _partial(path)):
+        if f.exists():
+            for row in iter_jsonl(f, strict=False, errors=[]):
+                if isinstance(row.get(FIELD), str):
+                    done[_key(row, f.parent)] = row[FIELD]
     return done
 
 
@@ -75,7 +81,7 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
     from speech_adapter.audio import SAMPLE_RATE, load_audio
     from speech_adapter.eval.suite import resolve_audio
     from speech_adapter.models.encoder import transcribe
-    from speech_adapter.utils.io import iter_jsonl, write_jsonl_atomic
+    from speech_adapter.utils.io import JsonlAppender, iter_jsonl, write_jsonl_atomic
 
     cfg.validate()
     src, out = Path(cfg.input), Path(cfg.output)
@@ -103,6 +109,7 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
         # whole batch to max_new_tokens.
         order = sorted(range(len(todo)), key=lambda i: len(waves[i]))
         bar = tqdm(total=len(todo), desc="transcribe", unit="clip", disable=not progress)
+        partial = JsonlAppender(_partial(out))
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             seconds = max(len(waves[i]) for i in idx) / SAMPLE_RATE
@@ -110,8 +117,11 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
             texts = transcribe(model, fe, tok, [waves[i] for i in idx], batch_size=len(idx),
                                max_new_tokens=cap, quiet=True)
             for i, t in zip(idx, texts):
-                done[_key(todo[i], src.parent)] = t.strip()
+                key = _key(todo[i], src.parent)
+                done[key] = t.strip()
+                partial.write({"id": key[0], "audio": key[1], FIELD: done[key]})
             bar.update(len(idx))
+        partial.close()
         bar.close()
     out_rows = []
     for r in rows:
@@ -121,4 +131,5 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
             r["audio"] = resolve_audio(r["audio"], src.parent)  # the output may live elsewhere
         out_rows.append(r)
     write_jsonl_atomic(out, out_rows)
+    _partial(out).unlink(missing_ok=True)
     return {"rows": len(rows), "transcribed": len(todo), "reused": len(rows) - len(todo)}

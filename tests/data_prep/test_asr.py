@@ -65,3 +65,28 @@ def test_config_errors():
         TranscribeConfig().validate()
     with pytest.raises(ConfigError, match="batch_size"):
         TranscribeConfig(input="a", output="b", batch_size=0).validate()
+
+
+def test_killed_run_resumes_from_partial(tmp_path, whisper, monkeypatch):
+    src = _corpus(tmp_path, n=3)
+    out = tmp_path / "t.jsonl"
+    cfg = TranscribeConfig(input=str(src), output=str(out), batch_size=1)
+    import speech_adapter.models.encoder as enc
+
+    calls = []
+    orig = enc.transcribe
+
+    def dying(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the third batch
+        calls.append(1)
+        return orig(*a, **k)
+    monkeypatch.setattr(enc, "transcribe", dying)
+    with pytest.raises(KeyboardInterrupt):
+        transcribe_corpus(cfg, whisper=whisper, progress=False)
+    assert not out.exists()
+    assert len((tmp_path / "t.jsonl.partial.jsonl").read_text().splitlines()) == 2
+    monkeypatch.setattr(enc, "transcribe", orig)
+    stats = transcribe_corpus(cfg, whisper=whisper, progress=False)
+    assert stats["transcribed"] == 1 and stats["reused"] == 3  # two clips from the partial file, plus the text row
+    assert not (tmp_path / "t.jsonl.partial.jsonl").exists()
