@@ -18,7 +18,7 @@ import re
 import time
 from pathlib import Path
 
-from data_prep.distill import degenerate_reason
+from data_prep.distill.judge import degenerate_reason
 from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
