@@ -3,7 +3,7 @@
 Magpie (Xu et al., 2024, "Alignment Data Synthesis from Scratch by Prompting Aligned LLMs with
 Nothing"): feed an aligned chat LLM only its chat template up to the start of a user turn; it
 completes a plausible user instruction. Answering that instruction with the same model gives a
-row of the model's own behaviour. Mixed into adapter training (the lecture notes' pseudo
+row of the model's own behaviour. Mixed into adapter training (pseudo
 replay), such rows keep the frozen LLM's text abilities in place at no labelling cost.
 
 Each candidate slot `magpie-NNNNNN` is either written (audio null, kind "text") or rejected with

@@ -1,7 +1,7 @@
 """`data synth`: a synthetic speech corpus from espeak-ng and/or Kokoro with exact metadata.
 
-Follows the DESIGN's offline default data (DeSTA2's seed descriptions need attributes; here they
-are known by construction): each clip samples a text from the shipped pool, a language/accent,
+The offline default data (DeSTA2's seed descriptions need attributes; here they are known by
+construction): each clip samples a text from the shipped pool, a language/accent,
 speaker variant(s), rate, pitch and volume, optionally white noise at a known SNR and several
 speakers concatenated. Clip `i` draws everything from `np.random.default_rng([seed, i])`, so a
 seed fixes rows and audio whatever the sharding; shards take `i % num_shards == shard_index`.

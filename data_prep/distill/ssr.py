@@ -18,7 +18,7 @@ from data_prep.distill.judge import judge, reason_kind, trim_cut_off
 from data_prep.distill.plan import is_choice
 from data_prep.teacher import Teacher, stable_seed
 from speech_adapter.eval.scoring import parse_option
-from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_user_message
+from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_messages
 from speech_adapter.templates import TASKS, Template
 
 
@@ -49,10 +49,8 @@ class WorkItem:
 
 
 def messages(row: dict, instruction: str, cfg: DistillConfig) -> list[dict]:
-    msgs = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}] if not cfg.no_system_prompt else []
-    msgs.append({"role": "user", "content": teacher_user_message(row["description"], instruction,
-                                                                 style=cfg.prompt_style)})
-    return msgs
+    system = None if cfg.no_system_prompt else DEFAULT_SYSTEM_PROMPT
+    return teacher_messages(row["description"], instruction, system, cfg.prompt_style)
 
 
 def choice_reply(option: str) -> str:

@@ -3,8 +3,8 @@
 Both report.md and compare.md open with the same scorecard block (`scorecard`, also written as
 scorecard.json beside them); the tables below it are the per-mode details.
 
-The comparison is how the forgetting study is shown (the lecture notes' JSON-lost-after-epoch-3
-story; DeSTA2 vs task SFT): one column per run, rows for accuracy per task and split and for the
+The comparison is how the forgetting study is shown (DeSTA2 vs
+task SFT): one column per run, rows for accuracy per task and split and for the
 instruction-following rate per constraint, speech vs the text backbone. When the runs' scores.jsonl
 are there, it also pairs rows by id against the first run: mean difference with a paired bootstrap
 CI (Efron & Tibshirani 1993) and an exact sign test on the discordant pairs (McNemar's test, exact
