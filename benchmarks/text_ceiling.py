@@ -29,6 +29,7 @@ DEFAULT_LLMS = "offline:smollm2-135m-instruct,offline:qwen2.5-coder-0.5b-instruc
 def teacher_generate_fn(teacher, max_new_tokens: int):
     """A runner `generate(rows, mode)` answering the text_ceiling prompt with a data_prep Teacher."""
     from data_prep.teacher import Sampling
+    from data_prep.teachers import load_teacher
     from speech_adapter.prompts import teacher_messages
 
     def generate(rows, mode):

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from data_prep.distill.judge import degenerate_reason
-from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
+from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, stable_seed
+from data_prep.teachers import load_teacher
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_LLM

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from speech_adapter import __version__
+from speech_adapter.version import __version__
 from speech_adapter.errors import SpeechAdapterError
 
 # subcommand -> (module, one-line help)

@@ -16,7 +16,8 @@ from data_prep.distill.plan import batch_order, plan_clip
 from data_prep.distill.ssr import WorkItem, run_batch
 from data_prep.distill.stats import STAGE, STATS_NAME, DistillStats, stats_from_files
 from data_prep.rows import RejectLog, done_ids
-from data_prep.teacher import Teacher, load_teacher
+from data_prep.teacher import Teacher
+from data_prep.teachers import load_teacher
 from speech_adapter.errors import DataError
 from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
 from speech_adapter.templates import TASKS, render
