@@ -50,7 +50,8 @@ def timed(fn):
 
 
 def run(args) -> Result:
-    from data_prep.teacher import Sampling, TeacherConfig, load_teacher
+    from data_prep.teacher import Sampling, TeacherConfig
+    from data_prep.teachers import load_teacher
     from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_user_message
 
     t_start = time.perf_counter()

@@ -8,7 +8,7 @@ others' numbers standing; its log's last lines are reported.
 
 MFU (PaLM, appendix B) = useful FLOP/s / (peak FLOP/s x processes), with the useful FLOPs of
 `benchmarks/train_mfu.py`: the frozen LLM 4·N_body per real token (forward plus input-gradient
-backward, DESIGN.md), attention 12·L·H·n(n+1)/2 per row of n tokens, the LM head 4·V·H per target
+backward: the LLM is frozen), attention 12·L·H·n(n+1)/2 per row of n tokens, the LM head 4·V·H per target
 token, and the encoder's forward 2·N per frame (50 frames per audio second, up to the deepest
 tapped layer). The adapter is left out (under 1 % at these sizes), so MFU is slightly
 understated. The row length n is the step's mean. The shared-prompt-prefix shortcut is off

@@ -45,7 +45,8 @@ def prompts(n: int) -> list[list[dict]]:
 
 
 def load(quick: bool, batch: int, model: str, backend: str, dtype: str = "float32"):
-    from data_prep.teacher import TeacherConfig, load_teacher
+    from data_prep.teacher import TeacherConfig
+    from data_prep.teachers import load_teacher
 
     if quick:
         model = str(_tiny_dir())

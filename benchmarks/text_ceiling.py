@@ -29,12 +29,11 @@ DEFAULT_LLMS = "offline:smollm2-135m-instruct,offline:qwen2.5-coder-0.5b-instruc
 def teacher_generate_fn(teacher, max_new_tokens: int):
     """A runner `generate(rows, mode)` answering the text_ceiling prompt with a data_prep Teacher."""
     from data_prep.teacher import Sampling
-    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_user_message
+    from data_prep.teachers import load_teacher
+    from speech_adapter.prompts import teacher_messages
 
     def generate(rows, mode):
-        msgs = [[{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                 {"role": "user", "content": teacher_user_message(r["description"], r["instruction"])}]
-                for r in rows]
+        msgs = [teacher_messages(r["description"], r["instruction"]) for r in rows]
         return [a[0] for a in teacher.generate(msgs, sampling=Sampling(max_new_tokens=max_new_tokens))]
 
     return generate

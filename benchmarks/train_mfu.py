@@ -5,7 +5,7 @@ The peak is measured in the same run: the best fp32 2048x2048 matmul rate at the
 count. Useful FLOPs of one step (forward + backward + AdamW on the adapter):
 
 - frozen LLM: 4 * N_body per real (non-pad) token — forward 2N plus input-gradient backward 2N,
-  no weight gradients (DESIGN.md) — plus attention scores/values 3 * 4 * L * H * ctx per token
+  no weight gradients (the LLM is frozen) — plus attention scores/values 3 * 4 * L * H * ctx per token
   (backward 2x forward, all of it input gradients), plus the LM head 4 * V * H only at target
   positions (the only logits the loss reads);
 - adapter: 3x its forward FLOPs (weights trained: 6 * N per use), counted by FlopCounterMode;

@@ -26,8 +26,21 @@ from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 
 NOISE_COLORS = ("white", "pink", "brown")
+FRAME = 320  # 20 ms at 16 kHz
+ACTIVE_DBFS = -50.0  # frames above this count as speech when defining the SNR
 MAX_ISM_ORDER = 40  # image-source order cap: RT60 0.9 s needs ~115 (3 s a clip); 40 keeps it ~0.1 s
 REVERB_TAIL_S = 0.3  # the reverberant tail kept after the dry clip's end
+
+
+
+def active_power(x: np.ndarray, frame: int = FRAME, floor_dbfs: float = ACTIVE_DBFS) -> float:
+    """Mean power of the frames above `floor_dbfs` (the speech level; 0.0 if none)."""
+    n = len(x) // frame
+    if n == 0:
+        return float(np.mean(x ** 2)) if len(x) else 0.0
+    p = np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)  # (n_frames,)
+    active = p[p > 10 ** (floor_dbfs / 10)]
+    return float(active.mean()) if active.size else 0.0
 
 
 @dataclasses.dataclass
@@ -113,8 +126,6 @@ def apply_augment(x: np.ndarray, sr: int, plan: dict) -> np.ndarray:
 
     Order: reverb, silences, noise, telephone, mp3, gain (then a limiter at 0 dBFS).
     """
-    from data_prep.synth import active_power
-
     x = np.asarray(x, np.float32)
     if "reverb" in plan:
         x = reverb(x, sr, **plan["reverb"])
@@ -143,8 +154,6 @@ def reverb(x: np.ndarray, sr: int, rt60_s: float, room_m, source_m, mic_m) -> np
     reverberant tail kept for `REVERB_TAIL_S`, active power kept equal to the dry clip's."""
     import pyroomacoustics as pra
     from scipy.signal import fftconvolve
-
-    from data_prep.synth import active_power
 
     absorption, order = pra.inverse_sabine(rt60_s, room_m)
     room = pra.ShoeBox(room_m, fs=sr, materials=pra.Material(absorption), max_order=min(order, MAX_ISM_ORDER))

@@ -13,6 +13,7 @@ import typing
 from typing import Literal, get_args, get_origin
 
 from data_prep.augment import AugmentConfig
+from speech_adapter.audio import MAX_AUDIO_SECONDS
 from speech_adapter.config import from_dict, help_field, load_yaml
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_WHISPER
@@ -137,7 +138,7 @@ class IOConfig:
     input: str = help_field("", "input corpus JSONL (audio paths relative to its dir)")
     output: str = help_field("", "output JSONL; rejects.jsonl is written beside it")
     strict: bool = help_field(False, "stop at the first bad row/clip instead of rejecting it")
-    max_seconds: float = help_field(60.0, "refuse audio longer than this many seconds")
+    max_seconds: float = help_field(MAX_AUDIO_SECONDS, "refuse audio longer than this many seconds")
     limit: int = help_field(0, "process at most this many input rows (0 = all)")
 
 
@@ -183,7 +184,7 @@ class ImportConfig:
     language: str = help_field("en", "language of every row when no language column is given")
     id_prefix: str = help_field("imp", "prefix of derived ids")
     strict: bool = help_field(False, "stop at the first bad row instead of rejecting it")
-    max_seconds: float = help_field(60.0, "refuse audio longer than this many seconds")
+    max_seconds: float = help_field(MAX_AUDIO_SECONDS, "refuse audio longer than this many seconds")
     limit: int = help_field(0, "import at most this many rows (0 = all)")
 
 

@@ -16,7 +16,6 @@ Voices are "<language>[+<variant>]": the language picks accent/phonology ("en-us
 from __future__ import annotations
 
 import ctypes
-import difflib
 import functools
 import os
 import threading
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speech_adapter.config import did_you_mean
 from speech_adapter.errors import ConfigError, SpeechAdapterError
 
 SAMPLE_RATE = 22050  # espeak-ng's native output rate
@@ -124,7 +124,8 @@ class _Engine:
             lib = self.lib()
             err = lib.espeak_SetVoiceByName(voice.encode())  # validates the name in the parent
             if err != 0:
-                raise ConfigError(f"espeak voice {voice!r}: {_ERRORS.get(err, err)}{_suggest(voice)}")
+                hint = did_you_mean(voice.split("+")[0], _languages())
+                raise ConfigError(f"espeak voice {voice!r}: {_ERRORS.get(err, err)}{hint}")
             if not hasattr(os, "fork"):
                 return self._synth_here(text, voice, rate, pitch, volume)
             return self._synth_forked(text, voice, rate, pitch, volume)
@@ -199,7 +200,7 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50
         variant = voice.split("+", 1)[1]
         if variant not in list_variants():
             raise ConfigError(f"espeak voice {voice!r}: unknown variant {variant!r}"
-                              f"{_suggest(variant, list(list_variants()))}")
+                              f"{did_you_mean(variant, list_variants())}")
     if not text.strip():
         return np.zeros(0, np.float32), SAMPLE_RATE
     pcm = _engine().synth(text, _resolve(voice), rate, pitch, volume)  # (T,) int16
@@ -218,11 +219,8 @@ def _resolve(voice: str) -> str:
     return voice
 
 
-def _suggest(name: str, choices: list[str] | None = None) -> str:
-    if choices is None:
-        choices = [lang for v in list_voices() for lang in v.languages]
-    close = difflib.get_close_matches(name.split("+")[0], choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _languages() -> list[str]:
+    return [lang for v in list_voices() for lang in v.languages]
 
 
 @functools.lru_cache(maxsize=1)

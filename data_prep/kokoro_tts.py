@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speech_adapter.errors import ConfigError, SpeechAdapterError
+from data_prep.attributes import SR, estimate_pitch
+from speech_adapter.errors import ConfigError, ModelNotFoundError, SpeechAdapterError
 from speech_adapter.offline_models import kokoro as K
 
 SPEED_RANGE = (0.5, 2.0)  # what kokoro-onnx accepts
@@ -91,3 +92,16 @@ class KokoroEngine:
 
             audio = soxr.resample(audio, sr, sampling_rate, quality="HQ").astype(np.float32)
         return audio
+
+
+def verify_kokoro(weights: Path, out_dir: Path) -> dict:
+    """Speak one sentence with a US female and a US male voice: the female's F0 must be higher."""
+    engine = KokoroEngine(out_dir, threads=2)
+    f0 = {}
+    for vid in ("af_heart", "am_michael"):
+        audio = engine.speak("The quick brown fox jumps over the lazy dog.", vid, speed=1.0, sampling_rate=SR)
+        f0[vid] = estimate_pitch(audio)
+    if not (f0["af_heart"] and f0["am_michael"] and f0["af_heart"] > f0["am_michael"]):
+        raise ModelNotFoundError(f"Kokoro check failed: F0 female {f0['af_heart']} Hz is not above male "
+                                 f"{f0['am_michael']} Hz; reinstall the parts and prepare again")
+    return {"f0_hz": {k: round(v, 1) for k, v in f0.items()}}

@@ -3,7 +3,7 @@
 Magpie (Xu et al., 2024, "Alignment Data Synthesis from Scratch by Prompting Aligned LLMs with
 Nothing"): feed an aligned chat LLM only its chat template up to the start of a user turn; it
 completes a plausible user instruction. Answering that instruction with the same model gives a
-row of the model's own behaviour. Mixed into adapter training (the lecture notes' pseudo
+row of the model's own behaviour. Mixed into adapter training (pseudo
 replay), such rows keep the frozen LLM's text abilities in place at no labelling cost.
 
 Each candidate slot `magpie-NNNNNN` is either written (audio null, kind "text") or rejected with
@@ -18,8 +18,9 @@ import re
 import time
 from pathlib import Path
 
-from data_prep.distill import degenerate_reason
-from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, load_teacher, stable_seed
+from data_prep.distill.judge import degenerate_reason
+from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, stable_seed
+from data_prep.teachers import load_teacher
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_LLM

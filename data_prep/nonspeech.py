@@ -1,6 +1,6 @@
 """Non-speech clips for `data synth`: noise, tones, near-silence and synthetic music (numpy only).
 
-A model that has heard only speech describes every sound as a speaker (issue #16). A share of
+A model that has heard only speech describes every sound as a speaker. A share of
 the synthetic corpus (`SynthConfig.nonspeech_fraction`) is therefore sound without speech, with
 metadata exact by construction, so the `speech`/`sound` questions and the descriptions of these
 clips are true (the AudioSet ontology's top classes guided the kinds; the renderers are textbook

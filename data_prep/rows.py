@@ -45,13 +45,17 @@ class RejectLog:
             self._seen = {(r.get("id"), r.get("source"), r.get("line"), r.get("stage"))
                           for r in iter_jsonl(self.path, strict=False)}
 
-    def add(self, reason: str, *, id=None, source=None, line=None, kind: str | None = None) -> None:
-        """Record one reject; `kind` is the short category counted in the summary."""
+    def add(self, reason: str, *, id=None, source=None, line=None, kind: str | None = None,
+            fields: dict | None = None) -> None:
+        """Record one reject; `kind` is the short category counted in the summary (and written
+        with `fields`, the structured facts a stage's stats read back)."""
         if self.strict:
             where = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
             raise self.error_cls(f"{where}{reason}" + (f" (id {id})" if id else ""))
         row = {k: v for k, v in (("id", id), ("source", source), ("line", line)) if v is not None}
         row.update(stage=self.stage, reason=reason)
+        if fields:
+            row.update({"kind": kind, **fields} if kind else fields)
         self.counts[kind or _kind(reason)] += 1
         if (id, source, line, self.stage) in self._seen:
             return

@@ -1,7 +1,7 @@
 """`data synth`: a synthetic speech corpus from espeak-ng and/or Kokoro with exact metadata.
 
-Follows the DESIGN's offline default data (DeSTA2's seed descriptions need attributes; here they
-are known by construction): each clip samples a text from the shipped pool, a language/accent,
+The offline default data (DeSTA2's seed descriptions need attributes; here they are known by
+construction): each clip samples a text from the shipped pool, a language/accent,
 speaker variant(s), rate, pitch and volume, optionally white noise at a known SNR and several
 speakers concatenated. Clip `i` draws everything from `np.random.default_rng([seed, i])`, so a
 seed fixes rows and audio whatever the sharding; shards take `i % num_shards == shard_index`.
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import espeak, nonspeech
-from data_prep.augment import apply_augment, plan_augment
+from data_prep.augment import ACTIVE_DBFS, FRAME, active_power, apply_augment, plan_augment
 from data_prep.config import SynthConfig
 from data_prep.rows import done_ids
 from data_prep.text_pool import text_pool
@@ -48,8 +48,6 @@ from speech_adapter.errors import ConfigError
 from speech_adapter.utils.io import JsonlAppender, atomic_path, write_json_atomic
 
 CONFIG_NAME = "synth_config.json"
-FRAME = 320  # 20 ms at 16 kHz
-ACTIVE_DBFS = -50.0  # frames above this count as speech when defining the SNR
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian"}
 KOKORO_PEAK = 0.9  # Kokoro's clean speech is peak-normalized to this (some voices overshoot 1.0)
 MIX_WEIGHT = (0.3, 0.7)  # range of the first voice's weight in a mixed speaker
@@ -65,16 +63,6 @@ def corpus_path(cfg: SynthConfig) -> Path:
     if cfg.num_shards == 1:
         return out / "corpus.jsonl"
     return out / f"corpus-{cfg.shard_index:03d}-of-{cfg.num_shards:03d}.jsonl"
-
-
-def active_power(x: np.ndarray, frame: int = FRAME, floor_dbfs: float = ACTIVE_DBFS) -> float:
-    """Mean power of the frames above `floor_dbfs` (the speech level; 0.0 if none)."""
-    n = len(x) // frame
-    if n == 0:
-        return float(np.mean(x ** 2)) if len(x) else 0.0
-    p = np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)  # (n_frames,)
-    active = p[p > 10 ** (floor_dbfs / 10)]
-    return float(active.mean()) if active.size else 0.0
 
 
 def plan_clip(cfg: SynthConfig, index: int) -> dict:

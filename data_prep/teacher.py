@@ -344,34 +344,3 @@ class FakeTeacher:
             if self.delay_s:
                 time.sleep(self.delay_s)
         return out
-
-
-def load_teacher(config: TeacherConfig) -> Teacher:
-    """Build the teacher `config` names; raises ModelNotFoundError / ConfigError with the fix."""
-    ref = config.model
-    if ref.startswith("fake:"):
-        return FakeTeacher.from_file(ref[len("fake:"):])
-    from speech_adapter.models.loading import DTYPES, load_llm
-    from speech_adapter.paths import resolve_model
-
-    if config.backend == "vllm":
-        return VllmTeacher(resolve_model(ref), ref, config.dtype)
-    if config.backend == "ctranslate2":
-        if ref.endswith(".gguf"):
-            raise ConfigError("backend 'ctranslate2' converts a model dir, not a .gguf file; "
-                              "use offline:NAME or a converted dir")
-        from data_prep.teacher_ct2 import CTranslate2Teacher
-
-        return CTranslate2Teacher(resolve_model(ref), ref, compute_type=config.dtype, batch_size=config.batch_size)
-    if ref.endswith(".gguf"):
-        path = Path(ref).expanduser()
-        if not path.is_file():
-            raise ModelNotFoundError(f"GGUF file not found: {path}")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=DTYPES[config.dtype]).eval()
-    else:
-        model, tok = load_llm(ref, dtype=config.dtype)
-    return TransformersTeacher(model, tok, ref, batch_size=config.batch_size)

@@ -1,16 +1,9 @@
 """speech_adapter: turn a frozen text LLM into a spoken-language model by self-distillation.
 
-Nothing heavy happens at import time; `SpeechLM` is imported lazily.
+Nothing happens at import time. The model is `speech_adapter.models.speechlm.SpeechLM` (the
+package root sits below every layer, so it re-exports nothing from above).
 """
 
 from speech_adapter.version import __version__
 
-__all__ = ["SpeechLM", "__version__"]
-
-
-def __getattr__(name):
-    if name == "SpeechLM":
-        from speech_adapter.models.speechlm import SpeechLM
-
-        return SpeechLM
-    raise AttributeError(name)
+__all__ = ["__version__"]

@@ -26,6 +26,9 @@ MIN_SECONDS = 0.1
 SILENCE_PEAK = 1e-4  # peak |x| below this counts as silence (-80 dBFS)
 CLIP_LEVEL = 0.999
 CHUNK_SECONDS = 30.0  # Whisper's window; longer audio is chunked by this policy
+# The longest clip accepted anywhere (data prep, training, the model; 4 Whisper windows): the one
+# default of every per-clip length limit, so a clip one command takes is never refused by the next.
+MAX_AUDIO_SECONDS = 120.0
 
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:

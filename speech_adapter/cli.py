@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from speech_adapter import __version__
+from speech_adapter.version import __version__
 from speech_adapter.errors import SpeechAdapterError
 
 # subcommand -> (module, one-line help)
@@ -36,13 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and module_name.startswith(e.name):
-                p.set_defaults(_not_built=name)
-                continue
-            raise
+        module = importlib.import_module(module_name)
         module.configure(p)
         p.set_defaults(_main=module.main)
     return parser
@@ -54,9 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if getattr(args, "_not_built", None):
-        print(f"speech-adapter {args._not_built}: not built yet in this version", file=sys.stderr)
-        return 3
     try:
         return int(args._main(args) or 0)
     except SpeechAdapterError as e:

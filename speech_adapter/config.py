@@ -28,10 +28,11 @@ def help_field(default=dataclasses.MISSING, help: str = "", default_factory=data
     return dataclasses.field(default=default, **kw)
 
 
-def did_you_mean(value, choices) -> str:
-    """"; did you mean 'x'?" for the closest of `choices` to `value`, or ""."""
+def did_you_mean(value, choices, otherwise: str = "") -> str:
+    """"; did you mean 'x'?" for the closest of `choices` to `value`, else `otherwise`. The one
+    suggestion helper: every "unknown X" error in the project ends with it."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return f"; did you mean {close[0]!r}?" if close else otherwise
 
 
 def _type_name(tp) -> str:
@@ -60,9 +61,8 @@ def _coerce(value: Any, tp, key: str):
         raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
         if value not in get_args(tp):
-            close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key}: {value!r} is not one of {list(get_args(tp))}{hint}")
+            raise ConfigError(f"{key}: {value!r} is not one of {list(get_args(tp))}"
+                              f"{did_you_mean(value, get_args(tp))}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -118,8 +118,7 @@ def from_dict(cls, data: dict, prefix: str = ""):
     for key in data:
         if key not in fields:
             dotted = f"{prefix}.{key}" if prefix else key
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
+            hint = did_you_mean(key, fields, otherwise=f"; known keys: {', '.join(fields)}")
             raise ConfigError(f"unknown key '{dotted}'{hint}")
     kwargs = {}
     for name, f in fields.items():

@@ -161,7 +161,7 @@ def model_card(cfg: dict, root: Path) -> str:
         "## Data", "", *(data or ["- (not recorded)"]), "",
         "## Evaluation", "", *_eval_summary(root), "",
         "## Load", "", "```python",
-        "from speech_adapter import SpeechLM",
+        "from speech_adapter.models.speechlm import SpeechLM",
         "m = SpeechLM.from_pretrained(\"path/to/this/dir\")",
         "print(m.ask(\"clip.wav\", \"What can you hear?\"))", "```", "",
         "or `speech-adapter chat --model path/to/this/dir --audio clip.wav \"What can you hear?\"`.", "",

@@ -81,6 +81,18 @@ def teacher_user_message(description: str, instruction: str, style: str = "liste
     return f"[Audio]\n{_listener_text(description)}\n\n{instruction}"
 
 
+def chat_messages(system: str | None, user: str) -> list[dict]:
+    """One chat turn: the system prompt (left out when None or empty), then the user's message."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
+def teacher_messages(description: str, instruction: str, system: str | None = DEFAULT_SYSTEM_PROMPT,
+                     style: str = "listener") -> list[dict]:
+    """The teacher's prompt, the one place it is built: distillation asks it, the eval's
+    text_ceiling mode asks the backbone the same way (`teacher_user_message` for `style`)."""
+    return chat_messages(system, teacher_user_message(description, instruction, style))
+
+
 def student_user_message(instruction: str, placeholder: str, transcript: str | None = None) -> str:
     """What the speech model reads: `placeholder` (expanded to audio embeddings) in the audio
     slot, optionally the Whisper transcript after it, then the instruction."""

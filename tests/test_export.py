@@ -92,7 +92,7 @@ def test_merged_llm_equals_lora_outputs(lora_export):
 
 CHILD = """
 import json, sys, numpy as np
-from speech_adapter import SpeechLM
+from speech_adapter.models.speechlm import SpeechLM
 from tests.inference.export_fixtures import clip
 m = SpeechLM.from_pretrained(sys.argv[1])
 exs = [{"audio": clip(1.5, 0), "instruction": "What can you hear?", "system": "Be brief."},

@@ -81,7 +81,7 @@ def test_readme_example_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert all(r["teacher"]["model"] == "fake" and r["response"] for r in distilled)
     assert (run / "eval" / "compare" / "compare.md").exists()
 
-    from speech_adapter import SpeechLM
+    from speech_adapter.models.speechlm import SpeechLM
 
     model = SpeechLM.from_pretrained(run / "export")  # README step 4
     answer = model.ask(str(tmp_path / "my_clips" / "clip03.wav"), "What can you hear?", max_new_tokens=3)

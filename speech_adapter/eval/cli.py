@@ -157,24 +157,6 @@ def _build(args) -> int:
     return 0
 
 
-def resolve_model_dir(path) -> "Path":
-    """An adapter dir from a model dir, a training run dir (its adapter/ or latest checkpoint)
-    or a pipeline output dir (train/adapter); `ModelNotFoundError` names what was looked for."""
-    from pathlib import Path
-
-    from speech_adapter.errors import ModelNotFoundError
-
-    root = Path(path)
-    candidates = [root, root / "adapter", root / "train" / "adapter"]
-    for base in (root, root / "train"):
-        candidates += sorted((base / "checkpoints").glob("step-*"), reverse=True)
-    for c in candidates:
-        if (c / "adapter_config.json").exists():
-            return c
-    raise ModelNotFoundError(f"{root}: no adapter_config.json in it, its adapter/, train/adapter/ or "
-                             "checkpoints/step-*/; pass a dir written by save_adapter or a training run dir")
-
-
 def run_settings(args) -> tuple[dict, RunConfig]:
     """(paths {suite, model, out, system}, RunConfig) of `eval run`: the recipe's (--recipe, the
     trained adapter of the recipe or of --variant), then the explicit flags."""
@@ -220,10 +202,11 @@ def _run(args) -> int:
         write_json_atomic(suite_path.with_suffix(".stats.json"), stats)
     rows = load_rows(suite_path)[: cfg.limit]
     check_rows(rows, suite_path)
-    model_dir = resolve_model_dir(paths["model"])
-    if {"speech", "cascade"} & set(cfg.modes):  # unreadable clips go to rejects.jsonl; the rest runs
-        from speech_adapter.models.adapter_dir import read_config
+    # adapter_dir imports torch (safetensors): kept out of `eval --help`
+    from speech_adapter.models.adapter_dir import find_source, read_config
 
+    model_dir = find_source(paths["model"])
+    if {"speech", "cascade"} & set(cfg.modes):  # unreadable clips go to rejects.jsonl; the rest runs
         rows, n_bad = reject_bad_audio(rows, paths["out"], read_config(model_dir).max_audio_seconds)
         if n_bad:
             print(f"{n_bad} rows with unreadable audio skipped in speech mode (see {Path(paths['out']) / 'rejects.jsonl'})")

@@ -11,11 +11,11 @@ Constraint dicts travel in rows as `{"id": "json", "kwargs": {"keys": ["answer"]
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from typing import Callable
 
+from speech_adapter.config import did_you_mean
 from speech_adapter.errors import DataError
 
 RELATIONS = ("<=", ">=", "==")
@@ -187,8 +187,7 @@ def instruction_text(constraint_id: str, **kwargs) -> str:
 def _known(constraint_id: str) -> Callable[..., bool]:
     fn = CHECKERS.get(constraint_id)
     if fn is None:
-        close = difflib.get_close_matches(str(constraint_id), list(CHECKERS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(CHECKERS)}"
+        hint = did_you_mean(constraint_id, CHECKERS, otherwise=f"; known: {', '.join(CHECKERS)}")
         raise DataError(f"unknown constraint id {constraint_id!r}{hint}")
     return fn
 

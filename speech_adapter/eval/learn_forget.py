@@ -12,7 +12,7 @@ from "learns less, forgets less" to "learns more, forgets more". Here, per syste
 - both on speech prompts, and — where the system has text_retention rows (LoRA: the LLM itself
   moved) — on text-only prompts against the same ceiling.
 
-forgot > 0 means below the ceiling. Rows are paired by id (`report.paired_difference`), so every
+forgot > 0 means below the ceiling. Rows are paired by id (`paired.paired_difference`), so every
 number comes with its 95 % CI and n. The grouping keys (objective, LoRA rank, text_mix,
 hard-token filter) come from each report's `training` entry, written by the pipeline.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from speech_adapter.eval.paired import paired_difference
 from speech_adapter.eval.scorecard import json_stats
 
 LEARN_FORGET_PNG = "learn_forget.png"
@@ -56,8 +57,6 @@ def _metric_rows(rows: list[dict], mode: str, metric: str) -> list[dict]:
 
 def _paired(base: list[dict], other: list[dict]) -> dict | None:
     """Δ = other − base over rows in both: {n, diff_pts, ci_pts, base_pct, other_pct}; None if none pair."""
-    from speech_adapter.eval.report import paired_difference
-
     d = paired_difference(base, other, mode=base[0]["mode"] if base else "")
     return None if not d["n"] else {k: d[k] for k in ("n", "diff_pts", "ci_pts", "base_pct", "other_pct")}
 

@@ -1,4 +1,4 @@
-"""The `real` eval suite: public real recordings shipped with the package (issue #16).
+"""The `real` eval suite: public real recordings shipped with the package.
 
 The held-out suite is cut from the run's own (often synthetic) corpus; this one is fixed: 66
 clips of real speech (AN4, CMU ARCTIC, VCTK, LibriSpeech, a JFK speech) and non-speech (music,

@@ -3,8 +3,8 @@
 Both report.md and compare.md open with the same scorecard block (`scorecard`, also written as
 scorecard.json beside them); the tables below it are the per-mode details.
 
-The comparison is how the forgetting study is shown (the lecture notes' JSON-lost-after-epoch-3
-story; DeSTA2 vs task SFT): one column per run, rows for accuracy per task and split and for the
+The comparison is how the forgetting study is shown (DeSTA2 vs
+task SFT): one column per run, rows for accuracy per task and split and for the
 instruction-following rate per constraint, speech vs the text backbone. When the runs' scores.jsonl
 are there, it also pairs rows by id against the first run: mean difference with a paired bootstrap
 CI (Efron & Tibshirani 1993) and an exact sign test on the discordant pairs (McNemar's test, exact
@@ -14,12 +14,11 @@ form, for 0/1 scores), so "run B beats run A" is a measured claim rather than a 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
-
 from speech_adapter.errors import DataError
+from speech_adapter.eval import learn_forget, scorecard
+from speech_adapter.eval.paired import paired_difference, sign_test_p  # noqa: F401  (sign_test_p: public here too)
 from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_text_atomic
 
 REPORT_JSON = "report.json"
@@ -113,8 +112,6 @@ def write_report(report: dict, out_dir, peers=()) -> dict[str, Path]:
     suite (e.g. the untrained adapter's) shown beside this one and paired against it. A peer
     without a scores.jsonl is left out.
     """
-    from speech_adapter.eval import scorecard
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / REPORT_JSON, "md": out / REPORT_MD, "tasks_png": out / TASKS_PNG,
@@ -176,65 +173,6 @@ def _names(reports: list[dict]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         names.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return names
-
-
-def sign_test_p(wins: int, losses: int) -> float:
-    """Exact two-sided sign test (binomial, p = 0.5) on the discordant pairs; 1.0 when there are none."""
-    n = wins + losses
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
-    return min(1.0, 2 * tail / 2**n)
-
-
-def _verdict(lo: float, hi: float) -> str:
-    return "better" if lo > 0 else "worse" if hi < 0 else "no clear difference"
-
-
-def _paired_stats(base: np.ndarray, other: np.ndarray, n_boot: int, seed: int) -> dict:
-    """Means (%), Δ = other − base (points), 95 % paired bootstrap CI of Δ, wins/losses/ties, sign-test p."""
-    n = len(base)
-    if n == 0:
-        return {"n": 0, "base_pct": None, "other_pct": None, "diff_pts": None, "ci_pts": None,
-                "wins": 0, "losses": 0, "ties": 0, "sign_p": 1.0, "verdict": "no clear difference"}
-    diff = other - base
-    # a fresh generator per group: a group's CI does not depend on which groups came before it
-    rng = np.random.default_rng(seed)
-    boot = np.empty(n_boot)
-    for start in range(0, n_boot, 256):  # chunks bound memory at 256·n indices
-        stop = min(n_boot, start + 256)
-        boot[start:stop] = diff[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    lo, hi = (100 * float(x) for x in np.percentile(boot, [2.5, 97.5]))
-    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
-    return {"n": n, "base_pct": 100 * float(base.mean()), "other_pct": 100 * float(other.mean()),
-            "diff_pts": 100 * float(diff.mean()), "ci_pts": [lo, hi],
-            "wins": wins, "losses": losses, "ties": n - wins - losses,
-            "sign_p": sign_test_p(wins, losses), "verdict": _verdict(lo, hi)}
-
-
-def paired_difference(base_rows: list[dict], other_rows: list[dict], mode: str = "speech",
-                      n_boot: int = 2000, seed: int = 0) -> dict:
-    """Compare two runs' scores.jsonl rows of one mode, paired by row `id`.
-
-    Only rows with a non-null score in both runs count (open-ended tasks have none). Returns the
-    `_paired_stats` dict for all paired rows, plus the same per split (`by_split`) and per task
-    (`by_task`), each keyed by the base run's split / task.
-    """
-    def scored(rows):
-        return {r["id"]: r for r in rows if r.get("mode") == mode and r.get("score") is not None}
-
-    base, other = scored(base_rows), scored(other_rows)
-    ids = [i for i in base if i in other]
-
-    def stats(keep):
-        sel = [i for i in ids if keep(base[i])]
-        return _paired_stats(np.array([float(base[i]["score"]) for i in sel]),
-                             np.array([float(other[i]["score"]) for i in sel]), n_boot, seed)
-
-    out = stats(lambda r: True)
-    out["by_split"] = {s: stats(lambda r, s=s: r.get("split") == s)
-                       for s in sorted({base[i].get("split") for i in ids}, key=str)}
-    out["by_task"] = {t: stats(lambda r, t=t: r.get("task") == t)
-                      for t in sorted({base[i].get("task") for i in ids}, key=str)}
-    return out
 
 
 def paired_comparison(names: list[str], score_rows: list[list[dict] | None], mode: str = "speech",
@@ -351,8 +289,6 @@ def compare(paths, out_dir=None) -> str:
     reports = [load_report(p) for p in paths]
     if not reports:
         raise DataError("eval compare needs at least one run dir or report.json")
-    from speech_adapter.eval import learn_forget, scorecard
-
     names = _names(reports)
     scores = [_load_scores(p) for p in paths]
     paired = paired_comparison(names, scores)

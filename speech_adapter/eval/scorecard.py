@@ -11,7 +11,7 @@ reading the description); the last two do not depend on the adapter and appear o
   and the answer under them correct where the task is scoreable;
 - WER of transcription answers (corpus-level: edits over reference words);
 - degenerate replies: loops, empty replies, replies cut off at max_new_tokens;
-- each adapter against the untrained one, task by task (paired bootstrap, `report.paired_difference`),
+- each adapter against the untrained one, task by task (paired bootstrap, `paired.paired_difference`),
   flagged when it is worse — above all on a task it was not trained on;
 - 20 raw replies, the same rows for every column, side by side.
 """
@@ -22,6 +22,7 @@ import hashlib
 import re
 
 from speech_adapter.eval.constraints import parse_json
+from speech_adapter.eval.paired import paired_difference
 from speech_adapter.eval.runner import BACKBONE_MODES
 from speech_adapter.eval.scoring import normalize, wer
 
@@ -165,8 +166,6 @@ def columns(runs: list[tuple[str, list[dict]]]) -> list[dict]:
 def paired_tasks(cols: list[dict], trained_tasks: dict[str, list[str] | None] | None = None) -> dict:
     """Each adapter's speech rows against the untrained one's (or the first speech column's),
     per task: Δ points, 95 % paired-bootstrap CI, verdict, and a flag when it is worse."""
-    from speech_adapter.eval.report import paired_difference
-
     speech = [c for c in cols if c["mode"] == "speech"]
     base = next((c for c in speech if c["system"] == "untrained"), speech[0] if speech else None)
     out = {"base": base["name"] if base else None, "runs": {}}

@@ -115,17 +115,18 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
     else decoded by the model's own Whisper, once per clip (a clip is asked many questions).
     """
     from speech_adapter.audio import load_audio
-    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, cascade_user_message, teacher_user_message
+    from speech_adapter.prompts import (DEFAULT_SYSTEM_PROMPT, cascade_user_message, chat_messages, teacher_messages,
+                                        teacher_user_message)
 
     if system == "default":  # the system prompt distillation and training used
         system = DEFAULT_SYSTEM_PROMPT
     backbone = BackboneText(speechlm, text_backend, batch_size)
     transcripts: dict[str, str] = {}
 
-    def describe(r, m):
+    def description(r, m):
         if not r.get("description"):
             raise DataError(f"row {r['id']}: mode {m} needs a description")
-        return teacher_user_message(r["description"], r["instruction"])
+        return r["description"]
 
     def transcribe_rows(rows):
         for r in rows:  # `data transcribe` already wrote the same Whisper's transcript into the suite
@@ -140,20 +141,17 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
             raise DataError(f"row {missing[0]}: mode cascade needs audio")
         return [transcripts[str(r["audio"])] for r in rows]
 
-    def chat(user):
-        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-
     def generate(rows: list[dict], run_mode: str) -> list[dict]:
         m = mode or run_mode
         if m not in MODES:
             raise DataError(f"mode {m!r} is not one of {list(MODES)}")
         if m == "cascade":
             asr = transcribe_rows(rows)
-            replies = backbone([chat(cascade_user_message(t, r["instruction"])) for t, r in zip(asr, rows)],
+            replies = backbone([chat_messages(system, cascade_user_message(t, r["instruction"])) for t, r in zip(asr, rows)],
                                max_new_tokens)
             return [{"output": text, "stop": stop, "asr": t} for (text, stop), t in zip(replies, asr)]
         if m == "text_ceiling":
-            replies = backbone([chat(describe(r, m)) for r in rows], max_new_tokens)
+            replies = backbone([teacher_messages(description(r, m), r["instruction"], system) for r in rows], max_new_tokens)
             return [{"output": text, "stop": stop} for text, stop in replies]
         out = []
         for i in range(0, len(rows), batch_size):
@@ -164,7 +162,8 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
                 exs = [{"audio": load_audio(r["audio"]), "instruction": r["instruction"],
                         "transcript": r.get("asr_transcript")} for r in chunk]
             else:  # text_retention: the speech model, LoRA on, reading the description
-                exs = [{"audio": None, "instruction": describe(r, m), "transcript": None} for r in chunk]
+                exs = [{"audio": None, "instruction": teacher_user_message(description(r, m), r["instruction"]),
+                        "transcript": None} for r in chunk]
             exs = [dict(e, response=None, system=system, description=None) for e in exs]
             texts, stops = speechlm.generate(exs, max_new_tokens=max_new_tokens, return_stop=True)
             out += [{"output": text, "stop": stop} for text, stop in zip(texts, stops)]

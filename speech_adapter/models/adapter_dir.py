@@ -187,7 +187,8 @@ def find_source(run, checkpoint: str = "auto") -> Path:
     """
     run = Path(run)
     if not run.is_dir():
-        raise ModelNotFoundError(f"{run}: not a directory")
+        raise ModelNotFoundError(f"{run}: not a directory; pass an adapter dir (adapter_config.json) "
+                                 "or a training run dir")
     roots = [run] + ([run / "train"] if (run / "train").is_dir() else [])
     if checkpoint in ("auto", "final"):
         for cand in [run] + [r / "adapter" for r in roots]:

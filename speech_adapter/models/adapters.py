@@ -12,16 +12,12 @@ and `num_tokens(lengths) -> n_tokens` (pure, so prompts can be laid out before e
 Frames past a clip's length are zeroed / masked so a clip's output does not depend on its batch.
 
 Each adapter first standardizes its input channels (`FeatureNorm`, statistics fitted on training
-clips before step 1). Whisper tiny.en's channel std ranges from 0.11 to 5.7 and its means reach
-7.4; on a held-out gender question a Q-Former fed raw states still answered one gender for every
-clip after 60 steps (47 %), fed standardized states it reached 83 % at step 40 and 93 % at 80
-(benchmarks/NOTES.md). A linear probe needs the same scaling; so does gradient descent here.
+clips before step 1): Whisper's channel scales differ by orders of magnitude, and a short run on
+raw states learns nothing from them (benchmarks/NOTES.md).
 
 Each adapter last RMS-normalizes its output tokens (`output_norm`, Ultravox's `ln_post`), the
-learned scale starting at the LLM's own token-embedding RMS. Unnormalized, the Q-Former's outputs
-grew from norm 13 to ~50 per token (SmolLM2's embeddings: 3.2) and became a constant prompt
-(between-clip variation ~1 %); on a gender question with a fixed phrasing the normalized adapter
-reached 94 % on held-out clips where the unnormalized one stayed at 40 % (benchmarks/NOTES.md).
+learned scale starting at the LLM's own token-embedding RMS, so the tokens cannot grow into a
+constant prompt that drowns the clip's differences (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from speech_adapter.audio import MAX_AUDIO_SECONDS
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_LLM, OFFLINE_WHISPER
@@ -58,7 +59,7 @@ class AdapterConfig:
 
 @dataclass
 class LoraConfig:
-    rank: int = help_field(8, "LoRA rank r; lower forgets less (the notes), 0 is not allowed: set lora: null")
+    rank: int = help_field(8, "LoRA rank r; lower forgets less, 0 is not allowed: set lora: null")
     alpha: float = help_field(16.0, "LoRA alpha (scale = alpha / rank)")
     dropout: float = help_field(0.05, "LoRA dropout")
     target_modules: list[str] = help_field(
@@ -85,7 +86,7 @@ class ModelConfig:
     use_transcript: bool = help_field(
         False, "DeSTA2: put the transcript after the audio tokens (row's transcript, else Whisper decoding)")
     max_audio_seconds: float = help_field(
-        120.0, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
+        MAX_AUDIO_SECONDS, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")
     dtype: Literal["float32", "bfloat16", "float16"] = help_field(
         "float32", "dtype of the frozen encoder and LLM (fp32 on CPU, bf16 on GPU); the adapter stays fp32")

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from speech_adapter.audio import MAX_AUDIO_SECONDS, SAMPLE_RATE
 from speech_adapter.errors import AudioError
-
-SAMPLE_RATE = 16000
 
 
 class AudioEncoder(nn.Module):
@@ -31,7 +30,7 @@ class AudioEncoder(nn.Module):
     concatenated along time (Ultravox); clips above `max_seconds` are refused.
     """
 
-    def __init__(self, whisper_encoder, feature_extractor, layers: list[int], max_seconds: float = 120.0):
+    def __init__(self, whisper_encoder, feature_extractor, layers: list[int], max_seconds: float = MAX_AUDIO_SECONDS):
         super().__init__()
         self.whisper_encoder = whisper_encoder
         self.feature_extractor = feature_extractor

@@ -28,7 +28,7 @@ from speech_adapter.audio import MIN_SECONDS, SAMPLE_RATE, chunk_audio, load_aud
 from speech_adapter.errors import ConfigError, DataError
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.models.encoder import AudioEncoder, transcribe
-from speech_adapter.prompts import student_user_message, teacher_user_message
+from speech_adapter.prompts import chat_messages, student_user_message, teacher_user_message
 
 IGNORE = -100
 
@@ -101,9 +101,7 @@ class SpeechProcessor:
 
     def prompt_ids(self, ex: dict, mode: str = "audio", transcript: str | None = None) -> list[int]:
         """Chat-template prompt ids ending with the assistant header; placeholders expanded."""
-        msgs = [{"role": "system", "content": ex["system"]}] if ex.get("system") else []
-        msgs.append({"role": "user", "content": self.user_message(ex, mode, transcript)})
-        ids = self._chat_ids(msgs)
+        ids = self._chat_ids(chat_messages(ex.get("system"), self.user_message(ex, mode, transcript)))
         n_ph = ids.count(self.placeholder_id)
         if mode == "audio" and ex.get("audio") is not None:
             if n_ph != 1:

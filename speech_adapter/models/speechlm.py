@@ -23,7 +23,7 @@ from speech_adapter.models.adapters import build_adapter
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.models.encoder import AudioEncoder
 from speech_adapter.models.processor import IGNORE, SpeechProcessor, audio_pieces
-from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
+from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, chat_messages
 
 # The shortest shared prompt prefix worth running once per batch (see `_shared_prefix_length`).
 MIN_SHARED_PREFIX = 8
@@ -275,8 +275,7 @@ class SpeechLM(nn.Module):
         clips = [audio_pieces(audio)] if audio is not None else []
         transcript = " ".join(t.strip() for t in self.processor.transcribe(clips[0])) \
             if clips and self.config.use_transcript else None
-        msgs = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": self.processor.user_turn(instruction, clips, transcript)}]
+        msgs = chat_messages(system, self.processor.user_turn(instruction, clips, transcript))
         batch = self.processor.chat_batch(msgs, [p for clip in clips for p in clip])
         tokens = (int(t) for t in self.stream(batch, max_new_tokens, temperature > 0, temperature, top_p, seed))
         out: list[int] = []

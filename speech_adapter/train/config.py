@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+from speech_adapter.audio import MAX_AUDIO_SECONDS
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 
@@ -59,7 +60,7 @@ class TrainConfig:
     eval_batches: int = help_field(8, "micro-batches of dev_file per dev-loss evaluation")
     log_every: int = help_field(10, "write metrics every N steps")
     num_workers: int = help_field(0, "DataLoader workers that load audio (0 = main process)")
-    max_audio_seconds: float = help_field(30.0, "rows with longer audio are rejected (logged), not chunked")
+    max_audio_seconds: float = help_field(MAX_AUDIO_SECONDS, "rows with longer audio are rejected (logged)")
 
     def validate(self) -> None:
         """Raise ConfigError naming the key of the first invalid value."""

@@ -1,7 +1,7 @@
 """Training rows: distilled JSONL (+ text-only replay rows) → deterministic, resumable batches.
 
 Follows DeSTA2's data recipe (one row = audio + instruction + the backbone's own response)
-with the notes' experience replay (text-only rows mixed in at a set rate). Batching is
+with experience replay (text-only rows mixed in at a set rate). Batching is
 length-bucketed and a pure function of (seed, epoch), so a run resumes at an exact
 (epoch, step) by rebuilding the epoch's batch list and skipping what was done.
 
@@ -28,7 +28,7 @@ from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
 
 class Rejects:
-    """Append-only rejects.jsonl: `{id?, source?, line?, stage, reason}` (see CONTRACTS.md)."""
+    """Append-only rejects.jsonl: `{id?, source?, line?, stage, reason}` (docs/CONTRACTS.md)."""
 
     def __init__(self, path: Path | None):
         self.path = path

@@ -7,7 +7,7 @@
 - `continuation` (BLSP): the same CE; the rows carry the backbone's continuation of the transcript.
 - `task_sft`: the same CE on ground-truth labels, the naive baseline that forgets.
 
-Hard-token filtering (the notes' "drop the hardest targets"): the response tokens the frozen
+Hard-token filtering: the response tokens the frozen
 backbone finds least likely (lowest teacher probability) are left out of the loss.
 
 Every loss works on *target* logits: (N, V) rows that predict the N response tokens (N,) in

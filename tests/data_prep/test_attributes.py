@@ -52,7 +52,7 @@ def _bursts(seconds=4.0):
 
 @pytest.mark.parametrize("snr", [0.0, 10.0, 20.0])
 def test_snr_estimate_tracks_added_noise(snr):
-    from data_prep.synth import active_power
+    from data_prep.augment import active_power
 
     clean = _bursts()
     noise = np.random.default_rng(0).standard_normal(len(clean)) * math.sqrt(active_power(clean) / 10 ** (snr / 10))

@@ -5,7 +5,7 @@ import pytest
 
 from data_prep import augment as A
 from data_prep.describe import describe_row
-from data_prep.synth import active_power
+from data_prep.augment import active_power
 from speech_adapter.config import from_dict
 from speech_adapter.errors import ConfigError
 

@@ -378,3 +378,20 @@ def test_a_wrong_choice_falls_back_to_generated_answers_in_label_first_form(tmp_
     assert t["attempts"] == 3 and t["sampling"]["generated"] == "It is a woman."  # choice, greedy, sample
     assert t["sampling"]["choice"]["Male."] > t["sampling"]["choice"]["Female."]
     assert [c[2] for c in fake.calls] == [False, True]
+
+
+def test_rejects_carry_structured_fields_and_stats_read_them_not_the_text(tmp_path):
+    from data_prep.distill import stats_from_files
+
+    fake = FakeTeacher({"rules": [{"contains": "female, male", "answers": ["The speaker is male.", "", "male"]}]})
+    stats = distill(described_rows(1), cfg_for(tmp_path, attempts=3, **GENDER_ONLY), teacher=fake)
+    rej_path = tmp_path / "out" / "rejects.jsonl"
+    (rej,) = read(rej_path)
+    assert rej["template_id"] == rej["id"].split("/", 1)[1] and rej["attempts"] == 3
+    assert rej["kind"] == "wrong gender" and rej["failed"] == ["wrong gender", "empty answer"]
+    assert stats["failed_answer_reasons"] == {"wrong gender": 1, "empty answer": 1}
+    # the text is for people: rewriting it changes nothing the stats report
+    rej_path.write_text(json.dumps({**rej, "reason": "reworded: x (y); z"}) + "\n")
+    again = stats_from_files(Path(tmp_path / "out" / "distilled.jsonl")).to_dict()
+    assert again["failed_answer_reasons"] == stats["failed_answer_reasons"]
+    assert again["per_task"] == stats["per_task"]

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from data_prep.teacher import FakeTeacher, Sampling, TeacherConfig, TransformersTeacher, load_teacher
+from data_prep.teacher import FakeTeacher, Sampling, TeacherConfig, TransformersTeacher
+
+from data_prep.teachers import load_teacher
 from speech_adapter.errors import ConfigError
 
 CHAT_TEMPLATE = (

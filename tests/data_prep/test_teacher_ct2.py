@@ -6,7 +6,9 @@ answers must equal `transformers` generate's, option scores its summed log-proba
 
 import pytest
 
-from data_prep.teacher import Sampling, TeacherConfig, TransformersTeacher, load_teacher
+from data_prep.teacher import Sampling, TeacherConfig, TransformersTeacher
+
+from data_prep.teachers import load_teacher
 from speech_adapter.errors import ConfigError
 
 pytest.importorskip("ctranslate2")

@@ -32,19 +32,21 @@ def test_eval_build_and_compare_cli(tmp_path, capsys):
     assert "| | a | b |" in capsys.readouterr().out
 
 
-def test_resolve_model_dir_from_run_dirs(tmp_path):
+def test_eval_finds_the_adapter_of_a_run_dir_like_export(tmp_path):
+    """`eval run --model` takes what `export` takes: adapter_dir.find_source (auto)."""
     import pytest
 
     from speech_adapter.errors import ModelNotFoundError
-    from speech_adapter.eval.cli import resolve_model_dir
+    from speech_adapter.models.adapter_dir import ADAPTER_CONFIG, WEIGHTS, find_source
 
     with pytest.raises(ModelNotFoundError, match="no adapter_config.json"):
-        resolve_model_dir(tmp_path)
+        find_source(tmp_path)
     for sub in ("checkpoints/step-00002", "checkpoints/step-00010"):
         (tmp_path / sub).mkdir(parents=True)
-        (tmp_path / sub / "adapter_config.json").write_text("{}")
-    assert resolve_model_dir(tmp_path) == tmp_path / "checkpoints/step-00010"
-    (tmp_path / "adapter").mkdir()
-    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
-    assert resolve_model_dir(tmp_path) == tmp_path / "adapter"
-    assert resolve_model_dir(tmp_path / "adapter") == tmp_path / "adapter"
+        (tmp_path / sub / ADAPTER_CONFIG).write_text("{}")
+    assert find_source(tmp_path) == tmp_path / "checkpoints/step-00010"
+    (tmp_path / "train" / "adapter").mkdir(parents=True)
+    for name in (ADAPTER_CONFIG, WEIGHTS):
+        (tmp_path / "train" / "adapter" / name).write_text("{}")
+    assert find_source(tmp_path) == tmp_path / "train" / "adapter"
+    assert find_source(tmp_path / "train" / "adapter") == tmp_path / "train" / "adapter"

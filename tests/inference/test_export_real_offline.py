@@ -28,7 +28,7 @@ def speech_wav(tmp_path_factory):
 
 
 def test_real_export_load_chat(tmp_path, speech_wav, capsys):
-    from speech_adapter import SpeechLM
+    from speech_adapter.models.speechlm import SpeechLM
     from speech_adapter.cli import main
     from speech_adapter.export import export
     from speech_adapter.models.config import ModelConfig

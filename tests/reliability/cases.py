@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speech_adapter.audio import MAX_AUDIO_SECONDS
+
 SR = 16000
 
 
@@ -108,9 +110,9 @@ def expected(entry: str, case: str) -> tuple:
         return ("reject", "silent")
     if case == "ten_minutes":
         if entry in DATA_CMDS:
-            return ("reject", "too long (600.0 s > 60.0 s)")
+            return ("reject", f"too long (600.0 s > {MAX_AUDIO_SECONDS} s)")
         if entry == "train":
-            return ("reject", "too long (600.0 s > 30.0 s)")
+            return ("reject", f"too long (600.0 s > {MAX_AUDIO_SECONDS} s)")
         if entry == "eval":
             return ("reject", "too long")
         return ("repair", "chunked")

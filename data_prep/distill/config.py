@@ -1,0 +1,97 @@
+"""`DistillConfig`: every setting of `data distill`, validated naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from data_prep.teacher import Backend, Sampling, TeacherConfig
+from speech_adapter.config import did_you_mean, help_field
+from speech_adapter.errors import ConfigError
+from speech_adapter.paths import OFFLINE_LLM
+from speech_adapter.templates import TASKS, TEMPLATES
+
+
+@dataclasses.dataclass
+class DistillConfig:
+    """`data distill`: teacher answers to (description + instruction), filtered by SSR."""
+
+    input: str = help_field("", "described JSONL (corpus rows + description)")
+    output: str = help_field("", "distilled JSONL; rejects.jsonl and distill_stats.json go beside it")
+    # what to ask
+    describe_per_clip: int = help_field(1, "instructions per clip from the 'What can you hear?' family")
+    templates_per_clip: int = help_field(3, "further instructions per clip from the task pool")
+    tasks: list[str] = help_field(default_factory=list,
+                                  help="pool tasks to sample from (empty = every task the row supports)")
+    task_weights: list[float] = help_field(default_factory=list,
+                                           help="sampling weight per entry of `tasks` (empty = equal)")
+    templates: list[str] = help_field(
+        default_factory=list, help="only these seen template ids for the pool tasks, e.g. [gender.01] "
+        "(empty = every seen template); a short run learns faster from one phrasing per task")
+    constrained_fraction: float = help_field(0.4, "chance a pool instruction is format-constrained")
+    bare_fraction: float = help_field(
+        0.0, "chance a plain classification question is asked without its option list "
+        "('What is the gender of the speaker?', id <template>:bare); the eval always lists them")
+    option_answers: Literal["free", "choice"] = help_field(
+        "free", "classification answers: free (the teacher's generated answer) | choice (the option "
+        "the clip's description makes likeliest in the teacher's scoring, as a one-word reply "
+        "'Female.': label first; where that choice is wrong, the option its accepted generated "
+        "answer names)")
+    seed: int = help_field(0, "seed of template choice and of the sampled retries")
+    limit: int = help_field(0, "distill at most this many clips (0 = all)")
+    # SSR
+    attempts: int = help_field(4, "k: answers tried per checkable row (1 greedy + k-1 samples)")
+    max_words: int = help_field(120, "reject answers longer than this (truncated or rambling)")
+    min_overlap: float = help_field(0.6, "content_qa: share of transcript words the answer must hold")
+    max_wer: float = help_field(0.2, "transcription: highest WER against the transcript")
+    open_min_grounding: float = help_field(
+        0.3, "open rows (describe): share of transcript words to mention, unless the answer names the speaker's gender")
+    allow_contradictions: bool = help_field(False, "keep answers naming the wrong gender/accent")
+    # teacher
+    model: str = help_field(OFFLINE_LLM,
+                            "teacher LLM: offline:NAME, model dir, .gguf file (fake:SCRIPT.json in tests)")
+    backend: Backend = help_field("transformers", "transformers | ctranslate2 (fast on CPU) | vllm (GPU)")
+    dtype: str = help_field("float32", "teacher dtype (fp32 is fastest on CPU)")
+    batch_size: int = help_field(8, "prompts per teacher generate call")
+    max_new_tokens: int = help_field(160, "longest teacher answer in tokens")
+    temperature: float = help_field(0.7, "temperature of the sampled retries")
+    top_p: float = help_field(0.9, "top-p of the sampled retries")
+    prompt_style: Literal["listener", "naive"] = help_field("listener", "teacher prompt: listener (rewritten seed) | naive (raw seed)")
+    no_system_prompt: bool = help_field(False, "omit prompts.DEFAULT_SYSTEM_PROMPT (the model's default applies)")
+    quiet: bool = help_field(False, "no progress bar")
+
+    def validate(self):
+        if not self.input or not self.output:
+            raise ConfigError("input and output: both are required")
+        for name in ("describe_per_clip", "templates_per_clip", "limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0")
+        if self.attempts < 1:
+            raise ConfigError("attempts: must be >= 1")
+        if not 0.0 <= self.constrained_fraction <= 1.0:
+            raise ConfigError("constrained_fraction: must be in [0, 1]")
+        for t in self.tasks:
+            if t not in TASKS:
+                raise ConfigError(f"tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
+        if self.task_weights and len(self.task_weights) != len(self.tasks):
+            raise ConfigError("task_weights: give one weight per entry of tasks")
+        by_id = {t.id: t for t in TEMPLATES}
+        for tid in self.templates:
+            if tid not in by_id:
+                raise ConfigError(f"templates: unknown template {tid!r}" + did_you_mean(tid, by_id))
+            t = by_id[tid]
+            if t.split != "seen":
+                raise ConfigError(f"templates: {tid} is an unseen (eval-only) template")
+            if self.tasks and t.task not in self.tasks:
+                raise ConfigError(f"templates: {tid} is a {t.task} template, not one of tasks {self.tasks}")
+        if not 0.0 <= self.bare_fraction <= 1.0:
+            raise ConfigError("bare_fraction: must be in [0, 1]")
+        if self.option_answers == "choice" and self.backend == "vllm":
+            raise ConfigError("option_answers: 'choice' scores replies with the transformers or ctranslate2 backend only")
+        self.teacher_config().validate()
+
+    def teacher_config(self) -> TeacherConfig:
+        return TeacherConfig(self.model, self.backend, self.dtype, self.batch_size)
+
+    def sampling(self, do_sample: bool) -> Sampling:
+        return Sampling(do_sample, self.temperature, self.top_p, self.max_new_tokens, self.seed)
