@@ -17,9 +17,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from speech_adapter.audio import SAMPLE_RATE, load_audio
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, DataError
+from speech_adapter.eval.suite import resolve_audio
 from speech_adapter.paths import OFFLINE_WHISPER
+from speech_adapter.utils.io import JsonlAppender, iter_jsonl, write_jsonl_atomic
 
 FIELD = "asr_transcript"
 # Whisper writes ~3-4 tokens a second of fast English speech: 8 + 6/s leaves room for it
@@ -47,8 +50,6 @@ class TranscribeConfig:
 
 
 def _key(row: dict, base: Path | None = None) -> tuple:
-    from speech_adapter.eval.suite import resolve_audio
-
     return str(row.get("id")), resolve_audio(row.get("audio"), base)
 
 
@@ -59,8 +60,6 @@ def _partial(output: Path) -> Path:
 def _previous(path: Path) -> dict[tuple, str]:
     """Transcripts an earlier run already wrote, in the output or in its partial file (a torn
     last line of a killed run is skipped)."""
-    from speech_adapter.utils.io import iter_jsonl
-
     done = {}
     for f in (path, _partial(path)):
         if f.exists():
@@ -78,10 +77,7 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
     """
     from tqdm import tqdm
 
-    from speech_adapter.audio import SAMPLE_RATE, load_audio
-    from speech_adapter.eval.suite import resolve_audio
-    from speech_adapter.models.encoder import transcribe
-    from speech_adapter.utils.io import JsonlAppender, iter_jsonl, write_jsonl_atomic
+    from speech_adapter.models.encoder import transcribe  # lazy: torch
 
     cfg.validate()
     src, out = Path(cfg.input), Path(cfg.output)
@@ -93,7 +89,7 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
     todo = [r for r in rows if r.get("audio") and _key(r, src.parent) not in done]
     if todo:
         if whisper is None:
-            from speech_adapter.models.loading import load_whisper
+            from speech_adapter.models.loading import load_whisper  # lazy: torch
 
             whisper = load_whisper(cfg.encoder, cfg.dtype)
         model, fe, tok = whisper

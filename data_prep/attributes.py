@@ -36,6 +36,11 @@ import math
 
 import numpy as np
 
+from data_prep.rows import RejectLog, audio_path, pending_rows, rebase_audio, summary
+from speech_adapter.audio import load_audio
+from speech_adapter.errors import AudioError, ConfigError
+from speech_adapter.utils.io import JsonlAppender
+
 SR = 16000
 FRAME = 320  # 20 ms
 SNR_CAP_DB = 60.0
@@ -273,11 +278,6 @@ def run_attributes(cfg, progress: bool = True) -> dict:
     import sys
 
     from tqdm import tqdm
-
-    from data_prep.rows import RejectLog, audio_path, pending_rows, rebase_audio, summary
-    from speech_adapter.audio import load_audio
-    from speech_adapter.errors import AudioError, ConfigError
-    from speech_adapter.utils.io import JsonlAppender
 
     if not cfg.input or not cfg.output:
         raise ConfigError("input/output: give --input corpus.jsonl and --output attributes.jsonl")

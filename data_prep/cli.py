@@ -15,19 +15,23 @@ from pathlib import Path
 
 import yaml
 
-from data_prep.asr import TranscribeConfig
+from data_prep import attributes
+from data_prep.asr import TranscribeConfig, transcribe_corpus
 from data_prep.config import (AttributesConfig, DescribeConfig, ImportConfig, SynthConfig,
                               add_config_args, config_from_args)
-from data_prep.distill import STATS_NAME, DistillConfig
-from data_prep.magpie import MagpieConfig
+from data_prep.describe import run_describe
+from data_prep.distill import STAGE, STATS_NAME, DistillConfig, distill, format_table
+from data_prep.importers import run_import
+from data_prep.magpie import MagpieConfig, magpie
+from data_prep.rows import RejectLog, read_rows
+from data_prep.synth import synth_corpus
 from speech_adapter.config import to_dict
 from speech_adapter.errors import ConfigError
 from speech_adapter.recipe import SECTION_CONFIGS, load_recipe
+from speech_adapter.utils.io import iter_jsonl, read_jsonl
 
 
 def _synth(cfg: SynthConfig, args) -> int:
-    from data_prep.synth import synth_corpus
-
     res = synth_corpus(cfg, progress=not args.quiet)
     print(f"synth: wrote {res['written']} clips to {res['output']}; {res['skipped']} already done; "
           f"{res['total']} in this shard")
@@ -35,9 +39,6 @@ def _synth(cfg: SynthConfig, args) -> int:
 
 
 def _attributes(cfg: AttributesConfig, args) -> int:
-    from data_prep import attributes
-    from speech_adapter.utils.io import read_jsonl
-
     res = attributes.run_attributes(cfg, progress=not args.quiet)
     print(res["summary"])
     if cfg.agreement:
@@ -47,17 +48,12 @@ def _attributes(cfg: AttributesConfig, args) -> int:
 
 
 def _import(cfg: ImportConfig, args) -> int:
-    from data_prep.importers import run_import
-
     res = run_import(cfg, progress=not args.quiet)
     print(res["summary"])
     return 0
 
 
 def _describe(cfg: DescribeConfig, args) -> int:
-    from data_prep.describe import run_describe
-    from speech_adapter.utils.io import iter_jsonl
-
     res = run_describe(cfg, progress=not args.quiet)
     print(res["summary"])
     if args.show:
@@ -69,17 +65,12 @@ def _describe(cfg: DescribeConfig, args) -> int:
 
 
 def _transcribe(cfg: TranscribeConfig, args) -> int:
-    from data_prep.asr import transcribe_corpus
-
     res = transcribe_corpus(cfg, progress=not args.quiet)
     print(f"transcribe: {res['transcribed']} clips transcribed, {res['reused']} rows reused → {cfg.output}")
     return 0
 
 
 def _distill(cfg: DistillConfig, args) -> int:
-    from data_prep.distill import STAGE, distill, format_table
-    from data_prep.rows import RejectLog, read_rows
-
     with RejectLog(cfg.output, STAGE) as rejects:
         rows = read_rows(cfg.input, rejects)
     stats = distill(rows, cfg)
@@ -91,8 +82,6 @@ def _distill(cfg: DistillConfig, args) -> int:
 
 
 def _magpie(cfg: MagpieConfig, args) -> int:
-    from data_prep.magpie import magpie
-
     stats = magpie(cfg)
     print(f"magpie: kept {stats['kept']} of {stats['candidates']} candidates -> {cfg.output} "
           f"({stats['rejected']} rejected, {stats['skipped']} already done, {stats['rows_per_s']} slots/s)")

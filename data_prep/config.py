@@ -13,9 +13,11 @@ import typing
 from typing import Literal, get_args, get_origin
 
 from data_prep.augment import AugmentConfig
+from data_prep.nonspeech import SOUNDS
 from speech_adapter.audio import MAX_AUDIO_SECONDS
 from speech_adapter.config import from_dict, help_field, load_yaml
 from speech_adapter.errors import ConfigError
+from speech_adapter.offline_models.kokoro import GRADES, VOICES
 from speech_adapter.paths import OFFLINE_WHISPER
 
 ENGLISH_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-rp"]
@@ -103,7 +105,6 @@ class SynthConfig:
             raise ConfigError("variants: give at least one espeak variant")
         if self.max_speakers < 2 and self.p_multi_speaker > 0:
             raise ConfigError("max_speakers: must be >= 2 when p_multi_speaker > 0")
-        from data_prep.nonspeech import SOUNDS
 
         bad = [s for s in self.nonspeech_sounds if s not in SOUNDS]
         if bad or (self.nonspeech_fraction > 0 and not self.nonspeech_sounds):
@@ -111,8 +112,6 @@ class SynthConfig:
         self._validate_kokoro()
 
     def _validate_kokoro(self):
-        from speech_adapter.offline_models.kokoro import GRADES, VOICES
-
         for name in ("kokoro_share", "p_heldout_voice", "p_voice_mix", "p_pitch_shift"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}: must be a probability in [0, 1]")

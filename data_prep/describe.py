@@ -24,6 +24,11 @@ import math
 import sys
 
 from data_prep import attributes as A
+from data_prep.nonspeech import pitch_word
+from data_prep.rows import RejectLog, audio_path, pending_rows, rebase_audio, summary
+from speech_adapter.audio import load_audio
+from speech_adapter.errors import AudioError, ConfigError
+from speech_adapter.utils.io import JsonlAppender
 
 FIELD_LABELS = {
     "gender": "Gender", "pitch": "Pitch", "speed": "Speaking speed", "volume": "Volume",
@@ -131,8 +136,6 @@ def _note_name(hz: float) -> str:
 
 def _what(v: dict) -> str:
     """The sound itself, as a noun phrase ("a steady high-pitched tone at about 880 Hz")."""
-    from data_prep.nonspeech import pitch_word
-
     sound = v.get("sound")
     if sound == "noise":
         texture = {"white": "a steady hiss", "pink": "a steady rushing sound", "brown": "a steady low rumble"}
@@ -190,10 +193,10 @@ class _Whisper:
         self.ref, self.batch_size, self._parts = ref, batch_size, None
 
     def __call__(self, waves) -> list[str]:
-        from speech_adapter.models.encoder import transcribe
+        from speech_adapter.models.encoder import transcribe  # lazy: torch
 
         if self._parts is None:
-            from speech_adapter.models.loading import load_whisper
+            from speech_adapter.models.loading import load_whisper  # lazy: torch
 
             self._parts = load_whisper(self.ref)
         return [t.strip() for t in transcribe(*self._parts, waves, batch_size=self.batch_size)]
@@ -206,11 +209,6 @@ def run_describe(cfg, progress: bool = True, transcriber=None) -> dict:
     `cfg.whisper` is loaded only if some row lacks a transcript.
     """
     from tqdm import tqdm
-
-    from data_prep.rows import RejectLog, audio_path, pending_rows, rebase_audio, summary
-    from speech_adapter.audio import load_audio
-    from speech_adapter.errors import AudioError, ConfigError
-    from speech_adapter.utils.io import JsonlAppender
 
     if not cfg.input or not cfg.output:
         raise ConfigError("input/output: give --input rows.jsonl and --output described.jsonl")

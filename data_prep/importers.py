@@ -21,7 +21,10 @@ import tempfile
 from pathlib import Path
 
 from data_prep.config import ImportConfig
-from speech_adapter.errors import ConfigError, DataError
+from data_prep.rows import RejectLog, done_ids, summary
+from speech_adapter.audio import SAMPLE_RATE, load_audio, save_wav
+from speech_adapter.errors import AudioError, ConfigError, DataError
+from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
 # field -> column name, per corpus layout as published on the Hugging Face hub
 PRESETS = {
@@ -76,8 +79,6 @@ def _label_rows(path: Path, rejects):
     """(line, dict) per label-file row; malformed JSONL lines go to the rejects."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        from speech_adapter.utils.io import iter_jsonl
-
         errors: list = []
         with open(path, "rb") as f:
             numbered = [i for i, raw in enumerate(f, 1) if raw.strip()]
@@ -156,11 +157,6 @@ def _materialize(value, base: Path, tmpdir: str) -> Path:
 def run_import(cfg: ImportConfig, progress: bool = True) -> dict:
     """`data import`: write out_dir/corpus.jsonl + out_dir/wavs/*.wav; resumable; rejects beside."""
     from tqdm import tqdm
-
-    from data_prep.rows import RejectLog, done_ids, summary
-    from speech_adapter.audio import SAMPLE_RATE, load_audio, save_wav
-    from speech_adapter.errors import AudioError
-    from speech_adapter.utils.io import JsonlAppender
 
     if not cfg.source or not cfg.out_dir:
         raise ConfigError("source/out_dir: give --source LABELS_OR_DATASET and --out-dir DIR")

@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 
 from data_prep.distill.judge import degenerate_reason
+from data_prep.rows import RejectLog, done_ids
 from data_prep.teacher import Backend, Sampling, Teacher, TeacherConfig, stable_seed
 from data_prep.teachers import load_teacher
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_LLM
+from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
 STAGE = "magpie"
 _SENTINEL = "\x00MAGPIE\x00"
@@ -99,9 +101,6 @@ def answer_reason(text: str, cfg: MagpieConfig) -> str | None:
 def magpie(cfg: MagpieConfig, teacher: Teacher | None = None) -> dict:
     """Write Magpie text rows to `cfg.output`; returns {"candidates", "kept", "rejected", ...}."""
     from tqdm import tqdm
-
-    from data_prep.rows import RejectLog, done_ids
-    from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
     out_path = Path(cfg.output)
     done = done_ids(out_path, STAGE)

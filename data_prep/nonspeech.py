@@ -26,6 +26,8 @@ import re
 
 import numpy as np
 
+from data_prep.augment import colored_noise
+
 SOUNDS = ("noise", "tone", "silence", "music")
 DURATION_S = (1.5, 8.0)  # like the speech clips
 LEVEL_DB = (-42.0, -14.0)  # RMS dBFS of noise, tone and music clips (speech sits around -35..-15)
@@ -80,8 +82,6 @@ def render(p: dict, sr: int) -> np.ndarray:
     n = int(round(p["duration_s"] * sr))
     rng = np.random.default_rng(p["render_seed"])
     if m["sound"] in ("noise", "silence"):
-        from data_prep.augment import colored_noise
-
         x = colored_noise(n, m["noise_color"], rng).astype(np.float64)
         x *= _fade(n, sr, FADE_S * 5)
     elif m["sound"] == "tone":

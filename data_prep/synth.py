@@ -38,13 +38,17 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import espeak, nonspeech
+from data_prep.attributes import SR, estimate_pitch
 from data_prep.augment import ACTIVE_DBFS, FRAME, active_power, apply_augment, plan_augment
 from data_prep.config import SynthConfig
+from data_prep.kokoro_tts import KokoroEngine, engine_version, mix_voices
 from data_prep.rows import done_ids
 from data_prep.text_pool import text_pool
 from speech_adapter.audio import save_wav
 from speech_adapter.config import to_dict
 from speech_adapter.errors import ConfigError
+from speech_adapter.offline_models.kokoro import VOICES, grade_at_least, load_voices
+from speech_adapter.paths import home
 from speech_adapter.utils.io import JsonlAppender, atomic_path, write_json_atomic
 
 CONFIG_NAME = "synth_config.json"
@@ -85,8 +89,6 @@ def plan_clip(cfg: SynthConfig, index: int) -> dict:
 
 def kokoro_voices(cfg: SynthConfig) -> dict[str, list[str]]:
     """{"train": ids, "heldout": ids}: held-out voices whatever their grade, the rest by grade."""
-    from speech_adapter.offline_models.kokoro import VOICES, grade_at_least
-
     held = [v for v in VOICES if v in cfg.kokoro_heldout_voices]
     train = [v for v, info in VOICES.items()
              if v not in cfg.kokoro_heldout_voices and grade_at_least(info.grade, cfg.kokoro_min_grade)]
@@ -94,8 +96,6 @@ def kokoro_voices(cfg: SynthConfig) -> dict[str, list[str]]:
 
 
 def _plan_kokoro(cfg: SynthConfig, index: int) -> dict:
-    from speech_adapter.offline_models.kokoro import VOICES
-
     rng = np.random.default_rng([cfg.seed, index, KOKORO_STREAM])
     u = rng.random(4)  # held-out?, mix?, pitch shift?, noise?
     pool = text_pool("en")
@@ -206,8 +206,6 @@ def _espeak_speech(cfg: SynthConfig, plan: dict) -> np.ndarray:
 
 @functools.lru_cache(maxsize=2)
 def _kokoro_engine(threads: int):
-    from data_prep.kokoro_tts import KokoroEngine
-
     return KokoroEngine(threads=threads)
 
 
@@ -221,16 +219,12 @@ def cache_key(cfg: SynthConfig, plan: dict, engine_version: str) -> str:
 
 
 def _cache_dir(cfg: SynthConfig) -> Path:
-    from speech_adapter.paths import home
-
     return Path(cfg.cache_dir) if cfg.cache_dir else home() / "tts_cache"
 
 
 def kokoro_speech(cfg: SynthConfig, plan: dict, engine=None) -> tuple[np.ndarray, float | None]:
     """(clean peak-normalized speech at cfg.sampling_rate, its measured median F0 in Hz), from the
     cache when this exact clip was made before."""
-    from data_prep.kokoro_tts import engine_version, mix_voices
-
     m = plan["meta"]
     engine = engine or _kokoro_engine(cfg.kokoro_threads)
     path = _cache_dir(cfg) / (key := cache_key(cfg, plan, engine_version()))[:2] / f"{key}.npz"
@@ -256,8 +250,6 @@ def kokoro_speech(cfg: SynthConfig, plan: dict, engine=None) -> tuple[np.ndarray
 
 def _measure_pitch(x: np.ndarray, sr: int) -> float | None:
     """Median F0 as `data attributes` measures it (pyin on 16 kHz audio), rounded like it."""
-    from data_prep.attributes import SR, estimate_pitch
-
     if sr != SR:
         import soxr
 
@@ -299,8 +291,6 @@ def synth_corpus(cfg: SynthConfig, progress: bool = True) -> dict:
     if not cfg.out_dir:
         raise ConfigError("out_dir: give an output directory (--out-dir)")
     if cfg.engine != "espeak":
-        from speech_adapter.offline_models.kokoro import load_voices
-
         load_voices()  # one-line error naming the setup step when Kokoro is not prepared
     for v in cfg.variants:
         if v not in espeak.list_variants():

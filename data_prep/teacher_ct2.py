@@ -103,7 +103,7 @@ class CTranslate2Teacher(_ChatTemplateTeacher):
 
     def _sampler(self) -> TransformersTeacher:
         if self._hf is None:
-            from speech_adapter.models.loading import load_llm
+            from speech_adapter.models.loading import load_llm  # lazy: torch
 
             model, tok = load_llm(str(self.hf_dir), dtype="float32")
             self._hf = TransformersTeacher(model, tok, self.model_id, batch_size=self.batch_size)

@@ -20,7 +20,7 @@ def load_teacher(config: TeacherConfig) -> Teacher:
     if ref.startswith("fake:"):
         return FakeTeacher.from_file(ref[len("fake:"):])
     # models.loading imports torch: kept out of `data --help` and of fake teachers
-    from speech_adapter.models.loading import DTYPES, load_llm
+    from speech_adapter.models.loading import DTYPES, load_llm  # lazy: torch
 
     if config.backend == "vllm":
         return VllmTeacher(resolve_model(ref), ref, config.dtype)

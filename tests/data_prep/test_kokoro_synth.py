@@ -43,7 +43,7 @@ class FakeEngine:
 def fake_kokoro(monkeypatch):
     engine = FakeEngine()
     monkeypatch.setattr(synth, "_kokoro_engine", lambda threads: engine)
-    monkeypatch.setattr(K, "load_voices", lambda directory=None: engine.voices)
+    monkeypatch.setattr(synth, "load_voices", lambda directory=None: engine.voices)  # where synth_corpus calls it
     return engine
 
 
