@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from speech_adapter.errors import AudioError
+from speech_adapter.utils.io import atomic_path
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.1
@@ -118,8 +119,6 @@ def save_wav(path, samples: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "P
     import io
 
     import soundfile as sf
-
-    from speech_adapter.utils.io import atomic_path
 
     buf = io.BytesIO()
     sf.write(buf, samples, sr, format="WAV", subtype=subtype)

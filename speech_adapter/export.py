@@ -58,7 +58,7 @@ def prompt_format(model) -> dict:
 
 def export_config_dict(model, source: Path, hash_base: str = "auto", merged: bool = False) -> dict:
     """What an export's adapter_config.json holds beyond every adapter dir's (`adapter_dir.config_dict`)."""
-    from speech_adapter.models.adapter_dir import LORA_DIR, WEIGHTS, base_model_record  # torch: not at --help
+    from speech_adapter.models.adapter_dir import LORA_DIR, WEIGHTS, base_model_record  # lazy: torch
 
     cfg = model.config
     n_adapter = sum(p.numel() for p in model.adapter.parameters())
@@ -83,8 +83,8 @@ def export(run, out, config: ExportConfig | None = None, log=print) -> Path:
     to merge. Raises ModelNotFoundError / ConfigError naming the file.
     """
     # torch and transformers load here, not when `speech-adapter --help` imports this module
-    from speech_adapter.models import adapter_dir
-    from speech_adapter.models.speechlm import SpeechLM
+    from speech_adapter.models import adapter_dir  # lazy: torch
+    from speech_adapter.models.speechlm import SpeechLM  # lazy: torch
 
     config = config or ExportConfig()
     source = adapter_dir.find_source(run, config.checkpoint)
@@ -112,7 +112,7 @@ def export(run, out, config: ExportConfig | None = None, log=print) -> Path:
 # ---- model card ---------------------------------------------------------------------------------
 
 def _eval_summary(root: Path) -> list[str]:
-    from speech_adapter.models.adapter_dir import read_json
+    from speech_adapter.models.adapter_dir import read_json  # lazy: torch
 
     reports = []
     for base in (root, root.parent):
@@ -132,7 +132,7 @@ def _eval_summary(root: Path) -> list[str]:
 
 def model_card(cfg: dict, root: Path) -> str:
     """README.md of an export: base models, recipe, data, eval summary, how to load."""
-    from speech_adapter.models.adapter_dir import read_json
+    from speech_adapter.models.adapter_dir import read_json  # lazy: torch
 
     run_cfg = read_json(root / "config.json") or read_json(root.parent / "config.json") or {}
     train = run_cfg.get("train", {}) if isinstance(run_cfg, dict) else {}

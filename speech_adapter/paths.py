@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from speech_adapter.errors import ModelNotFoundError
+
 OFFLINE_WHISPER = "offline:whisper-tiny.en"
 OFFLINE_WHISPER_BASE = "offline:whisper-base"
 OFFLINE_LLM = "offline:qwen2.5-coder-0.5b-instruct"  # the default backbone
@@ -48,8 +50,6 @@ def resolve_model(name_or_path: str, offline: bool | None = None) -> Path | str:
     Raises `ModelNotFoundError` with a one-line reason and fix: not prepared, not cached while
     offline, hub unreachable, gated, or no such repository.
     """
-    from speech_adapter.errors import ModelNotFoundError
-
     ref = str(name_or_path)
     if ref.startswith("offline:"):
         path = offline_model_dir(ref)
@@ -74,8 +74,6 @@ def _hub_snapshot(repo_id: str, offline: bool) -> str:
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError,
                                         LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
-
-    from speech_adapter.errors import ModelNotFoundError
 
     try:
         # no token argument: huggingface_hub reads HF_TOKEN / the saved login itself

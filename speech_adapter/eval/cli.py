@@ -20,9 +20,15 @@ import yaml
 
 from speech_adapter.config import from_dict, help_field, to_dict
 from speech_adapter.errors import ConfigError
-from speech_adapter.eval import suite as S
-from speech_adapter.eval.runner import Mode
+from speech_adapter.eval import external, suite as S
+from speech_adapter.eval.real import build_real_suite
+from speech_adapter.eval.report import compare, summary_markdown, write_report
+from speech_adapter.eval.runner import MODES, Mode, check_rows, evaluate, reject_bad_audio
+from speech_adapter.eval.suite import load_rows
+from speech_adapter.eval.systems import TEXT_BACKENDS, speechlm_generate_fn
 from speech_adapter.recipe import load_recipe
+from speech_adapter.templates import templates_for
+from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 
 @dataclasses.dataclass
@@ -38,9 +44,6 @@ class RunConfig:
                                            "when the backbone converts), ctranslate2, transformers")
 
     def validate(self):
-        from speech_adapter.eval.runner import MODES
-        from speech_adapter.eval.systems import TEXT_BACKENDS
-
         if self.text_backend not in TEXT_BACKENDS:
             raise ConfigError(f"text_backend: {self.text_backend!r} is not one of {list(TEXT_BACKENDS)}")
 
@@ -122,16 +125,11 @@ def build_settings(args) -> tuple[dict, "S.SuiteConfig"]:
 
 
 def _build(args) -> int:
-    from speech_adapter.templates import templates_for
-    from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_jsonl_atomic
-
     paths, cfg = build_settings(args)
     if args.dry_run:
         print(yaml.safe_dump({**paths, "suite": to_dict(cfg)}, sort_keys=False), end="")
         return 0
     if args.external:
-        from speech_adapter.eval import external
-
         rows = (external.load_dynamic_superb(paths["corpus"], audio_dir=args.audio_dir)
                 if args.external == "dynamic_superb" else
                 external.load_speech_ifeval(paths["corpus"], audio_dir=args.audio_dir))
@@ -139,8 +137,6 @@ def _build(args) -> int:
     else:
         ids, audio = S.training_keys(paths["exclude"])
         if paths["corpus"] == "real":
-            from speech_adapter.eval.real import build_real_suite
-
             rows, stats = build_real_suite(cfg, ids, audio)
         else:
             rows, stats = S.build_suite(S.load_rows(paths["corpus"]), cfg, ids, audio)
@@ -182,20 +178,12 @@ def run_settings(args) -> tuple[dict, RunConfig]:
 
 
 def _run(args) -> int:
-    from speech_adapter.eval.report import summary_markdown, write_report
-    from speech_adapter.eval.runner import check_rows, evaluate, reject_bad_audio
-    from speech_adapter.eval.systems import speechlm_generate_fn
-    from speech_adapter.eval.suite import load_rows
-
     paths, cfg = run_settings(args)
     if args.dry_run:
         print(yaml.safe_dump({**paths, "run": to_dict(cfg)}, sort_keys=False), end="")
         return 0
     suite_path = paths["suite"]
     if suite_path == "real":
-        from speech_adapter.eval.real import build_real_suite
-        from speech_adapter.utils.io import write_json_atomic, write_jsonl_atomic
-
         real_rows, stats = build_real_suite(S.SuiteConfig())
         suite_path = Path(paths["out"]) / "suite.jsonl"
         write_jsonl_atomic(suite_path, real_rows)
@@ -203,7 +191,7 @@ def _run(args) -> int:
     rows = load_rows(suite_path)[: cfg.limit]
     check_rows(rows, suite_path)
     # adapter_dir imports torch (safetensors): kept out of `eval --help`
-    from speech_adapter.models.adapter_dir import find_source, read_config
+    from speech_adapter.models.adapter_dir import find_source, read_config  # lazy: torch
 
     model_dir = find_source(paths["model"])
     if {"speech", "cascade"} & set(cfg.modes):  # unreadable clips go to rejects.jsonl; the rest runs
@@ -215,7 +203,7 @@ def _run(args) -> int:
 
     def generate(batch, mode):  # the model loads on first use: a fully cached rerun never loads it
         if not loaded:
-            from speech_adapter.models.speechlm import SpeechLM
+            from speech_adapter.models.speechlm import SpeechLM  # lazy: torch
 
             model = SpeechLM.from_pretrained(model_dir)
             model.eval()
@@ -233,7 +221,5 @@ def _run(args) -> int:
 
 
 def _compare(args) -> int:
-    from speech_adapter.eval.report import compare
-
     print(compare(args.runs, args.out))
     return 0

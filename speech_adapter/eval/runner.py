@@ -22,10 +22,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Literal, get_args
 
-from speech_adapter.errors import DataError
-from speech_adapter.eval.constraints import check_all
-from speech_adapter.eval.scoring import score_answer
-from speech_adapter.utils.io import JsonlAppender, iter_jsonl
+from speech_adapter.audio import load_audio
+from speech_adapter.errors import AudioError, DataError
+from speech_adapter.eval.constraints import CHECKERS, check_all
+from speech_adapter.eval.scoring import score_answer, wer
+from speech_adapter.templates import TASKS
+from speech_adapter.utils.io import JsonlAppender, iter_jsonl, write_jsonl_atomic
 
 Mode = Literal["speech", "text_ceiling", "text_retention", "cascade"]
 MODES = get_args(Mode)
@@ -96,8 +98,6 @@ def generate_cached(rows: list[dict], generate: GenerateFn, *, system: str, mode
 
 def check_rows(rows: list[dict], path) -> None:
     """Raise DataError naming the suite file, row and key for a row the runner cannot use."""
-    from speech_adapter.eval.constraints import CHECKERS
-
     for i, r in enumerate(rows, 1):
         where = f"{path}: row {i}" + (f" (id {r['id']})" if r.get("id") not in (None, "") else "")
         for key in ("id", "task", "instruction"):
@@ -117,9 +117,6 @@ def reject_bad_audio(rows: list[dict], out_dir, max_seconds: float | None = None
 
     Returns (rows, number rejected). A rerun does not log the same row twice.
     """
-    from speech_adapter.audio import load_audio
-    from speech_adapter.errors import AudioError
-
     path = Path(out_dir) / "rejects.jsonl"
     logged = {str(r.get("id")) for r in iter_jsonl(path, strict=False)} if path.exists() else set()
     out, bad, log = [], 0, None
@@ -146,9 +143,6 @@ def score_row(row: dict, output: str, mode: str, gen: dict | None = None) -> dic
 
     `gen`: the generation record; its "stop" is kept, and a cascade's transcript ("asr") with
     its WER against the row's transcript."""
-    from speech_adapter.eval.scoring import wer
-    from speech_adapter.templates import TASKS
-
     gen = gen or {}
     fmt = check_all(row.get("constraints") or [], output)
     focus = TASKS[row["task"]].focus if row.get("task") in TASKS else ()
@@ -235,8 +229,6 @@ def evaluate(rows: list[dict], generators: dict[str, GenerateFn], *, system: str
     instead of `system`, so every system evaluated on the suite reuses one backbone run.
     Writes out_dir/scores.jsonl; returns the report dict (see `aggregate`) with run info.
     """
-    from speech_adapter.utils.io import write_jsonl_atomic
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scored, skipped = [], {}

@@ -24,7 +24,7 @@ import re
 from speech_adapter.eval.constraints import parse_json
 from speech_adapter.eval.paired import paired_difference
 from speech_adapter.eval.runner import BACKBONE_MODES
-from speech_adapter.eval.scoring import normalize, wer
+from speech_adapter.eval.scoring import extract_answer, normalize, wer
 
 SCORECARD_JSON = "scorecard.json"
 COLUMN_ORDER = ("speech", "text_retention", "cascade", "text_ceiling")
@@ -111,8 +111,6 @@ def corpus_wer(pairs) -> float | None:
 
 def column_stats(rows: list[dict]) -> dict:
     """Every scorecard number of one column (one system in one mode) from its scored rows."""
-    from speech_adapter.eval.scoring import extract_answer
-
     tasks = {}
     for task in sorted({r["task"] for r in rows}):
         tr = [r for r in rows if r["task"] == task]

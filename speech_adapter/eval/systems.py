@@ -19,15 +19,20 @@ from __future__ import annotations
 import contextlib
 import sys
 
+from data_prep.teacher_ct2 import CTranslate2Teacher
+from speech_adapter.audio import load_audio
 from speech_adapter.errors import ConfigError, DataError
 from speech_adapter.eval.runner import MODES, GenerateFn
+from speech_adapter.paths import resolve_model
+from speech_adapter.prompts import (DEFAULT_SYSTEM_PROMPT, cascade_user_message, chat_messages,
+                                    teacher_messages, teacher_user_message)
 
 TEXT_BACKENDS = ("auto", "ctranslate2", "transformers")
 
 
 def transcribe_clips(speechlm, waveforms: list, batch_size: int = 8) -> list[str]:
     """Greedy transcripts from the speech model's own Whisper (the cascade's ASR)."""
-    from speech_adapter.models.encoder import transcribe
+    from speech_adapter.models.encoder import transcribe  # lazy: torch
 
     wtok = speechlm.processor.whisper_tokenizer
     if wtok is None:
@@ -40,12 +45,9 @@ def ct2_backbone(speechlm, batch_size: int = 8):
 
     Raises ConfigError when the backbone has no Hugging Face dir to convert (tiny pairs, GGUF
     files), ImportError without `ctranslate2`."""
-    from speech_adapter.paths import resolve_model
-
     ref = str(speechlm.config.llm)
     if ref.startswith("tiny:") or ref.endswith(".gguf"):
         raise ConfigError(f"llm {ref!r}: CTranslate2 converts a model dir; this backbone has none")
-    from data_prep.teacher_ct2 import CTranslate2Teacher
 
     return CTranslate2Teacher(resolve_model(ref), ref, compute_type="float32", batch_size=batch_size)
 
@@ -114,10 +116,6 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
     Cascade transcripts are the suite's `asr_transcript` (from `data transcribe`) where present,
     else decoded by the model's own Whisper, once per clip (a clip is asked many questions).
     """
-    from speech_adapter.audio import load_audio
-    from speech_adapter.prompts import (DEFAULT_SYSTEM_PROMPT, cascade_user_message, chat_messages, teacher_messages,
-                                        teacher_user_message)
-
     if system == "default":  # the system prompt distillation and training used
         system = DEFAULT_SYSTEM_PROMPT
     backbone = BackboneText(speechlm, text_backend, batch_size)

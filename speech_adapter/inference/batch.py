@@ -16,7 +16,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from speech_adapter.config import help_field
+from speech_adapter.audio import CHUNK_SECONDS, SAMPLE_RATE, load_audio
+from speech_adapter.config import from_dict, help_field
+from speech_adapter.errors import AudioError, ConfigError, DataError
+from speech_adapter.inference.chat import add_generation_args, gen_kwargs, load_model, system_prompt
+from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
+from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
 
 @dataclass
@@ -27,16 +32,12 @@ class InferConfig:
     strict: bool = help_field(False, "stop at the first bad row or clip instead of rejecting it")
 
     def validate(self) -> None:
-        from speech_adapter.errors import ConfigError
-
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
 
 
 def done_ids(*paths) -> set[str]:
     """Ids already written to these JSONL files (torn or malformed lines are ignored)."""
-    from speech_adapter.utils.io import iter_jsonl
-
     ids = set()
     for p in paths:
         if Path(p).exists():
@@ -62,11 +63,7 @@ def infer(model, rows_path, out_path, config: InferConfig | None = None, gen: di
     """
     from tqdm.auto import tqdm
 
-    from speech_adapter.audio import CHUNK_SECONDS, SAMPLE_RATE, load_audio
-    from speech_adapter.errors import AudioError, DataError
-    from speech_adapter.inference.api import USE_DEFAULT, ask
-    from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
-    from speech_adapter.utils.io import JsonlAppender, iter_jsonl
+    from speech_adapter.inference.api import USE_DEFAULT, ask  # lazy: torch
 
     config = config or InferConfig()
     config.validate()
@@ -143,8 +140,6 @@ def infer(model, rows_path, out_path, config: InferConfig | None = None, gen: di
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from speech_adapter.inference.chat import add_generation_args
-
     add_generation_args(parser)
     parser.add_argument("rows", help="JSONL of {id, audio, instruction}")
     parser.add_argument("out", help="output JSONL (appended; rerun to resume); rejects.jsonl goes beside it")
@@ -153,14 +148,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from speech_adapter.config import from_dict
-    from speech_adapter.inference.chat import gen_kwargs, load_model, system_prompt
-
     cfg = from_dict(InferConfig, {"batch_size": args.batch_size, "strict": args.strict})
     gen = gen_kwargs(args)
     if not Path(args.rows).exists():
-        from speech_adapter.errors import DataError
-
         raise DataError(f"{args.rows}: file not found")
     counts = infer(load_model(args), args.rows, args.out, cfg, gen, system=system_prompt(args))
     print(f"{args.out}: {counts['answered']} answered, {counts['skipped']} already done, "

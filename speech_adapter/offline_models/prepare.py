@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable, Literal
 
+import speech_adapter
 from speech_adapter.config import help_field
 from speech_adapter.errors import ModelNotFoundError
 from speech_adapter.offline_models import sources
@@ -109,8 +110,6 @@ def _version(dist: str) -> str | None:
 
 
 def library_versions() -> dict:
-    import speech_adapter
-
     out = {"speech_adapter": speech_adapter.__version__, "python": sys.version.split()[0]}
     for dist in ("torch", "transformers", "safetensors", "gguf", "numpy", "ctranslate2"):
         out[dist] = _version(dist)

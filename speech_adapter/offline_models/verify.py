@@ -16,6 +16,7 @@ import numpy as np
 
 from speech_adapter.audio import load_audio
 from speech_adapter.errors import SpeechAdapterError
+from speech_adapter.models.encoder import transcribe
 
 LLM_PROMPT = "Reply in JSON with keys \"gender\" and \"pitch\": a high female voice says hello."
 LLM_LOGIT_TOL = 1e-3  # float32 on both sides: differences are summation order at most
@@ -70,8 +71,6 @@ def verify_whisper(ct2_dir, out_dir) -> dict:
         return {"skipped": "ctranslate2 is not installed"}
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
-
-    from speech_adapter.models.encoder import transcribe
 
     out_dir = Path(out_dir)
     fe, tok = WhisperFeatureExtractor.from_pretrained(out_dir), WhisperTokenizer.from_pretrained(out_dir)

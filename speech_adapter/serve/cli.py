@@ -16,7 +16,9 @@ import sys
 import typing
 from pathlib import Path
 
+from speech_adapter.serve.app import create_app
 from speech_adapter.serve.config import ServeConfig
+from speech_adapter.serve.server import bound_port, require_extra, uvicorn_server
 
 API_KEY_ENV = "SPEECH_ADAPTER_API_KEY"
 
@@ -56,9 +58,7 @@ def served_name(config: ServeConfig) -> str:
 
 
 def main(args) -> int:
-    from speech_adapter.inference.api import load
-    from speech_adapter.serve.app import create_app
-    from speech_adapter.serve.server import bound_port, require_extra, uvicorn_server
+    from speech_adapter.inference.api import load  # lazy: torch
 
     config = config_from_args(args)
     require_extra()  # before the model loads, not after

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from speech_adapter.errors import SpeechAdapterError
 from speech_adapter.serve.protocol import APIError, ChatRequest, UserTurn
 
 
@@ -31,7 +32,7 @@ class Finished:
 
 def _conversation(model, request: ChatRequest):
     """A Conversation holding every turn but the last, whose clips wait in `pending`."""
-    from speech_adapter.inference.api import Conversation
+    from speech_adapter.inference.api import Conversation  # lazy: torch
 
     class Counted(Conversation):  # records the prompt length (audio tokens included) for `usage`
         prompt_tokens = 0
@@ -55,7 +56,7 @@ def _conversation(model, request: ChatRequest):
 
 
 def _pieces(clip):
-    from speech_adapter.inference.api import audio_pieces
+    from speech_adapter.inference.api import audio_pieces  # lazy: torch
 
     return audio_pieces(clip)
 
@@ -117,8 +118,6 @@ class Engine:
             future.cancel()  # drops it if it never started; a running one stops at its next token
 
     def _generate(self, request: ChatRequest, put, cancelled: threading.Event) -> Finished:
-        from speech_adapter.errors import SpeechAdapterError
-
         # The decode loop embeds each token it keeps, one (1, 1) id at a time (the prompt goes in
         # as one (1, S) call): a hook on the embedding counts the reply's tokens exactly.
         kept: list[int] = []

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speech_adapter.audio import SAMPLE_RATE
+from speech_adapter.audio import SAMPLE_RATE, load_audio
+from speech_adapter.errors import AudioError
 from speech_adapter.serve.config import ServeConfig
 
 AUDIO_FORMATS = ("wav", "mp3", "flac")
@@ -89,9 +90,6 @@ def decode_audio(part: dict, where: str, seconds_left: float) -> np.ndarray:
 
 def _load_bytes(raw: bytes, fmt: str, where: str, seconds_left: float) -> np.ndarray:
     import soundfile as sf
-
-    from speech_adapter.audio import load_audio
-    from speech_adapter.errors import AudioError
 
     param = f"{where}.input_audio.data"
     with tempfile.TemporaryDirectory(prefix="speech-adapter-serve-") as tmp:
@@ -163,7 +161,7 @@ def _user_turn(content, where: str, seconds_left: float) -> UserTurn:
 
 def parse_chat_request(body, config: ServeConfig, served_name: str) -> ChatRequest:
     """Validate a decoded JSON body; raises APIError naming the offending field."""
-    from speech_adapter.inference.api import USE_DEFAULT
+    from speech_adapter.inference.api import USE_DEFAULT  # lazy: torch
 
     if not isinstance(body, dict):
         raise bad("request body: expected a JSON object", "invalid_json")

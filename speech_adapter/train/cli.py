@@ -59,8 +59,8 @@ def main(args) -> int:
     # torch, transformers and accelerate load here, not at `--help`
     from accelerate.utils import set_seed
 
-    from speech_adapter.models.speechlm import SpeechLM
-    from speech_adapter.train.loop import run_training
+    from speech_adapter.models.speechlm import SpeechLM  # lazy: torch
+    from speech_adapter.train.loop import run_training  # lazy: torch
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", {"model": to_dict(recipe.model), "train": to_dict(train_cfg)})

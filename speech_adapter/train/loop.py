@@ -24,6 +24,7 @@ from speech_adapter.config import to_dict
 from speech_adapter.errors import ConfigError
 from speech_adapter.train import checkpoint as ckpt
 from speech_adapter.train.data import Rejects, TrainData, load_train_data, read_rows
+from speech_adapter.train.feature_cache import FeatureCache
 from speech_adapter.train.objectives import compute_loss
 from speech_adapter.utils.io import JsonlAppender
 
@@ -115,8 +116,6 @@ class Trainer:
         self.core = self.acc.unwrap_model(self.model)
 
         if cfg.cache_encoder:
-            from speech_adapter.train.feature_cache import FeatureCache
-
             cache_cfg = self.encoder_config or {"encoder": "unknown"}
             self.cache = FeatureCache(cfg.cache_dir or self.run_dir / "feature_cache", cache_cfg)
 
