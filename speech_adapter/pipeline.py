@@ -16,6 +16,29 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep.asr import TranscribeConfig, transcribe_corpus
+from data_prep.attributes import run_attributes
+from data_prep.describe import run_describe
+from data_prep.distill import distill
+from data_prep.importers import run_import
+from data_prep.magpie import magpie
+from data_prep.synth import synth_corpus
+from speech_adapter.config import to_dict
+from speech_adapter.errors import DataError
+from speech_adapter.eval import suite as S
+from speech_adapter.eval.real import build_real_suite
+from speech_adapter.eval.report import compare, write_report
+from speech_adapter.eval.runner import evaluate
+from speech_adapter.eval.suite import load_rows
+from speech_adapter.eval.systems import speechlm_generate_fn
+from speech_adapter.export import ExportConfig, export
+from speech_adapter.offline_models.prepare import PrepareConfig, prepare
+from speech_adapter.paths import resolve_model
+from speech_adapter.recipe import load_recipe, resolved_dict
+from speech_adapter.stages import StageRunner, fingerprint
+from speech_adapter.templates import templates_for
+from speech_adapter.utils.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
+
 STAGES = ("models", "data", "attributes", "describe", "transcribe", "split", "distill", "replay", "train",
           "eval", "export")
 
@@ -30,13 +53,9 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
-    from speech_adapter.recipe import load_recipe
-
     recipe = load_recipe(args.recipe, args.overrides)
     if args.dry_run:
         import yaml
-
-        from speech_adapter.recipe import resolved_dict
 
         print(yaml.safe_dump(resolved_dict(recipe), sort_keys=False))
         print("stages: " + " → ".join(STAGES))
@@ -66,10 +85,6 @@ def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
 
 def run_pipeline(recipe, until: str | None = None, redo: list[str] | None = None) -> dict:
     """Run the recipe's stages in order; returns {stage: summary}."""
-    from speech_adapter.recipe import resolved_dict
-    from speech_adapter.stages import StageRunner, fingerprint
-    from speech_adapter.utils.io import write_json_atomic
-
     run_dir = recipe.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "recipe.resolved.json", resolved_dict(recipe))
@@ -142,8 +157,6 @@ def _suite_paths(p: dict, suite: str) -> dict:
 
 
 def _stage_config(recipe, stage: str):
-    from speech_adapter.config import to_dict
-
     return {
         "models": [recipe.model.encoder, recipe.model.llm],
         "data": to_dict(recipe.data),
@@ -167,50 +180,36 @@ def _stage_config(recipe, stage: str):
 def _models(recipe, p) -> dict:
     """Prepare the offline defaults when the recipe uses them; refuse early, before any data work,
     when a named model's weights are not on this machine."""
-    from speech_adapter.paths import resolve_model
-
     refs = [str(r) for r in (recipe.model.encoder, recipe.model.llm) if not str(r).startswith("tiny:")]
     offline = [r for r in refs if r.startswith("offline:")]
     if offline:
-        from speech_adapter.offline_models.prepare import PrepareConfig, prepare
-
         prepare(PrepareConfig(names=offline))
     return {"models": [str(resolve_model(r)) for r in refs]}
 
 
 def _data(recipe, p) -> dict:
     if recipe.data.source == "synth":
-        from data_prep.synth import synth_corpus
-
         return synth_corpus(recipe.synth_config())
     if recipe.data.source == "import":
-        from data_prep.importers import run_import
-
         return run_import(recipe.import_config())
     # an existing corpus: attributes read it in place
     return {"corpus": recipe.data.corpus}
 
 
 def _attributes(recipe, p) -> dict:
-    from data_prep.attributes import run_attributes
-
     return run_attributes(recipe.attributes_config(recipe.corpus_path()))
 
 
 def _describe(recipe, p) -> dict:
-    from data_prep.describe import run_describe
-
     return run_describe(recipe.describe_config())
 
 
 def _transcribe(recipe, p) -> dict:
     """Whisper's transcript of every clip (`asr_transcript`): what the speech model reads after
     the audio tokens (model.use_transcript) and what the cascade baseline answers from."""
-    from data_prep.asr import TranscribeConfig, transcribe_corpus
-
     whisper = None
     if str(recipe.model.encoder).startswith("tiny:"):  # the random-weight test pair
-        from speech_adapter.models.tiny import tiny_whisper
+        from speech_adapter.models.tiny import tiny_whisper  # lazy: torch
 
         whisper = tiny_whisper()
     cfg = TranscribeConfig(input=str(p["described"]), output=str(p["transcribed"]),
@@ -219,9 +218,6 @@ def _transcribe(recipe, p) -> dict:
 
 
 def _split(recipe, p) -> dict:
-    from speech_adapter.eval.suite import load_rows
-    from speech_adapter.utils.io import write_jsonl_atomic
-
     rows = load_rows(p["transcribed"])  # audio made absolute: the split files live elsewhere
     train, held = split_heldout(rows, recipe.data.heldout_fraction, recipe.seed)
     write_jsonl_atomic(p["train_clips"], train)
@@ -230,9 +226,6 @@ def _split(recipe, p) -> dict:
 
 
 def _distill(recipe, p) -> dict:
-    from data_prep.distill import distill
-    from speech_adapter.utils.io import read_jsonl
-
     cfg = recipe.distill_config()
     Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
     stats = distill(read_jsonl(p["train_clips"]), cfg)
@@ -242,7 +235,6 @@ def _distill(recipe, p) -> dict:
 def _replay(recipe, p) -> dict:
     if recipe.replay.magpie_candidates <= 0:
         return {"text_rows": 0}
-    from data_prep.magpie import magpie
 
     stats = magpie(recipe.magpie_config())
     return {k: v for k, v in stats.items() if not isinstance(v, (dict, list))}
@@ -251,21 +243,17 @@ def _replay(recipe, p) -> dict:
 def _build_model(recipe):
     from accelerate.utils import set_seed
 
-    from speech_adapter.models.speechlm import SpeechLM
+    from speech_adapter.models.speechlm import SpeechLM  # lazy: torch
 
     set_seed(recipe.train_config().seed)  # the adapter's init comes from the seed: runs reproduce
     return SpeechLM.build(recipe.model)
 
 
 def _train(recipe, p) -> dict:
-    from speech_adapter.config import to_dict
-    from speech_adapter.train.loop import run_training
-    from speech_adapter.utils.io import read_jsonl, write_json_atomic
+    from speech_adapter.train.loop import run_training  # lazy: torch
 
     train_cfg = recipe.train_config()
     if not read_jsonl(train_cfg.train_file):
-        from speech_adapter.errors import DataError
-
         raise DataError(f"{train_cfg.train_file}: distillation kept no rows; see rejects.jsonl beside it")
     p["train"].mkdir(parents=True, exist_ok=True)
     write_json_atomic(p["train"] / "config.json", {"model": to_dict(recipe.model), "train": to_dict(train_cfg)})
@@ -280,14 +268,8 @@ def _train(recipe, p) -> dict:
 def _suite(recipe, p, suite: str = "heldout") -> dict:
     """The eval suite from held-out clips, or from the shipped real clips (`suite="real"`);
     refuses a training clip or a leaked unseen template."""
-    from speech_adapter.eval import suite as S
-    from speech_adapter.templates import templates_for
-    from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_jsonl_atomic
-
     ids, audio = S.training_keys([p["distilled"]])
     if suite == "real":
-        from speech_adapter.eval.real import build_real_suite
-
         p = _suite_paths(p, suite)  # a use_transcript model transcribes these clips itself
         rows, stats = build_real_suite(recipe.suite_config(), ids, audio)
     else:
@@ -300,11 +282,7 @@ def _suite(recipe, p, suite: str = "heldout") -> dict:
 
 
 def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict:
-    from speech_adapter.eval.report import write_report
-    from speech_adapter.eval.runner import evaluate
-    from speech_adapter.eval.suite import load_rows
-    from speech_adapter.eval.systems import speechlm_generate_fn
-    from speech_adapter.models.speechlm import SpeechLM
+    from speech_adapter.models.speechlm import SpeechLM  # lazy: torch
 
     cfg = recipe.eval
     suite = p["suite"]
@@ -333,8 +311,6 @@ def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict
 
 
 def _trained_tasks(recipe) -> list[str]:
-    from speech_adapter.utils.io import iter_jsonl
-
     return sorted({str(r["task"]) for r in iter_jsonl(recipe.train_config().train_file) if r.get("task")})
 
 
@@ -367,8 +343,6 @@ def _eval_trained(recipe, p, suite: str = "heldout") -> dict:
 
 
 def _compare(recipe, p, names: list[tuple[str, Path]]) -> dict:
-    from speech_adapter.eval.report import compare
-
     dirs = [d for _, d in names if (d / "report.json").exists()]
     if not dirs:
         return {}
@@ -380,7 +354,6 @@ def _compare(recipe, p, names: list[tuple[str, Path]]) -> dict:
 def _export(recipe, p) -> dict:
     if not recipe.export.enabled:
         return {"exported": False}
-    from speech_adapter.export import ExportConfig, export
 
     out = export(p["train"], p["export"], ExportConfig(checkpoint="final", merge_lora=recipe.export.merge_lora),
                  log=lambda m: print(m, file=sys.stderr))

@@ -30,10 +30,13 @@ from typing import Literal
 from data_prep.config import AttributesConfig, DescribeConfig, ImportConfig, SynthConfig
 from data_prep.distill import DistillConfig
 from data_prep.magpie import MagpieConfig
+from data_prep.synth import corpus_path
 from speech_adapter.config import apply_overrides, did_you_mean, from_dict, help_field, load_yaml, to_dict
 from speech_adapter.errors import ConfigError
+from speech_adapter.eval.real import refuse_real_training
 from speech_adapter.eval.runner import Mode
 from speech_adapter.eval.suite import SuiteConfig
+from speech_adapter.eval.systems import TEXT_BACKENDS
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.train.config import TrainConfig
 
@@ -76,8 +79,8 @@ class DataSection:
             raise ConfigError(f"corpus: file not found: {self.corpus}")
         if self.source == "import" and not self.import_.get("source"):
             raise ConfigError("import_.source: source is 'import' but no label file or dataset dir is given")
-        from speech_adapter.eval.real import refuse_real_training  # the real eval clips never train
 
+        # the real eval clips never train
         refuse_real_training(self.corpus if self.source == "corpus" else None, "data.corpus")
         refuse_real_training(self.import_.get("source") if self.source == "import" else None, "data.import_.source")
 
@@ -248,7 +251,6 @@ class Recipe:
                 self.for_variant(v)  # checks itself
             except ConfigError as e:
                 raise ConfigError(f"variants[{v.name}]: {e}") from None
-        from speech_adapter.eval.systems import TEXT_BACKENDS
 
         if self.eval.text_backend not in TEXT_BACKENDS:
             raise ConfigError(f"eval.text_backend: {self.eval.text_backend!r} is not one of {list(TEXT_BACKENDS)}")
@@ -264,8 +266,6 @@ class Recipe:
         if self.data.source == "corpus":
             return Path(self.data.corpus)
         if self.data.source == "synth":
-            from data_prep.synth import corpus_path
-
             return corpus_path(self.synth_config())
         return self.paths()["data"] / "corpus.jsonl"
 
