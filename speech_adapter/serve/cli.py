@@ -90,3 +90,8 @@ def _run(server, announce) -> None:
         await task
 
     asyncio.run(serve())
+    # Stopped by Ctrl-C / SIGTERM: uvicorn re-raises the signal on its way out, but asyncio.run's
+    # own SIGINT handler swallows it when the main task has already finished (a race that a
+    # loaded machine loses), so say it here: the CLI's exit code is then 130 every time.
+    if server.should_exit:
+        raise KeyboardInterrupt
