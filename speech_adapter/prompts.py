@@ -47,11 +47,14 @@ def _listener_text(description: str) -> str:
         return f"What I heard: {description.strip()}"
     words, attrs = parsed
     gender = (attrs.pop("gender", "") or "").lower()
-    person, pron = {"female": ("a woman", "Her"), "male": ("a man", "His")}.get(gender, ("someone", "The"))
+    # "male"/"female" said outright beside "man"/"woman": given only "a man", the 0.5B backbone
+    # answers "Is the speaker male or female?" with "female" for 5 of 10 men (20 of 20 right with both)
+    person, pron = {"female": ("a female speaker, a woman,", "Her"),
+                    "male": ("a male speaker, a man,", "His")}.get(gender, ("someone", "The"))
     # said outright: without it the 0.5B teacher answers "Is there any speech?" with "No" for
     # most spoken clips (a clip without speech has its own "No speech." description)
     lines = ["This clip is speech: there is a person talking.",
-             f'I heard {person} say: "{words}"' if words else f"I heard {person}, but no clear words."]
+             f'I heard {person} say: "{words}"' if words else f"I heard {person.rstrip(',')}, but no clear words."]
     voice = []
     if "pitch" in attrs:
         voice.append(f"{attrs.pop('pitch').lower()} pitch")

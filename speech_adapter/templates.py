@@ -64,8 +64,8 @@ class Template:
     bare: str = ""
 
     def as_bare(self) -> "Template":
-        """This template asked without its option list, id `<id>:bare` (training only: the eval
-        always lists the options). `DataError` for a template that has no bare phrasing."""
+        """This template asked without its option list, id `<id>:bare` (distillation's and the
+        suite's `bare_fraction`). `DataError` for a template that has no bare phrasing."""
         if not self.bare:
             raise DataError(f"template {self.id} has no bare phrasing (only plain option-task templates do)")
         return dataclasses.replace(self, id=f"{self.id}{BARE}", text=self.bare, bare="")

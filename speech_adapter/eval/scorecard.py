@@ -24,7 +24,7 @@ import re
 from speech_adapter.eval.constraints import parse_json
 from speech_adapter.eval.paired import paired_difference
 from speech_adapter.eval.runner import BACKBONE_MODES
-from speech_adapter.eval.scoring import extract_answer, normalize, wer
+from speech_adapter.eval.scoring import extract_answer, normalize, quoted_span, spoken_digits, wer
 
 SCORECARD_JSON = "scorecard.json"
 COLUMN_ORDER = ("speech", "text_retention", "cascade", "text_ceiling")
@@ -103,7 +103,7 @@ def corpus_wer(pairs) -> float | None:
     """Σ edits / Σ reference words over (hypothesis, reference) pairs; None without any."""
     edits = words = 0.0
     for hyp, ref in pairs:
-        n = len(normalize(ref).split())
+        n = len(spoken_digits(normalize(ref).split()))
         edits += wer(hyp, ref) * max(n, 1)
         words += max(n, 1)
     return edits / words if words else None
@@ -133,7 +133,7 @@ def column_stats(rows: list[dict]) -> dict:
         "if_rate": _mean(bool(r.get("format_ok")) for r in constrained),
         "json": json_stats(rows),
         "wer_n": len(wer_rows),
-        "wer": corpus_wer((extract_answer(r.get("output")), r["label"]) for r in wer_rows),
+        "wer": corpus_wer((quoted_span(extract_answer(r.get("output"))), r["label"]) for r in wer_rows),
         "asr_wer": _mean(r["asr_wer"] for r in asr),  # the cascade's own transcripts
         "degenerate": {"loop": _mean(d["loop"] for d in deg), "empty": _mean(d["empty"] for d in deg),
                        "cut_off": _mean(known), "cut_off_n": len(known),

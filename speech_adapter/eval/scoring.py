@@ -132,10 +132,55 @@ def _edit_distance(a: list[str], b: list[str]) -> int:
     return prev[-1]
 
 
+_UNITS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+_TEENS = {w: str(i + 10) for i, w in enumerate(
+    "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_TENS = {w: str(i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+
+
+def spoken_digits(words: list[str]) -> list[str]:
+    """Numbers as single digits, whether written or spoken: "645 3364", "six four five three three
+    six four" and "six forty five ..." all meet as digits; "twenty one" and "21" both become
+    "2 1"; "oh" between digits is 0 (AN4's "three oh nine"). Other words pass through."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w.isdigit():
+            out.extend(w)
+        elif w in _UNITS:
+            out.append(_UNITS[w])
+        elif w in _TEENS:
+            out.extend(_TEENS[w])
+        elif w in _TENS:
+            nxt = words[i + 1] if i + 1 < len(words) else ""
+            if nxt in _UNITS and nxt != "zero":
+                out.extend([_TENS[w], _UNITS[nxt]])
+                i += 1
+            else:
+                out.extend([_TENS[w], "0"])
+        elif w == "oh" and out and out[-1].isdigit() and i + 1 < len(words) and (
+                words[i + 1].isdigit() or words[i + 1] in _UNITS):
+            out.append("0")
+        else:
+            out.append(w)
+        i += 1
+    return out
+
+
+def quoted_span(text: str) -> str:
+    """The longest double-quoted span of an answer ("I heard someone say: "..."" → the words said),
+    or the whole answer when nothing is quoted."""
+    spans = re.findall(r'"([^"]+)"|“([^”]+)”', str(text or ""))
+    spans = [a or b for a, b in spans]
+    return max(spans, key=len) if spans else str(text or "")
+
+
 def wer(hypothesis, reference) -> float:
-    """Word error rate of `hypothesis` against `reference` after `normalize` (can exceed 1)."""
-    ref = normalize(reference).split()
-    hyp = normalize(hypothesis).split()
+    """Word error rate of `hypothesis` against `reference` after `normalize`, numbers compared
+    digit by digit (`spoken_digits`); can exceed 1."""
+    ref = spoken_digits(normalize(reference).split())
+    hyp = spoken_digits(normalize(hypothesis).split())
     if not ref:
         return 0.0 if not hyp else 1.0
     return _edit_distance(ref, hyp) / len(ref)
@@ -154,7 +199,7 @@ def score_answer(answer: str, label, metric: str, options: list[str] | None = No
     """A score in [0, 1] for one answer (None for the open metric, which has no label).
 
     metrics: "option" (exact match after option parsing, `focus` as in `parse_option`), "number" (first integer equals the
-    label), "exact" (normalized exact match), "wer" (1 - WER, floored at 0), "word_overlap".
+    label), "exact" (normalized exact match), "wer" (1 - WER of the answer's longest quoted span, floored at 0), "word_overlap".
     """
     if metric == "open" or label is None:
         return None
@@ -168,7 +213,7 @@ def score_answer(answer: str, label, metric: str, options: list[str] | None = No
     if metric == "number":
         return float(parse_number(answer) == int(label))
     if metric == "wer":
-        return max(0.0, 1.0 - wer(extract_answer(answer), label))
+        return max(0.0, 1.0 - wer(quoted_span(extract_answer(answer)), label))
     if metric == "word_overlap":
         return word_overlap(extract_answer(answer), label)
     raise ValueError(f"unknown metric {metric!r}")

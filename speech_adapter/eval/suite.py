@@ -31,12 +31,18 @@ class SuiteConfig:
     tasks: list[str] | None = help_field(None, "tasks to include (default: every task a row supports)")
     constrained_fraction: float = help_field(0.5, "share of rows asked with a format-constrained template")
     on_training_clip: Literal["drop", "error"] = help_field("drop", "'drop' clips seen in training, or 'error' to refuse the corpus")
+    json_fraction: float | None = help_field(
+        None, "share of the constrained rows asked for JSON (None: JSON templates as often as any other rule)")
+    bare_fraction: float = help_field(
+        0.0, "share of plain option-task rows asked without their option list ('Is the speaker male or female?')")
 
     def validate(self):
         if self.n_per_task < 1:
             raise ConfigError(f"n_per_task: must be >= 1, got {self.n_per_task}")
-        if not 0.0 <= self.constrained_fraction <= 1.0:
-            raise ConfigError(f"constrained_fraction: must be in [0, 1], got {self.constrained_fraction}")
+        for key in ("constrained_fraction", "json_fraction", "bare_fraction"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key}: must be in [0, 1], got {value}")
         for t in self.tasks or []:
             if t not in TASKS:
                 raise ConfigError(f"tasks: unknown task {t!r}; known: {', '.join(TASKS)}")
@@ -115,12 +121,33 @@ def build_suite(corpus: list[dict], config: SuiteConfig, train_ids=(), train_aud
             clips = eligible[:]
             rng.shuffle(clips)
             for clip in clips[: config.n_per_task]:
-                pool = constrained if constrained and rng.random() < config.constrained_fraction else plain
-                out.append(make_eval_row(clip, rng.choice(pool)))
+                out.append(make_eval_row(clip, _pick_template(rng, config, plain, constrained)))
             per_task[f"{task}/{split}"] = min(len(clips), config.n_per_task)
     stats = {"clips": len(corpus), "held_out": len(held), "dropped_training_clips": len(leaked),
              "rows": len(out), "per_task": per_task}
     return out, stats
+
+
+def _is_json(template: Template) -> bool:
+    return any(dict(c).get("id") == "json" for c in template.constraints)
+
+
+def _pick_template(rng: random.Random, config: SuiteConfig, plain: list, constrained: list) -> Template:
+    """One row's template: constrained with `constrained_fraction` (JSON among them with
+    `json_fraction` where set), else plain, asked bare with `bare_fraction` where it has a bare
+    phrasing. The knobs at their defaults draw nothing extra: old suites stay as they were."""
+    if constrained and rng.random() < config.constrained_fraction:
+        pool = constrained
+        if config.json_fraction is not None:
+            js = [t for t in constrained if _is_json(t)]
+            rest = [t for t in constrained if not _is_json(t)]
+            if js and rest:
+                pool = js if rng.random() < config.json_fraction else rest
+        return rng.choice(pool)
+    template = rng.choice(plain)
+    if config.bare_fraction and template.bare and rng.random() < config.bare_fraction:
+        return template.as_bare()
+    return template
 
 
 def make_eval_row(clip: dict, template: Template) -> dict:

@@ -76,3 +76,34 @@ def test_leak_check_catches_planted_leaks():
     assert leaks and leaks[0]["reason"] == "instruction text" and leaks[0]["training_row"] == "t3"
     # Template objects: placeholders match any filled-in options
     assert find_unseen_leaks([t for t in templates_for() if t.id == unseen_row["template_id"]], by_text)
+
+
+def test_json_fraction_and_bare_fraction_shape_the_rows():
+    default, _ = build_suite(corpus(), SuiteConfig(n_per_task=12, seed=3))
+    same, _ = build_suite(corpus(), SuiteConfig(n_per_task=12, seed=3, json_fraction=None, bare_fraction=0.0))
+    assert default == same  # the knobs at their defaults leave old suites as they were
+
+    def json_share(rows):
+        con = [r for r in rows if r["kind"] == "constrained"]
+        return sum(any(c["id"] == "json" for c in r["constraints"]) for r in con) / len(con)
+
+    all_json, _ = build_suite(corpus(), SuiteConfig(n_per_task=12, seed=3, constrained_fraction=1.0, json_fraction=1.0))
+    no_json, _ = build_suite(corpus(), SuiteConfig(n_per_task=12, seed=3, constrained_fraction=1.0, json_fraction=0.0))
+    assert json_share(no_json) == 0.0 and json_share(all_json) > json_share(default)
+    with_json = {(t, sp) for t in TASKS for sp in ("seen", "unseen")
+                 if any(any(dict(c)["id"] == "json" for c in tp.constraints) for tp in templates_for(t, sp, "constrained"))}
+    assert with_json
+    assert all(any(c["id"] == "json" for c in r["constraints"]) for r in all_json if (r["task"], r["split"]) in with_json)
+
+    bare, _ = build_suite(corpus(), SuiteConfig(n_per_task=12, seed=3, constrained_fraction=0.0, bare_fraction=1.0))
+    gender = [r for r in bare if r["task"] == "gender"]
+    assert gender and all(r["template_id"].endswith(":bare") for r in gender)
+    assert all("female, male" not in r["instruction"] for r in gender)  # asked without its option list
+    assert all(r["options"] == ["female", "male"] and r["label"] in r["options"] for r in gender)  # still scored
+
+
+@pytest.mark.parametrize("key", ["json_fraction", "bare_fraction"])
+def test_fraction_knobs_are_validated(key):
+    from speech_adapter.errors import ConfigError
+    with pytest.raises(ConfigError, match=key):
+        SuiteConfig(**{key: 1.5}).validate()

@@ -1,0 +1,106 @@
+"""Does a trained model hear real voices? Gender, speech presence and transcripts on every
+clip of the `real` suite, one Markdown table with a row per model.
+
+    python scripts/voice_probe.py untrained=runs/demo/eval/untrained_adapter \\
+        espeak=runs/demo/train/adapter kokoro=runs/transfer_kokoro/train/adapter \\
+        --work runs/voice_probe --out docs/TRANSFER.md
+
+The pipeline's `real` suite asks a few rows per task (a scorecard, not a census); this probe
+asks the plain gender question of all 50 gendered clips and the speech question of all 66, both
+phrasings (seen and unseen), so per-gender accuracy rests on 48–52 answers instead of 6. It
+calls the public commands (`eval build --corpus real`, `eval run --modes speech`) and reads
+their scores.jsonl; generations are cached per model, so a rerun only adds what is new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "speech_adapter.cli", *args], check=True)
+
+
+def _pct(hits: list[float]) -> str:
+    return "–" if not hits else f"{100 * sum(hits) / len(hits):.1f} ({len(hits)})"
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Accuracy lists per probe cell from one model's scores.jsonl rows."""
+    cells: dict[str, list] = {"gender": [], "female": [], "male": [], "speech": [], "speech clips": [],
+                              "non-speech clips": [], "wer": [], "answers": {}}
+    for r in rows:
+        task, score, label = r.get("task"), r.get("score"), str(r.get("label") or "").lower()
+        if score is None:
+            continue
+        if task == "gender":
+            cells["gender"].append(score)
+            cells.setdefault(label, []).append(score)
+            key = (r.get("output") or "").strip().lower()[:40]
+            cells["answers"][key] = cells["answers"].get(key, 0) + 1
+        elif task == "speech":
+            cells["speech"].append(score)
+            cells["speech clips" if label == "yes" else "non-speech clips"].append(score)
+        elif task == "transcription":
+            cells["wer"].append(1.0 - score)  # the suite scores transcription as 1 - WER (floored at 0)
+    return cells
+
+
+def table(results: dict[str, dict]) -> str:
+    head = ("| model | gender | · female | · male | speech vs non-speech | · speech clips | "
+            "· non-speech clips | transcription WER | most common gender reply |")
+    lines = [head, "|" + "---|" * 9]
+    for name, c in results.items():
+        top = max(c["answers"].items(), key=lambda kv: kv[1]) if c["answers"] else ("–", 0)
+        share = f'"{top[0]}" ×{top[1]}' if c["answers"] else "–"
+        wer = "–" if not c["wer"] else f"{100 * sum(c['wer']) / len(c['wer']):.1f} %"
+        lines.append(f"| {name} | {_pct(c['gender'])} | {_pct(c['female'])} | {_pct(c['male'])} | "
+                     f"{_pct(c['speech'])} | {_pct(c['speech clips'])} | {_pct(c['non-speech clips'])} | "
+                     f"{wer} | {share} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="NAME=DIR: an adapter, export or training run dir")
+    ap.add_argument("--work", default="runs/voice_probe", help="suite and per-model generations")
+    ap.add_argument("--out", default=None, help="Markdown file to write (default: stdout)")
+    ap.add_argument("--tasks", default="gender,speech,transcription")
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args(argv)
+    pairs = []
+    for spec in args.models:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"{spec!r}: give NAME=DIR")
+        if not Path(path).exists():
+            ap.error(f"{path}: no such model dir")
+        pairs.append((name, path))
+
+    work = Path(args.work)
+    suite = work / "suite.jsonl"
+    if not suite.exists():  # every clip once per phrasing split: n-per-task above the corpus size
+        _cli("eval", "build", "--corpus", "real", "--tasks", args.tasks, "--n-per-task", "1000",
+             "--constrained-fraction", "0", "--out", str(suite))
+    results = {}
+    for name, path in pairs:
+        out = work / name
+        _cli("eval", "run", "--suite", str(suite), "--model", path, "--modes", "speech", "--system", name,
+             "--out", str(out), "--batch-size", str(args.batch_size), "--max-new-tokens", "64")
+        rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines() if line.strip()]
+        results[name] = summarize([r for r in rows if r.get("mode") == "speech"])
+    text = ("Accuracy in % (rows) on the `real` suite's clips, plain phrasings seen and unseen in "
+            f"training, greedy (`python scripts/voice_probe.py {' '.join(args.models)}`).\n\n" + table(results))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
