@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="Markdown file to write (default: stdout)")
     ap.add_argument("--tasks", default="gender,speech,transcription")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--limit", type=int, default=None, help="only the suite's first N rows (a smoke test)")
     args = ap.parse_args(argv)
     pairs = []
     for spec in args.models:
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
     for name, path in pairs:
         out = work / name
         _cli("eval", "run", "--suite", str(suite), "--model", path, "--modes", "speech", "--system", name,
-             "--out", str(out), "--batch-size", str(args.batch_size), "--max-new-tokens", "64")
+             "--out", str(out), "--batch-size", str(args.batch_size), "--max-new-tokens", "64",
+             *(["--limit", str(args.limit)] if args.limit else []))
         rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines() if line.strip()]
         results[name] = summarize([r for r in rows if r.get("mode") == "speech"])
     text = ("Accuracy in % (rows) on the `real` suite's clips, plain phrasings seen and unseen in "

@@ -1,0 +1,54 @@
+"""scripts/voice_probe.py: per-gender and speech/non-speech accuracy from the public eval commands."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.inference.export_fixtures import perturbed_tiny
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "voice_probe.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("voice_probe", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summarize_splits_gender_and_speech_by_label():
+    mod = _module()
+    rows = [{"task": "gender", "label": "female", "score": 1.0, "output": "Female."},
+            {"task": "gender", "label": "male", "score": 0.0, "output": "Female."},
+            {"task": "gender", "label": "male", "score": 1.0, "output": "Male."},
+            {"task": "speech", "label": "yes", "score": 0.0, "output": "No."},
+            {"task": "speech", "label": "no", "score": 1.0, "output": "No."},
+            {"task": "transcription", "label": "hi there", "score": 0.75, "output": "hi"}]
+    c = mod.summarize(rows)
+    assert c["female"] == [1.0] and c["male"] == [0.0, 1.0] and c["gender"] == [1.0, 0.0, 1.0]
+    assert c["speech clips"] == [0.0] and c["non-speech clips"] == [1.0]
+    assert c["wer"] == [0.25] and c["answers"]["female."] == 2
+    table = mod.table({"m": c})
+    assert "| m | 66.7 (3) | 100.0 (1) | 50.0 (2) | 50.0 (2) | 0.0 (1) | 100.0 (1) | 25.0 % |" in table
+
+
+def test_runs_the_eval_commands_on_real_clips(tmp_path):
+    mod = _module()
+    model = perturbed_tiny()
+    model.save_adapter(tmp_path / "adapter")
+    out = tmp_path / "probe.md"
+    assert mod.main([f"tiny={tmp_path / 'adapter'}", "--work", str(tmp_path / "work"), "--out", str(out),
+                     "--tasks", "gender,speech", "--limit", "6", "--batch-size", "6"]) == 0
+    suite = [json.loads(x) for x in (tmp_path / "work" / "suite.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in suite} == {"gender", "speech"}
+    assert sum(r["task"] == "gender" for r in suite) >= 96  # every gendered clip, both phrasing splits
+    assert all(r["kind"] == "plain" for r in suite)
+    assert (tmp_path / "work" / "tiny" / "scores.jsonl").exists()
+    assert out.read_text().count("| tiny |") == 1
+
+
+def test_rejects_a_model_spec_without_a_name(tmp_path):
+    with pytest.raises(SystemExit):
+        _module().main([str(tmp_path)])
