@@ -7,7 +7,9 @@ clip of the `real` suite, one Markdown table with a row per model.
 
 The pipeline's `real` suite asks a few rows per task (a scorecard, not a census); this probe
 asks the plain gender question of all 50 gendered clips and the speech question of all 66, both
-phrasings (seen and unseen), so per-gender accuracy rests on 48–52 answers instead of 6. It
+phrasing splits (seen and unseen), half of them without the option list ("Is the speaker male or
+female?": Qwen-0.5B answers "female" to most listed-option gender questions even when the
+description says "a man"), so per-gender accuracy rests on 48–52 answers instead of 6. It
 calls the public commands (`eval build --corpus real`, `eval run --modes speech`) and reads
 their scores.jsonl; generations are cached per model, so a rerun only adds what is new.
 """
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
     suite = work / "suite.jsonl"
     if not suite.exists():  # every clip once per phrasing split: n-per-task above the corpus size
         _cli("eval", "build", "--corpus", "real", "--tasks", args.tasks, "--n-per-task", "1000",
-             "--constrained-fraction", "0", "--out", str(suite))
+             "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suite))
     results = {}
     for name, path in pairs:
         out = work / name
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
         rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines() if line.strip()]
         results[name] = summarize([r for r in rows if r.get("mode") == "speech"])
     text = ("Accuracy in % (rows) on the `real` suite's clips, plain phrasings seen and unseen in "
-            f"training, greedy (`python scripts/voice_probe.py {' '.join(args.models)}`).\n\n" + table(results))
+            f"training, half asked without the option list, greedy (`python scripts/voice_probe.py {' '.join(args.models)}`).\n\n" + table(results))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n", encoding="utf-8")

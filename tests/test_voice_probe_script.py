@@ -45,6 +45,8 @@ def test_runs_the_eval_commands_on_real_clips(tmp_path):
     assert {r["task"] for r in suite} == {"gender", "speech"}
     assert sum(r["task"] == "gender" for r in suite) >= 96  # every gendered clip, both phrasing splits
     assert all(r["kind"] == "plain" for r in suite)
+    bare = [r for r in suite if r["template_id"].endswith(":bare")]
+    assert 0 < len(bare) < len(suite)  # both ways of asking: with and without the option list
     assert (tmp_path / "work" / "tiny" / "scores.jsonl").exists()
     assert out.read_text().count("| tiny |") == 1
 

@@ -70,6 +70,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
     b.add_argument("--constrained-fraction", type=float, default=None,
                    help="share of format-constrained rows (default 0.5)")
+    b.add_argument("--json-fraction", type=float, default=None,
+                   help="share of the constrained rows asked for JSON (default: as often as any other rule)")
+    b.add_argument("--bare-fraction", type=float, default=None,
+                   help="share of plain option questions asked without their option list (default 0)")
     b.add_argument("--on-training-clip", choices=["drop", "error"], default=None,
                    help="drop clips seen in training (default), or refuse the corpus")
     b.add_argument("--external", choices=["dynamic_superb", "speech_ifeval"], default=None,
@@ -115,7 +119,8 @@ def build_settings(args) -> tuple[dict, "S.SuiteConfig"]:
                  "out": args.out or str(p["suite"])}
         suite = to_dict(recipe.suite_config())
     flags = {"n_per_task": args.n_per_task, "seed": args.seed, "constrained_fraction": args.constrained_fraction,
-             "on_training_clip": args.on_training_clip,
+             "on_training_clip": args.on_training_clip, "json_fraction": args.json_fraction,
+             "bare_fraction": args.bare_fraction,
              "tasks": [t.strip() for t in args.tasks.split(",")] if args.tasks else None}
     suite.update({k: v for k, v in flags.items() if v is not None})
     for key in ("corpus", "out"):
