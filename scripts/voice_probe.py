@@ -66,6 +66,15 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def voices_table(results: dict[str, dict]) -> str:
+    lines = ["| model | gender | · female | · male | most common reply |", "|---|---|---|---|---|"]
+    for name, c in results.items():
+        top = max(c["answers"].items(), key=lambda kv: kv[1]) if c["answers"] else ("–", 0)
+        lines.append(f"| {name} | {_pct(c['gender'])} | {_pct(c['female'])} | {_pct(c['male'])} | "
+                     f'"{top[0]}" ×{top[1]} |')
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="NAME=DIR: an adapter, export or training run dir")
@@ -74,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", default="gender,speech,transcription")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--limit", type=int, default=None, help="only the suite's first N rows (a smoke test)")
+    ap.add_argument("--heldout-voices", default=None,
+                    help="a described clips JSONL (e.g. runs/standard/data/heldout_clips.jsonl): its clips of "
+                         "held-out Kokoro voices (meta.voice_split = heldout) get the gender question too")
     args = ap.parse_args(argv)
     pairs = []
     for spec in args.models:
@@ -89,16 +101,36 @@ def main(argv=None) -> int:
     if not suite.exists():  # every clip once per phrasing split: n-per-task above the corpus size
         _cli("eval", "build", "--corpus", "real", "--tasks", args.tasks, "--n-per-task", "1000",
              "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suite))
-    results = {}
+    suites = {"real": suite}
+    if args.heldout_voices:
+        voices = work / "heldout_voices" / "clips.jsonl"
+        if not voices.exists():
+            voices.parent.mkdir(parents=True, exist_ok=True)
+            keep = [line for line in Path(args.heldout_voices).read_text().splitlines()
+                    if line.strip() and (json.loads(line).get("meta") or {}).get("voice_split") == "heldout"]
+            if not keep:
+                ap.error(f"{args.heldout_voices}: no clip has meta.voice_split = heldout")
+            voices.write_text("\n".join(keep) + "\n")
+        suites["heldout_voices"] = work / "heldout_voices" / "suite.jsonl"
+        if not suites["heldout_voices"].exists():
+            _cli("eval", "build", "--corpus", str(voices), "--tasks", "gender", "--n-per-task", "1000",
+                 "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suites["heldout_voices"]))
+    results = {key: {} for key in suites}
     for name, path in pairs:
-        out = work / name
-        _cli("eval", "run", "--suite", str(suite), "--model", path, "--modes", "speech", "--system", name,
-             "--out", str(out), "--batch-size", str(args.batch_size), "--max-new-tokens", "64",
-             *(["--limit", str(args.limit)] if args.limit else []))
-        rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines() if line.strip()]
-        results[name] = summarize([r for r in rows if r.get("mode") == "speech"])
+        for key, suite_path in suites.items():
+            out = work / name if key == "real" else work / key / name
+            _cli("eval", "run", "--suite", str(suite_path), "--model", path, "--modes", "speech", "--system", name,
+                 "--out", str(out), "--batch-size", str(args.batch_size), "--max-new-tokens", "64",
+                 *(["--limit", str(args.limit)] if args.limit else []))
+            rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines() if line.strip()]
+            results[key][name] = summarize([r for r in rows if r.get("mode") == "speech"])
     text = ("Accuracy in % (rows) on the `real` suite's clips, plain phrasings seen and unseen in "
-            f"training, half asked without the option list, greedy (`python scripts/voice_probe.py {' '.join(args.models)}`).\n\n" + table(results))
+            "training, half asked without the option list, greedy "
+            f"(`python scripts/voice_probe.py {' '.join(sys.argv[1:] if argv is None else argv)}`).\n\n"
+            + table(results["real"]))
+    if "heldout_voices" in results:
+        text += ("\n\nGender on clips of Kokoro voices no model trained on (`--heldout-voices`):\n\n"
+                 + voices_table(results["heldout_voices"]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n", encoding="utf-8")

@@ -54,3 +54,26 @@ def test_runs_the_eval_commands_on_real_clips(tmp_path):
 def test_rejects_a_model_spec_without_a_name(tmp_path):
     with pytest.raises(SystemExit):
         _module().main([str(tmp_path)])
+
+
+def test_heldout_voices_get_their_own_gender_table(tmp_path):
+    mod = _module()
+    model = perturbed_tiny()
+    model.save_adapter(tmp_path / "adapter")
+    real = [json.loads(x) for x in (Path(mod.__file__).resolve().parents[1] / "speech_adapter" / "resources" /
+                                    "real" / "manifest.jsonl").read_text().splitlines() if x.strip()]
+    clips = []
+    for i, r in enumerate([r for r in real if (r.get("meta") or {}).get("gender")][:4]):
+        audio = Path(mod.__file__).resolve().parents[1] / "speech_adapter" / "resources" / "real" / r["audio"]
+        clips.append({"id": f"k{i}", "audio": str(audio), "transcript": "hello", "duration": 2.0,
+                      "description": "[00:00-00:02] hello (Gender: Female, Duration: 2s)",
+                      "meta": {"gender": r["meta"]["gender"], "voice_split": "heldout" if i < 3 else "train"}})
+    corpus = tmp_path / "heldout_clips.jsonl"
+    corpus.write_text("".join(json.dumps(c) + "\n" for c in clips))
+    out = tmp_path / "probe.md"
+    assert mod.main([f"tiny={tmp_path / 'adapter'}", "--work", str(tmp_path / "work"), "--out", str(out),
+                     "--tasks", "gender", "--limit", "4", "--batch-size", "4", "--heldout-voices", str(corpus)]) == 0
+    kept = (tmp_path / "work" / "heldout_voices" / "clips.jsonl").read_text().splitlines()
+    assert len(kept) == 3  # only the held-out voices' clips
+    text = out.read_text()
+    assert "Kokoro voices no model trained on" in text and text.count("| tiny |") == 2
