@@ -6,10 +6,10 @@ clip of the `real` suite, one Markdown table with a row per model.
         --work runs/voice_probe --out docs/TRANSFER.md
 
 The pipeline's `real` suite asks a few rows per task (a scorecard, not a census); this probe
-asks the plain gender question of all 50 gendered clips and the speech question of all 66, both
-phrasing splits (seen and unseen), half of them without the option list ("Is the speaker male or
+asks the plain gender question of all 50 gendered clips and the speech question of all 66, once
+each (seen and unseen phrasings alternating), half of them without the option list ("Is the speaker male or
 female?": Qwen-0.5B answers "female" to most listed-option gender questions even when the
-description says "a man"), so per-gender accuracy rests on 48–52 answers instead of 6. It
+description says "a man"), so per-gender accuracy rests on 24–26 answers instead of 3. It
 calls the public commands (`eval build --corpus real`, `eval run --modes speech`) and reads
 their scores.jsonl; generations are cached per model, so a rerun only adds what is new.
 """
@@ -75,12 +75,26 @@ def voices_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def one_row_per_clip(path: Path) -> None:
+    """Keep one row per (clip, task), seen and unseen phrasings alternating by clip: every clip
+    asked once, half the cost of asking both splits."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    clips = sorted({r["clip_id"] for r in rows})
+    want = {c: ("seen", "unseen")[i % 2] for i, c in enumerate(clips)}
+    kept, seen = [], set()
+    for r in sorted(rows, key=lambda r: r["split"] != want[r["clip_id"]]):
+        if (r["clip_id"], r["task"]) not in seen:
+            seen.add((r["clip_id"], r["task"]))
+            kept.append(r)
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="NAME=DIR: an adapter, export or training run dir")
     ap.add_argument("--work", default="runs/voice_probe", help="suite and per-model generations")
     ap.add_argument("--out", default=None, help="Markdown file to write (default: stdout)")
-    ap.add_argument("--tasks", default="gender,speech,transcription")
+    ap.add_argument("--tasks", default="gender,speech")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--limit", type=int, default=None, help="only the suite's first N rows (a smoke test)")
     ap.add_argument("--heldout-voices", default=None,
@@ -101,6 +115,7 @@ def main(argv=None) -> int:
     if not suite.exists():  # every clip once per phrasing split: n-per-task above the corpus size
         _cli("eval", "build", "--corpus", "real", "--tasks", args.tasks, "--n-per-task", "1000",
              "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suite))
+        one_row_per_clip(suite)
     suites = {"real": suite}
     if args.heldout_voices:
         voices = work / "heldout_voices" / "clips.jsonl"
@@ -115,6 +130,7 @@ def main(argv=None) -> int:
         if not suites["heldout_voices"].exists():
             _cli("eval", "build", "--corpus", str(voices), "--tasks", "gender", "--n-per-task", "1000",
                  "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suites["heldout_voices"]))
+            one_row_per_clip(suites["heldout_voices"])
     results = {key: {} for key in suites}
     for name, path in pairs:
         for key, suite_path in suites.items():

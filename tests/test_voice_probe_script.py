@@ -43,7 +43,9 @@ def test_runs_the_eval_commands_on_real_clips(tmp_path):
                      "--tasks", "gender,speech", "--limit", "6", "--batch-size", "6"]) == 0
     suite = [json.loads(x) for x in (tmp_path / "work" / "suite.jsonl").read_text().splitlines()]
     assert {r["task"] for r in suite} == {"gender", "speech"}
-    assert sum(r["task"] == "gender" for r in suite) >= 96  # every gendered clip, both phrasing splits
+    gender = [r for r in suite if r["task"] == "gender"]
+    assert len(gender) == len({r["clip_id"] for r in gender}) >= 48  # every gendered clip, once
+    assert {r["split"] for r in gender} == {"seen", "unseen"}
     assert all(r["kind"] == "plain" for r in suite)
     bare = [r for r in suite if r["template_id"].endswith(":bare")]
     assert 0 < len(bare) < len(suite)  # both ways of asking: with and without the option list
