@@ -225,9 +225,12 @@ def plot_rank_curve(table: dict, path) -> None:
 
 
 def write(table: dict, out_dir) -> dict[str, Path]:
-    """Both plots into `out_dir`; returns their paths."""
+    """The scatter into `out_dir`, and the LoRA-rank curve where some system trained LoRA (without
+    one the curve has a single x position and says nothing); returns the paths written."""
     out = Path(out_dir)
-    paths = {"scatter": out / LEARN_FORGET_PNG, "rank_curve": out / LORA_RANK_PNG}
+    paths = {"scatter": out / LEARN_FORGET_PNG}
     plot_scatter(table, paths["scatter"])
-    plot_rank_curve(table, paths["rank_curve"])
+    if any(e.get("lora_rank") for e in table["rows"]):
+        paths["rank_curve"] = out / LORA_RANK_PNG
+        plot_rank_curve(table, paths["rank_curve"])
     return paths

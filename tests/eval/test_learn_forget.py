@@ -104,3 +104,11 @@ def test_compare_writes_the_table_and_both_plots(runs, tmp_path):
     assert [e["name"] for e in card["learn_forget"]["rows"]] == list(SYSTEMS)
     for name in (learn_forget.LEARN_FORGET_PNG, learn_forget.LORA_RANK_PNG):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000
+
+
+def test_no_rank_curve_without_a_lora_system(tmp_path):
+    dirs = [write_system(tmp_path / "runs", n) for n in ("untrained", "task_sft", "self_distill")]
+    out = tmp_path / "cmp"
+    compare(dirs, out)
+    assert (out / learn_forget.LEARN_FORGET_PNG).exists()
+    assert not (out / learn_forget.LORA_RANK_PNG).exists()  # every system at rank 0: nothing to plot
