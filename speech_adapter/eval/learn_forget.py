@@ -102,6 +102,11 @@ def _opt(x, fmt="{}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def _plots(table: dict) -> list[str]:
+    """The plot files `write` draws for this table: the rank curve only where some system has LoRA."""
+    return [LEARN_FORGET_PNG] + ([LORA_RANK_PNG] if any(e.get("lora_rank") for e in table["rows"]) else [])
+
+
 def markdown(table: dict) -> str:
     """The "Learn vs forget" section of compare.md: one row per system."""
     lines = ["## Learn vs forget", "",
@@ -109,7 +114,7 @@ def markdown(table: dict) -> str:
              "system's (> 0: lost, < 0: above the ceiling), IF on format-constrained rows, JSON = strict "
              "validity on rows asking for JSON; speech = with audio, text = text_retention (LoRA: the "
              "LLM itself on text-only prompts). Points, paired by eval row: Δ (95 % bootstrap CI, n). "
-             f"Plots: {LEARN_FORGET_PNG}, {LORA_RANK_PNG}.", "",
+             f"Plots: {', '.join(_plots(table))}.", "",
              "| system | objective | LoRA r | text_mix | hard-token | learned Δ acc | forgot IF (speech) | "
              "forgot JSON (speech) | forgot IF (text) | forgot JSON (text) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -230,7 +235,7 @@ def write(table: dict, out_dir) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {"scatter": out / LEARN_FORGET_PNG}
     plot_scatter(table, paths["scatter"])
-    if any(e.get("lora_rank") for e in table["rows"]):
+    if LORA_RANK_PNG in _plots(table):
         paths["rank_curve"] = out / LORA_RANK_PNG
         plot_rank_curve(table, paths["rank_curve"])
     return paths

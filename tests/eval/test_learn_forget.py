@@ -112,3 +112,4 @@ def test_no_rank_curve_without_a_lora_system(tmp_path):
     compare(dirs, out)
     assert (out / learn_forget.LEARN_FORGET_PNG).exists()
     assert not (out / learn_forget.LORA_RANK_PNG).exists()  # every system at rank 0: nothing to plot
+    assert "Plots: learn_forget.png." in (out / "compare.md").read_text()
