@@ -128,3 +128,18 @@ def test_a_failing_stage_leaves_no_marker(tmp_path):
     with pytest.raises(RuntimeError):
         runner.run("s", "fp", lambda: (_ for _ in ()).throw(RuntimeError("killed")))
     assert not runner.is_done("s", "fp")
+
+
+@pytest.mark.parametrize("argv", [["RECIPE", "seed=7", "--dry-run"], ["RECIPE", "--dry-run", "seed=7"],
+                                  ["RECIPE", "--until", "train", "seed=7", "--dry-run"]],
+                         ids=["before", "after", "between"])
+def test_run_overrides_anywhere_on_the_line(argv, capsys):
+    path = str(ROOT / "recipes" / "demo.yaml")
+    assert main(["run", *[path if a == "RECIPE" else a for a in argv]]) == 0
+    assert "\nseed: 7\n" in capsys.readouterr().out
+
+
+def test_run_unknown_flag_still_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(ROOT / "recipes" / "demo.yaml"), "--dry-run", "--nope"])
+    assert e.value.code == 2 and "--nope" in capsys.readouterr().err
