@@ -69,6 +69,25 @@ def _previous(path: Path) -> dict[tuple, str]:
     return done
 
 
+def _load(row: dict, base: Path):
+    path = resolve_audio(row["audio"], base)
+    try:
+        return load_audio(path)
+    except Exception as e:  # noqa: BLE001 — reported with the clip's name
+        raise DataError(f"{row.get('id')}: cannot read {path} for transcription: {e}") from e
+
+
+def _seconds(row: dict, base: Path) -> float:
+    """A clip's length from its header (soundfile), else by decoding it; an unreadable clip raises
+    `DataError` naming it before any clip is transcribed."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(resolve_audio(row["audio"], base))).duration)
+    except Exception:  # noqa: BLE001 — a format soundfile cannot open: decode it (or fail, named)
+        return len(_load(row, base)) / SAMPLE_RATE
+
+
 def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True) -> dict:
     """Write `cfg.output`: every row of `cfg.input` with its Whisper transcript; returns stats.
 
@@ -93,25 +112,20 @@ def transcribe_corpus(cfg: TranscribeConfig, whisper=None, progress: bool = True
 
             whisper = load_whisper(cfg.encoder, cfg.dtype)
         model, fe, tok = whisper
-        waves = []
-        for r in todo:
-            path = resolve_audio(r["audio"], src.parent)
-            try:
-                waves.append(load_audio(path))
-            except Exception as e:  # noqa: BLE001 — reported with the clip's name
-                raise DataError(f"{r.get('id')}: cannot read {path} for transcription: {e}") from e
         # Batches of similar length, each capped at what its longest clip can hold: a clip that
         # sends Whisper into a loop (foreign speech, noise) stops there instead of holding its
-        # whole batch to max_new_tokens.
-        order = sorted(range(len(todo)), key=lambda i: len(waves[i]))
+        # whole batch to max_new_tokens. Lengths come from the file headers; each batch's audio
+        # is decoded when its turn comes, so a large corpus never sits in memory at once.
+        seconds = [_seconds(r, src.parent) for r in todo]
+        order = sorted(range(len(todo)), key=lambda i: seconds[i])
         bar = tqdm(total=len(todo), desc="transcribe", unit="clip", disable=not progress)
         partial = JsonlAppender(_partial(out))
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            seconds = max(len(waves[i]) for i in idx) / SAMPLE_RATE
-            cap = min(cfg.max_new_tokens, int(TOKENS_BASE + TOKENS_PER_SECOND * seconds))
-            texts = transcribe(model, fe, tok, [waves[i] for i in idx], batch_size=len(idx),
-                               max_new_tokens=cap, quiet=True)
+            waves = [_load(todo[i], src.parent) for i in idx]
+            longest = max(len(w) for w in waves) / SAMPLE_RATE
+            cap = min(cfg.max_new_tokens, int(TOKENS_BASE + TOKENS_PER_SECOND * longest))
+            texts = transcribe(model, fe, tok, waves, batch_size=len(idx), max_new_tokens=cap, quiet=True)
             for i, t in zip(idx, texts):
                 key = _key(todo[i], src.parent)
                 done[key] = t.strip()

@@ -90,3 +90,18 @@ def test_killed_run_resumes_from_partial(tmp_path, whisper, monkeypatch):
     stats = transcribe_corpus(cfg, whisper=whisper, progress=False)
     assert stats["transcribed"] == 1 and stats["reused"] == 3  # two clips from the partial file, plus the text row
     assert not (tmp_path / "t.jsonl.partial.jsonl").exists()
+
+
+def test_audio_decoded_batch_by_batch(tmp_path, whisper, monkeypatch):
+    """Each batch's clips are decoded when the batch runs, not the whole corpus up front."""
+    import data_prep.asr as asr
+    import speech_adapter.models.encoder as enc
+
+    src = _corpus(tmp_path, n=4)
+    events = []
+    load, tx = asr.load_audio, enc.transcribe
+    monkeypatch.setattr(asr, "load_audio", lambda *a, **k: events.append("load") or load(*a, **k))
+    monkeypatch.setattr(enc, "transcribe", lambda *a, **k: events.append("decode") or tx(*a, **k))
+    cfg = TranscribeConfig(input=str(src), output=str(tmp_path / "t.jsonl"), batch_size=2)
+    assert transcribe_corpus(cfg, whisper=whisper, progress=False)["transcribed"] == 4
+    assert events == ["load", "load", "decode", "load", "load", "decode"]
