@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from speech_adapter.utils.io import read_jsonl, write_jsonl_atomic
+
 
 def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "speech_adapter.cli", *args], check=True)
@@ -52,33 +54,38 @@ def summarize(rows: list[dict]) -> dict:
     return cells
 
 
+def _top_reply(cells: dict) -> str:
+    """The most common gender reply and its count, or – when there is none."""
+    if not cells["answers"]:
+        return "–"
+    reply, n = max(cells["answers"].items(), key=lambda kv: kv[1])
+    return f'"{reply}" ×{n}'
+
+
 def table(results: dict[str, dict]) -> str:
     head = ("| model | gender | · female | · male | speech vs non-speech | · speech clips | "
             "· non-speech clips | transcription WER | most common gender reply |")
     lines = [head, "|" + "---|" * 9]
     for name, c in results.items():
-        top = max(c["answers"].items(), key=lambda kv: kv[1]) if c["answers"] else ("–", 0)
-        share = f'"{top[0]}" ×{top[1]}' if c["answers"] else "–"
         wer = "–" if not c["wer"] else f"{100 * sum(c['wer']) / len(c['wer']):.1f} %"
         lines.append(f"| {name} | {_pct(c['gender'])} | {_pct(c['female'])} | {_pct(c['male'])} | "
                      f"{_pct(c['speech'])} | {_pct(c['speech clips'])} | {_pct(c['non-speech clips'])} | "
-                     f"{wer} | {share} |")
+                     f"{wer} | {_top_reply(c)} |")
     return "\n".join(lines)
 
 
 def voices_table(results: dict[str, dict]) -> str:
     lines = ["| model | gender | · female | · male | most common reply |", "|---|---|---|---|---|"]
     for name, c in results.items():
-        top = max(c["answers"].items(), key=lambda kv: kv[1]) if c["answers"] else ("–", 0)
         lines.append(f"| {name} | {_pct(c['gender'])} | {_pct(c['female'])} | {_pct(c['male'])} | "
-                     f'"{top[0]}" ×{top[1]} |')
+                     f"{_top_reply(c)} |")
     return "\n".join(lines)
 
 
 def one_row_per_clip(path: Path) -> None:
     """Keep one row per (clip, task), seen and unseen phrasings alternating by clip: every clip
     asked once, half the cost of asking both splits."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path)
     clips = sorted({r["clip_id"] for r in rows})
     want = {c: ("seen", "unseen")[i % 2] for i, c in enumerate(clips)}
     kept, seen = [], set()
@@ -86,7 +93,7 @@ def one_row_per_clip(path: Path) -> None:
         if (r["clip_id"], r["task"]) not in seen:
             seen.add((r["clip_id"], r["task"]))
             kept.append(r)
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    write_jsonl_atomic(path, kept)
 
 
 def main(argv=None) -> int:
@@ -138,8 +145,7 @@ def main(argv=None) -> int:
             _cli("eval", "run", "--suite", str(suite_path), "--model", path, "--modes", "speech", "--system", name,
                  "--out", str(out), "--batch-size", str(args.batch_size), "--max-new-tokens", "64",
                  *(["--limit", str(args.limit)] if args.limit else []))
-            rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines() if line.strip()]
-            results[key][name] = summarize([r for r in rows if r.get("mode") == "speech"])
+            results[key][name] = summarize([r for r in read_jsonl(out / "scores.jsonl") if r.get("mode") == "speech"])
     text = ("Accuracy in % (rows) on the `real` suite's clips, plain phrasings seen and unseen in "
             "training, half asked without the option list, greedy "
             f"(`python scripts/voice_probe.py {' '.join(sys.argv[1:] if argv is None else argv)}`).\n\n"

@@ -1,18 +1,11 @@
 """scripts/real_replies.py: every (clip, instruction) pair gets a table row with the model's reply."""
 
-import importlib.util
-from pathlib import Path
-
 from tests.inference.export_fixtures import perturbed_tiny
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "real_replies.py"
+from tests.scripts_import import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("real_replies", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("real_replies")
 
 
 def test_writes_one_row_per_clip_and_instruction(tmp_path):

@@ -1,21 +1,16 @@
 """scripts/voice_probe.py: per-gender and speech/non-speech accuracy from the public eval commands."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from tests.inference.export_fixtures import perturbed_tiny
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "voice_probe.py"
+from tests.scripts_import import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("voice_probe", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("voice_probe")
 
 
 def test_summarize_splits_gender_and_speech_by_label():
