@@ -32,6 +32,10 @@ class DistillConfig:
     bare_fraction: float = help_field(
         0.0, "chance a plain classification question is asked without its option list "
         "('What is the gender of the speaker?', id <template>:bare); the eval always lists them")
+    bare_tasks: list[str] = help_field(
+        default_factory=list, help="pool tasks whose plain questions are always asked bare, e.g. "
+        "[gender, speech]: Qwen2.5-0.5B answers a listed-options gender or yes/no question with a "
+        "fixed option whatever the description says, so SSR would drop most of those rows")
     option_answers: Literal["free", "choice"] = help_field(
         "free", "classification answers: free (the teacher's generated answer) | choice (the option "
         "the clip's description makes likeliest in the teacher's scoring, as a one-word reply "
@@ -73,6 +77,12 @@ class DistillConfig:
         for t in self.tasks:
             if t not in TASKS:
                 raise ConfigError(f"tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
+        for t in self.bare_tasks:
+            if t not in TASKS:
+                raise ConfigError(f"bare_tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
+            if TASKS[t].metric != "option" or t == "content":
+                raise ConfigError(f"bare_tasks: {t} has no option list to leave out "
+                                  "(only classification tasks such as gender, speech, accent do)")
         if self.task_weights and len(self.task_weights) != len(self.tasks):
             raise ConfigError("task_weights: give one weight per entry of tasks")
         by_id = {t.id: t for t in TEMPLATES}

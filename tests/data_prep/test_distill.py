@@ -336,7 +336,27 @@ def test_bare_fraction_mixes_and_keeps_plans_seen(tmp_path):
     assert not any(t.id.endswith(":bare") for row in described_rows(30) for t in plan_clip(row, plain))
 
 
+def test_bare_tasks_always_ask_those_tasks_bare_and_leave_the_rest_unchanged(tmp_path):
+    base = {**BARE_CHOICE, "bare_fraction": 0.5, "option_answers": "free"}
+    mixed = cfg_for(tmp_path, **base)
+    forced = cfg_for(tmp_path, **base, bare_tasks=["gender"])
+    rows = described_rows(30)
+    before = [t.id for row in rows for t in plan_clip(row, mixed)]
+    after = [t.id for row in rows for t in plan_clip(row, forced)]
+    assert any(i.startswith("gender.") and not i.endswith(":bare") for i in before)
+    # the same templates in the same order; gender's plain questions lose their option list
+    assert [i.removesuffix(":bare") for i in after] == [i.removesuffix(":bare") for i in before]
+    for b, a in zip(before, after):
+        if a.startswith("gender."):
+            assert a.endswith(":bare")
+        else:
+            assert a == b  # accent keeps the fraction's draws
+    assert any(i.startswith("accent.") and not i.endswith(":bare") for i in after)
+
+
 @pytest.mark.parametrize("kw, match", [
+    ({"bare_tasks": ["gendr"]}, "did you mean 'gender'"),
+    ({"bare_tasks": ["transcription"]}, "no option list"),
     ({"bare_fraction": 1.5}, "bare_fraction"),
     ({"option_answers": "label"}, "option_answers"),
     ({"option_answers": "choice", "backend": "vllm"}, "transformers or ctranslate2 backend"),
