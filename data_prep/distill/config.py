@@ -31,10 +31,11 @@ class DistillConfig:
     constrained_fraction: float = help_field(0.4, "chance a pool instruction is format-constrained")
     bare_fraction: float = help_field(
         0.0, "chance a plain classification question is asked without its option list "
-        "('What is the gender of the speaker?', id <template>:bare); the eval always lists them")
+        "('What is the gender of the speaker?', id <template>:bare); the eval suite has its own "
+        "bare_fraction")
     bare_tasks: list[str] = help_field(
         default_factory=list, help="pool tasks whose plain questions are always asked bare, e.g. "
-        "[gender, speech]: Qwen2.5-0.5B answers a listed-options gender or yes/no question with a "
+        "gender,speech: Qwen2.5-0.5B answers a listed-options gender or yes/no question with a "
         "fixed option whatever the description says, so SSR would drop most of those rows")
     option_answers: Literal["free", "choice"] = help_field(
         "free", "classification answers: free (the teacher's generated answer) | choice (the option "
