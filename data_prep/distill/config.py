@@ -81,7 +81,7 @@ class DistillConfig:
         for t in self.bare_tasks:
             if t not in TASKS:
                 raise ConfigError(f"bare_tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
-            if TASKS[t].metric != "option" or t == "content":
+            if not any(tpl.bare for tpl in TEMPLATES if tpl.task == t):
                 raise ConfigError(f"bare_tasks: {t} has no option list to leave out "
                                   "(only classification tasks such as gender, speech, accent do)")
         if self.task_weights and len(self.task_weights) != len(self.tasks):

@@ -37,8 +37,8 @@ def plan_clip(row: dict, cfg: DistillConfig) -> list[Template]:
         taken.add(pick.id)
         # the fraction's draw comes first and always, so adding bare_tasks leaves the other
         # tasks' choices as they were
-        bare = cfg.bare_fraction > 0 and pick.bare and rng.random() < cfg.bare_fraction
-        if pick.bare and (bare or pick.task in cfg.bare_tasks):
+        drawn = cfg.bare_fraction > 0 and pick.bare and rng.random() < cfg.bare_fraction
+        if drawn or (pick.bare and pick.task in cfg.bare_tasks):
             pick = pick.as_bare()
         chosen.append(pick)
         picks += 1
