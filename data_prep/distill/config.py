@@ -42,6 +42,11 @@ class DistillConfig:
         "the clip's description makes likeliest in the teacher's scoring, as a one-word reply "
         "'Female.': label first; where that choice is wrong, the option its accepted generated "
         "answer names)")
+    choice_tasks: list[str] = help_field(
+        default_factory=list, help="pool tasks whose option questions take the teacher's scored choice "
+        "(what `option_answers: choice` does for every task), e.g. speech: Qwen2.5-0.5B answers 'Choose from: yes, no.' with 'No.' for spoken clips "
+        "whatever the description says, while its scored choice is right, so the adapter gets "
+        "listed-options rows to learn from")
     seed: int = help_field(0, "seed of template choice and of the sampled retries")
     limit: int = help_field(0, "distill at most this many clips (0 = all)")
     # SSR
@@ -84,6 +89,12 @@ class DistillConfig:
             if not any(tpl.bare for tpl in TEMPLATES if tpl.task == t):
                 raise ConfigError(f"bare_tasks: {t} has no option list to leave out "
                                   "(only classification tasks such as gender, speech, accent do)")
+        for t in self.choice_tasks:
+            if t not in TASKS:
+                raise ConfigError(f"choice_tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
+            if TASKS[t].metric != "option":
+                raise ConfigError(f"choice_tasks: {t} has no options to choose from "
+                                  "(only classification tasks such as gender, speech, accent do)")
         if self.task_weights and len(self.task_weights) != len(self.tasks):
             raise ConfigError("task_weights: give one weight per entry of tasks")
         by_id = {t.id: t for t in TEMPLATES}
@@ -97,8 +108,8 @@ class DistillConfig:
                 raise ConfigError(f"templates: {tid} is a {t.task} template, not one of tasks {self.tasks}")
         if not 0.0 <= self.bare_fraction <= 1.0:
             raise ConfigError("bare_fraction: must be in [0, 1]")
-        if self.option_answers == "choice" and self.backend == "vllm":
-            raise ConfigError("option_answers: 'choice' scores replies with the transformers or ctranslate2 backend only")
+        if (self.option_answers == "choice" or self.choice_tasks) and self.backend == "vllm":
+            raise ConfigError("option_answers: 'choice' (and choice_tasks) scores replies with the transformers or ctranslate2 backend only")
         self.teacher_config().validate()
 
     def teacher_config(self) -> TeacherConfig:

@@ -50,7 +50,7 @@ def plan_clip(row: dict, cfg: DistillConfig) -> list[Template]:
 
 def is_choice(template: Template, cfg: DistillConfig) -> bool:
     """Whether this row's answer is the teacher's scored choice rather than a generated one."""
-    return (cfg.option_answers == "choice" and not template.constraints
+    return ((cfg.option_answers == "choice" or template.task in cfg.choice_tasks) and not template.constraints
             and TASKS[template.task].metric == "option")
 
 

@@ -354,7 +354,30 @@ def test_bare_tasks_always_ask_those_tasks_bare_and_leave_the_rest_unchanged(tmp
     assert any(i.startswith("accent.") and not i.endswith(":bare") for i in after)
 
 
+def test_choice_tasks_score_only_those_tasks(tmp_path):
+    from data_prep.distill import choice_reply
+    from speech_adapter.templates import TASKS
+
+    rows = described_rows(6)
+    fake = FakeTeacher({"default": "The speaker has an American English accent."})
+    cfg = cfg_for(tmp_path, **{**BARE_CHOICE, "option_answers": "free"}, choice_tasks=["gender"])
+    distill(rows, cfg, teacher=fake)
+    out = read(cfg.output)
+    by_task = {t: [r for r in out if r["task"] == t] for t in ("gender", "accent")}
+    assert by_task["gender"] and by_task["accent"]
+    for r in by_task["gender"]:  # scored: a one-word reply, the options' gains recorded
+        clip = next(c for c in rows if c["id"] == r["clip_id"])
+        assert r["response"] == choice_reply(TASKS["gender"].label(clip)) and "choice" in r["teacher"]["sampling"]
+    for r in by_task["accent"]:  # generated, as without the setting
+        assert r["response"] == fake.default and "choice" not in r["teacher"]["sampling"]
+    asked = [text for text, _, _ in fake.calls]
+    assert asked and not any(r["instruction"] in text for r in by_task["gender"] for text in asked)
+
+
 @pytest.mark.parametrize("kw, match", [
+    ({"choice_tasks": ["speeech"]}, "did you mean 'speech'"),
+    ({"choice_tasks": ["transcription"]}, "no options to choose from"),
+    ({"choice_tasks": ["speech"], "backend": "vllm"}, "transformers or ctranslate2 backend"),
     ({"bare_tasks": ["gendr"]}, "did you mean 'gender'"),
     ({"bare_tasks": ["transcription"]}, "no option list"),
     ({"bare_fraction": 1.5}, "bare_fraction"),
