@@ -66,6 +66,9 @@ class SynthConfig:
     kokoro_heldout_voices: list[str] = help_field(
         default_factory=lambda: list(KOKORO_HELDOUT),
         help="Kokoro voices never trained on: their clips get meta.voice_split=heldout for eval")
+    kokoro_gender_balance: bool = help_field(
+        True, "draw each Kokoro clip's gender first, half and half, then a voice of it (the English "
+        "training voices graded C- or better are 9 women and 3 men: drawn by voice, 3 clips in 4 are women)")
     p_heldout_voice: float = help_field(0.2, "probability a Kokoro clip is spoken by a held-out voice")
     p_voice_mix: float = help_field(0.3, "probability a Kokoro speaker is a new one: two same-gender, "
                                     "same-accent voices' style vectors mixed")

@@ -58,7 +58,7 @@ MIX_WEIGHT = (0.3, 0.7)  # range of the first voice's weight in a mixed speaker
 # independent per-clip random streams: np.random.default_rng([seed, index, STREAM])
 ENGINE_STREAM, KOKORO_STREAM, AUGMENT_STREAM, NONSPEECH_STREAM = 1, 2, 3, 4
 # what a setting added later did before it existed: a corpus made then reads as made with this
-LEGACY_SETTINGS = {"nonspeech_fraction": 0.0}
+LEGACY_SETTINGS = {"nonspeech_fraction": 0.0, "kokoro_gender_balance": False}
 
 
 def corpus_path(cfg: SynthConfig) -> Path:
@@ -105,6 +105,10 @@ def _plan_kokoro(cfg: SynthConfig, index: int) -> dict:
     if not ids:
         raise ConfigError(f"kokoro_min_grade: no {split} Kokoro voice is left (min grade "
                           f"{cfg.kokoro_min_grade!r}, held out {cfg.kokoro_heldout_voices})")
+    if cfg.kokoro_gender_balance:
+        genders = sorted({VOICES[v].gender for v in ids})
+        gender = genders[int(rng.integers(len(genders)))]
+        ids = [v for v in ids if VOICES[v].gender == gender]
     first = ids[int(rng.integers(len(ids)))]
     info = VOICES[first]
     partners = [v for v in ids if v != first and VOICES[v].gender == info.gender and VOICES[v].accent == info.accent]

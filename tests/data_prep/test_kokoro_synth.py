@@ -6,6 +6,7 @@ its own F0, and `speak` returns a harmonic tone at the style's F0 whose length f
 and speed, so a mixed speaker's measured pitch shows the mix was really made from the two styles.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -76,6 +77,16 @@ def test_plans_carry_exact_labels_and_keep_held_out_voices_apart(tmp_path):
     assert {p["meta"]["accent"] for p in plans} == {"American English", "British English"}
 
 
+def test_gender_balance_draws_women_and_men_alike_from_an_uneven_voice_pool(tmp_path):
+    pool = kokoro_voices(cfg_of(tmp_path))["train"]
+    women = sum(K.VOICES[v].gender == "female" for v in pool)
+    assert women >= 2 * (len(pool) - women)  # the graded pool itself is mostly women
+    for balance, low, high in ((True, 0.4, 0.6), (False, 0.1, 0.35)):
+        cfg = cfg_of(tmp_path, kokoro_gender_balance=balance, p_heldout_voice=0.0)
+        men = sum(plan_clip(cfg, i)["meta"]["gender"] == "male" for i in range(300)) / 300
+        assert low <= men <= high, (balance, men)
+
+
 def test_mixed_engine_leaves_espeak_clips_as_an_espeak_corpus_has_them(tmp_path):
     mixed, espeak = cfg_of(tmp_path, engine="mixed", kokoro_share=0.5), cfg_of(tmp_path, engine="espeak")
     plans = [plan_clip(mixed, i) for i in range(40)]
@@ -87,7 +98,8 @@ def test_mixed_engine_leaves_espeak_clips_as_an_espeak_corpus_has_them(tmp_path)
 
 
 def test_synth_measures_pitch_normalizes_peaks_and_caches(tmp_path, fake_kokoro):
-    cfg = cfg_of(tmp_path, p_voice_mix=1.0, p_heldout_voice=0.0)
+    # grade D: every voice has a same-gender, same-accent partner to mix with (bm_george has none in C-)
+    cfg = cfg_of(tmp_path, p_voice_mix=1.0, p_heldout_voice=0.0, kokoro_min_grade="D")
     res = synth_corpus(cfg, progress=False)
     assert res["written"] == 4 and fake_kokoro.calls == 4
     import soundfile as sf
@@ -99,7 +111,8 @@ def test_synth_measures_pitch_normalizes_peaks_and_caches(tmp_path, fake_kokoro)
         x, sr = sf.read(tmp_path / "out" / row["audio"])
         assert sr == 16000 and 0.85 < np.max(np.abs(x)) < 0.95  # normalized from 1.3 to 0.9
         assert not m["clipped"]
-    again = cfg_of(tmp_path, out_dir=str(tmp_path / "again"), p_voice_mix=1.0, p_heldout_voice=0.0)
+    again = cfg_of(tmp_path, out_dir=str(tmp_path / "again"), p_voice_mix=1.0, p_heldout_voice=0.0,
+                   kokoro_min_grade="D")
     synth_corpus(again, progress=False)
     assert fake_kokoro.calls == 4  # every clip came from the cache
     assert corpus_path(again).read_text() == corpus_path(cfg).read_text()
@@ -176,9 +189,12 @@ def test_a_run_made_before_the_new_settings_resumes(tmp_path):
     cfg = SynthConfig(out_dir=str(tmp_path), num_clips=2, seed=1)
     synth._check_same_config(cfg)
     path = tmp_path / synth.CONFIG_NAME
-    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("engine", "augment", "speed_min")}
+    old = {k: v for k, v in json.loads(path.read_text()).items()
+           if k not in ("engine", "augment", "speed_min", "kokoro_gender_balance")}
     path.write_text(json.dumps(old))
-    synth._check_same_config(cfg)  # missing keys read as defaults
+    with pytest.raises(ConfigError, match="kokoro_gender_balance"):  # made before: drawn by voice
+        synth._check_same_config(cfg)
+    synth._check_same_config(dataclasses.replace(cfg, kokoro_gender_balance=False))  # other keys: defaults
     with pytest.raises(ConfigError, match="engine"):
         synth._check_same_config(SynthConfig(out_dir=str(tmp_path), num_clips=2, seed=1, engine="kokoro"))
 
