@@ -192,11 +192,19 @@ def test_a_run_made_before_the_new_settings_resumes(tmp_path):
     old = {k: v for k, v in json.loads(path.read_text()).items()
            if k not in ("engine", "augment", "speed_min", "kokoro_gender_balance")}
     path.write_text(json.dumps(old))
-    with pytest.raises(ConfigError, match="kokoro_gender_balance"):  # made before: drawn by voice
-        synth._check_same_config(cfg)
-    synth._check_same_config(dataclasses.replace(cfg, kokoro_gender_balance=False))  # other keys: defaults
+    synth._check_same_config(cfg)  # missing keys read as defaults; Kokoro's draw does not shape espeak clips
     with pytest.raises(ConfigError, match="engine"):
         synth._check_same_config(SynthConfig(out_dir=str(tmp_path), num_clips=2, seed=1, engine="kokoro"))
+
+
+def test_a_kokoro_corpus_made_before_gender_balance_reads_as_drawn_by_voice(tmp_path):
+    cfg = SynthConfig(out_dir=str(tmp_path), num_clips=2, seed=1, engine="kokoro")
+    synth._check_same_config(cfg)
+    path = tmp_path / synth.CONFIG_NAME
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "kokoro_gender_balance"}))
+    with pytest.raises(ConfigError, match="kokoro_gender_balance"):
+        synth._check_same_config(cfg)
+    synth._check_same_config(dataclasses.replace(cfg, kokoro_gender_balance=False))
 
 
 @pytest.mark.slow
