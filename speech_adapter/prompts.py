@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import re
 
+# decoding: Qwen2.5's own generation config; > 1 ends a small LLM's greedy loops ("Female, Female,
+# ...") and, applied to the reply's tokens only, leaves the prompt's words (a transcript) free to copy
+REPETITION_PENALTY = 1.1
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant who can hear audio. You listened to the audio clip yourself: "
     "answer about what you heard, in your own words, as a listener.")

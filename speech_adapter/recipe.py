@@ -38,6 +38,7 @@ from speech_adapter.eval.runner import Mode
 from speech_adapter.eval.suite import SuiteConfig
 from speech_adapter.eval.systems import TEXT_BACKENDS
 from speech_adapter.models.config import ModelConfig
+from speech_adapter.prompts import REPETITION_PENALTY
 from speech_adapter.train.config import TrainConfig
 
 # keys the pipeline fills in itself, per section
@@ -104,8 +105,10 @@ class EvalSection:
                                     help="which adapters to evaluate: untrained (random init), trained")
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(96, "generation length cap")
+    repetition_penalty: float = help_field(REPETITION_PENALTY, "greedy decoding's penalty on tokens the reply "
+                                           "already holds, every system alike (1 = none)")
     text_backend: str = help_field("auto", "text_ceiling and cascade through: auto (CTranslate2 on a CPU when "
-                                           "the backbone converts), ctranslate2, transformers")
+                                           "the backbone converts and repetition_penalty is 1), ctranslate2, transformers")
     suites: list[Literal["heldout", "real"]] = help_field(
         default_factory=lambda: ["heldout"],
         help="suites to evaluate every system on: heldout (this run's held-out clips, <run>/eval), "

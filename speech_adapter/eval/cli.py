@@ -26,6 +26,7 @@ from speech_adapter.eval.report import compare, summary_markdown, write_report
 from speech_adapter.eval.runner import MODES, Mode, check_rows, evaluate, reject_bad_audio
 from speech_adapter.eval.suite import load_rows
 from speech_adapter.eval.systems import TEXT_BACKENDS, speechlm_generate_fn
+from speech_adapter.prompts import REPETITION_PENALTY
 from speech_adapter.recipe import load_recipe
 from speech_adapter.templates import templates_for
 from speech_adapter.utils.io import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -39,9 +40,11 @@ class RunConfig:
                                    help="modes to run: speech, text_ceiling, text_retention, cascade")
     batch_size: int = help_field(8, "rows per generate call")
     max_new_tokens: int = help_field(128, "generation length cap")
+    repetition_penalty: float = help_field(REPETITION_PENALTY, "penalty on tokens the reply already holds "
+                                           "(1 = none), every mode alike")
     limit: int | None = help_field(None, "evaluate only the first N rows")
     text_backend: str = help_field("auto", "text_ceiling and cascade through: auto (CTranslate2 on a CPU "
-                                           "when the backbone converts), ctranslate2, transformers")
+                                           "when the backbone converts and repetition_penalty is 1), ctranslate2, transformers")
 
     def validate(self):
         if self.text_backend not in TEXT_BACKENDS:
@@ -52,6 +55,8 @@ class RunConfig:
                 raise ConfigError(f"modes: {m!r} is not one of {list(MODES)}")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("batch_size and max_new_tokens must be >= 1")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty: must be > 0 (1 = none), got {self.repetition_penalty}")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +98,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="comma-separated modes: speech, text_ceiling, text_retention, cascade (default: all)")
     r.add_argument("--batch-size", type=int, default=None, help="rows per generate call (default 8)")
     r.add_argument("--max-new-tokens", type=int, default=None, help="generation length cap (default 128)")
+    r.add_argument("--repetition-penalty", type=float, default=None,
+                   help=f"penalty on tokens the reply already holds, every mode alike (default {REPETITION_PENALTY}; 1 = none)")
     r.add_argument("--limit", type=int, default=None, help="only the first N rows")
     r.add_argument("--text-backend", default=None, choices=["auto", "ctranslate2", "transformers"],
                    help="how text_ceiling and cascade run the backbone (default auto: CTranslate2 on a CPU "
@@ -171,10 +178,11 @@ def run_settings(args) -> tuple[dict, RunConfig]:
                     "system": name}
         paths = {k: v or defaults[k] for k, v in paths.items()}
         run = {"modes": list(recipe.eval.modes), "batch_size": recipe.eval.batch_size,
-               "max_new_tokens": recipe.eval.max_new_tokens, "text_backend": recipe.eval.text_backend}
+               "max_new_tokens": recipe.eval.max_new_tokens, "text_backend": recipe.eval.text_backend,
+               "repetition_penalty": recipe.eval.repetition_penalty}
     flags = {"modes": [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None,
              "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "limit": args.limit,
-             "text_backend": args.text_backend}
+             "text_backend": args.text_backend, "repetition_penalty": args.repetition_penalty}
     run.update({k: v for k, v in flags.items() if v is not None})
     for key in ("suite", "model", "out"):
         if not paths[key]:
@@ -213,6 +221,7 @@ def _run(args) -> int:
             model = SpeechLM.from_pretrained(model_dir)
             model.eval()
             loaded.append(speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens,
+                                               repetition_penalty=cfg.repetition_penalty,
                                                batch_size=cfg.batch_size, text_backend=cfg.text_backend))
         return loaded[0](batch, mode)
 

@@ -24,7 +24,7 @@ from speech_adapter.audio import load_audio
 from speech_adapter.errors import ConfigError, DataError
 from speech_adapter.eval.runner import MODES, GenerateFn
 from speech_adapter.paths import resolve_model
-from speech_adapter.prompts import (DEFAULT_SYSTEM_PROMPT, cascade_user_message, chat_messages,
+from speech_adapter.prompts import (DEFAULT_SYSTEM_PROMPT, REPETITION_PENALTY, cascade_user_message, chat_messages,
                                     teacher_messages, teacher_user_message)
 
 TEXT_BACKENDS = ("auto", "ctranslate2", "transformers")
@@ -59,13 +59,23 @@ class BackboneText:
     transformers (said once on stderr); "ctranslate2": CTranslate2 or an error; "transformers".
     """
 
-    def __init__(self, speechlm, backend: str = "auto", batch_size: int = 8):
+    def __init__(self, speechlm, backend: str = "auto", batch_size: int = 8,
+                 repetition_penalty: float = REPETITION_PENALTY):
         if backend not in TEXT_BACKENDS:
             raise ConfigError(f"text backend {backend!r} is not one of {list(TEXT_BACKENDS)}")
         self.speechlm, self.backend, self.batch_size = speechlm, backend, batch_size
+        self.repetition_penalty = repetition_penalty
         self._ct2 = None
 
     def _ct2_or_none(self):
+        if self._ct2 is None and self.backend != "transformers" and self.repetition_penalty != 1.0:
+            # CTranslate2's penalty is its own (its replies differ from SpeechLM.stream's, which
+            # penalizes the reply's tokens only): every system must decode alike
+            if self.backend == "ctranslate2":
+                raise ConfigError(f"text backend ctranslate2 decodes without SpeechLM's repetition penalty "
+                                  f"({self.repetition_penalty}); use repetition_penalty 1 or text_backend transformers")
+            self.backend = "transformers"
+            return None
         if self._ct2 is None and self.backend != "transformers":
             if self.backend == "auto" and getattr(getattr(self.speechlm, "device", None), "type", "cpu") != "cpu":
                 self.backend = "transformers"  # on an accelerator the model's own path is faster
@@ -99,26 +109,27 @@ class BackboneText:
         out: list[tuple[str, str]] = []
         with (disable() if disable is not None else contextlib.nullcontext()):
             for i in range(0, len(examples), self.batch_size):
-                texts, stops = self.speechlm.generate(examples[i:i + self.batch_size],
-                                                      max_new_tokens=max_new_tokens, return_stop=True)
+                texts, stops = self.speechlm.generate(examples[i:i + self.batch_size], max_new_tokens=max_new_tokens,
+                                                      return_stop=True, repetition_penalty=self.repetition_penalty)
                 out += zip(texts, stops)
         return out
 
 
 def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int = 128,
                          batch_size: int = 8, system: str | None = "default",
-                         text_backend: str = "auto") -> GenerateFn:
+                         text_backend: str = "auto", repetition_penalty: float = REPETITION_PENALTY) -> GenerateFn:
     """A `generate(rows, mode)` for a `SpeechLM` (docs/CONTRACTS.md example dicts).
 
     `mode`, when given, fixes the mode whatever the runner asks. `system="default"` uses
     prompts.DEFAULT_SYSTEM_PROMPT, the one distillation and training use (None: the chat
-    template's own default). `text_backend` routes text_ceiling and cascade (see `BackboneText`).
+    template's own default). `text_backend` routes text_ceiling and cascade (see `BackboneText`);
+    `repetition_penalty` applies to every mode alike (`SpeechLM.stream`).
     Cascade transcripts are the suite's `asr_transcript` (from `data transcribe`) where present,
     else decoded by the model's own Whisper, once per clip (a clip is asked many questions).
     """
     if system == "default":  # the system prompt distillation and training used
         system = DEFAULT_SYSTEM_PROMPT
-    backbone = BackboneText(speechlm, text_backend, batch_size)
+    backbone = BackboneText(speechlm, text_backend, batch_size, repetition_penalty)
     transcripts: dict[str, str] = {}
 
     def description(r, m):
@@ -163,7 +174,8 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
                 exs = [{"audio": None, "instruction": teacher_user_message(description(r, m), r["instruction"]),
                         "transcript": None} for r in chunk]
             exs = [dict(e, response=None, system=system, description=None) for e in exs]
-            texts, stops = speechlm.generate(exs, max_new_tokens=max_new_tokens, return_stop=True)
+            texts, stops = speechlm.generate(exs, max_new_tokens=max_new_tokens, return_stop=True,
+                                             repetition_penalty=repetition_penalty)
             out += [{"output": text, "stop": stop} for text, stop in zip(texts, stops)]
         return out
 

@@ -23,7 +23,7 @@ from speech_adapter.models.adapters import build_adapter
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.models.encoder import AudioEncoder
 from speech_adapter.models.processor import IGNORE, SpeechProcessor, audio_pieces
-from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, chat_messages
+from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, REPETITION_PENALTY, chat_messages
 
 # The shortest shared prompt prefix worth running once per batch (see `_shared_prefix_length`).
 MIN_SHARED_PREFIX = 8
@@ -224,15 +224,25 @@ class SpeechLM(nn.Module):
     # ---- generation ---------------------------------------------------------------------------
     @torch.no_grad()
     def stream(self, batch: dict, max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 1.0,
-               top_p: float = 1.0, seed: int | None = None) -> Iterator[torch.Tensor]:
+               top_p: float = 1.0, seed: int | None = None,
+               repetition_penalty: float = REPETITION_PENALTY) -> Iterator[torch.Tensor]:
         """Next token ids (B,) step by step for a left-padded batch, KV-cached; a finished row
-        repeats the pad id; stops when every row has emitted a stop token."""
+        repeats the pad id; stops when every row has emitted a stop token.
+
+        `repetition_penalty` > 1 lowers the logits of tokens this reply already holds
+        (transformers' processor, CTRL's rule; Qwen2.5's generation config uses 1.1): a small
+        LLM's greedy loops ("Female, Female, ...") end, and the prompt's words, which a transcript
+        copies, are not penalized."""
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        penalize = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
         inp = self.embed(batch)  # (B, S, H)
         attn = batch["attention_mask"].to(self.device)
         b = inp.shape[0]
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         stop = torch.tensor(self.processor.stop_ids, device=self.device)
         cache, done = DynamicCache(), torch.zeros(b, dtype=torch.bool, device=self.device)
+        replies: list[torch.Tensor] = []
         for _ in range(max_new_tokens):
             pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, -inp.shape[1]:]
             # only the last position's logits: over a 151k vocabulary the prefill's full logits
@@ -240,8 +250,12 @@ class SpeechLM(nn.Module):
             o = self.causal_lm(inputs_embeds=inp, attention_mask=attn, position_ids=pos, cache=cache,
                                use_cache=True, logits_to_keep=1)
             cache = o.cache
-            nxt = sample_next(o.logits[:, -1].float(), do_sample, temperature, top_p, gen)  # (B,)
+            logits = o.logits[:, -1].float()  # (B, V)
+            if penalize is not None and replies:
+                logits = penalize(torch.stack(replies, 1), logits)
+            nxt = sample_next(logits, do_sample, temperature, top_p, gen)  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            replies.append(nxt)
             yield nxt
             done |= torch.isin(nxt, stop)
             if bool(done.all()):
@@ -252,7 +266,8 @@ class SpeechLM(nn.Module):
     @torch.no_grad()
     def generate(self, examples: list[dict], max_new_tokens: int = 128, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, mode: str = "audio",
-                 seed: int | None = None, return_stop: bool = False):
+                 seed: int | None = None, return_stop: bool = False,
+                 repetition_penalty: float = REPETITION_PENALTY):
         """Replies to `examples` (responses ignored): one left-padded batch, decoded by `stream`.
 
         With `return_stop`, (replies, stops): each stop is "eos" (an end-of-turn token ended the
@@ -263,7 +278,7 @@ class SpeechLM(nn.Module):
         self.eval()
         try:
             batch = self.processor.collate([{**ex, "response": None} for ex in examples], mode, padding="left")
-            steps = list(self.stream(batch, max_new_tokens, do_sample, temperature, top_p, seed))
+            steps = list(self.stream(batch, max_new_tokens, do_sample, temperature, top_p, seed, repetition_penalty))
             texts, stops = self.processor.decode(torch.stack(steps, 1).tolist())
         finally:
             self.train(was_training)

@@ -98,8 +98,9 @@ class FakeSpeechLM:
 
         return ctx()
 
-    def generate(self, examples, max_new_tokens=128, return_stop=False):
+    def generate(self, examples, max_new_tokens=128, return_stop=False, repetition_penalty=1.0):
         self.examples += examples
+        self.penalties = getattr(self, "penalties", []) + [repetition_penalty] * len(examples)
         texts = [f"out{len(self.examples) - len(examples) + i}" for i in range(len(examples))]
         return (texts, ["eos"] * len(texts)) if return_stop else texts
 
@@ -112,7 +113,8 @@ def test_speechlm_adapter_builds_contract_examples(tmp_path):
     sf.write(wav, (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
     rows = [dict(ROWS[0], audio=str(wav), description="Gender: Female") for _ in range(3)]
     lm = FakeSpeechLM()
-    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2, text_backend="transformers")
+    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2, text_backend="transformers",
+                               repetition_penalty=1.3)
     assert [r["output"] for r in gen(rows, "speech")] == ["out0", "out1", "out2"]
     assert gen(rows[:1], "speech")[0]["stop"] == "eos"
     ex = lm.examples[0]
@@ -122,6 +124,7 @@ def test_speechlm_adapter_builds_contract_examples(tmp_path):
     assert rows[0]["instruction"] in lm.examples[-1]["instruction"] and lm.disabled == 0
     gen(rows[:1], "text_ceiling")
     assert lm.disabled == 1
+    assert lm.penalties == [1.3] * len(lm.examples)  # every mode decodes alike
     with pytest.raises(DataError, match="needs a description"):
         gen([dict(rows[0], description=None)], "text_ceiling")
 
@@ -176,3 +179,23 @@ def test_backbone_modes_share_one_cache_across_systems(tmp_path):
     assert calls["text_ceiling"].rows == ["r1", "r2"]  # the ceiling once for the suite
     assert {r["system"] for r in read_jsonl(shared)} == {"backbone"}
     assert "text_ceiling" in {r["mode"] for r in read_jsonl(tmp_path / "trained" / "scores.jsonl")}
+
+
+def test_a_rerun_with_another_model_or_decoding_drops_the_cached_replies(tmp_path):
+    from speech_adapter.pipeline import drop_stale_generations
+
+    gens = tmp_path / "trained" / "generations.jsonl"
+    key = {"adapter": "a1", "decoding": "max_new_tokens=96,repetition_penalty=1.1"}
+    drop_stale_generations(gens, key)  # nothing yet: the key is written
+    gens.write_text('{"system": "trained", "mode": "speech", "id": "r1", "output": "old"}\n')
+    drop_stale_generations(gens, key)  # same model and decoding: a killed eval resumes
+    assert gens.exists()
+    drop_stale_generations(gens, {**key, "adapter": "a2"})  # retrained
+    assert not gens.exists()
+    gens.write_text('{"system": "trained", "mode": "speech", "id": "r1", "output": "old"}\n')
+    drop_stale_generations(gens, {**key, "adapter": "a2", "decoding": "max_new_tokens=128,repetition_penalty=1.1"})
+    assert not gens.exists()
+    gens.write_text("{}\n")
+    (tmp_path / "trained" / "generations.key.json").unlink()  # a run made before the key existed
+    drop_stale_generations(gens, key)
+    assert not gens.exists()

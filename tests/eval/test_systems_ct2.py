@@ -46,8 +46,8 @@ def tiny_lm(tmp_path, monkeypatch):
 def test_ct2_and_transformers_same_greedy_replies(tiny_lm):
     stops = set()
     for n in (2, 40):
-        ct2 = BackboneText(tiny_lm, "ctranslate2", batch_size=2)(MESSAGES, n)
-        hf = BackboneText(tiny_lm, "transformers", batch_size=2)(MESSAGES, n)
+        ct2 = BackboneText(tiny_lm, "ctranslate2", batch_size=2, repetition_penalty=1.0)(MESSAGES, n)
+        hf = BackboneText(tiny_lm, "transformers", batch_size=2, repetition_penalty=1.0)(MESSAGES, n)
         assert ct2 == hf and any(text for text, _ in ct2)
         stops |= {stop for _, stop in ct2}
     assert stops == {"eos", "length"}
@@ -58,8 +58,10 @@ def test_generate_fn_routes_text_modes_through_ct2(tiny_lm, tmp_path):
     sf.write(wav, (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
     rows = [{"id": f"r{i}", "audio": str(wav), "description": "[00:00-00:01] Hi. (Gender: Female)",
              "instruction": q} for i, q in enumerate(["Gender?", "What was said?", "Describe it."])]
-    fast = speechlm_generate_fn(tiny_lm, max_new_tokens=10, batch_size=2, text_backend="ctranslate2")
-    slow = speechlm_generate_fn(tiny_lm, max_new_tokens=10, batch_size=2, text_backend="transformers")
+    fast = speechlm_generate_fn(tiny_lm, max_new_tokens=10, batch_size=2, text_backend="ctranslate2",
+                                repetition_penalty=1.0)
+    slow = speechlm_generate_fn(tiny_lm, max_new_tokens=10, batch_size=2, text_backend="transformers",
+                                repetition_penalty=1.0)
     for mode in ("text_ceiling", "cascade"):
         assert fast(rows, mode) == slow(rows, mode)
 
@@ -68,8 +70,16 @@ def test_auto_falls_back_without_a_convertible_backbone(capsys):
     from speech_adapter.models.tiny import tiny_speechlm
 
     lm = tiny_speechlm()  # tiny:llm has no model dir to convert
-    auto = BackboneText(lm, "auto")
+    auto = BackboneText(lm, "auto", repetition_penalty=1.0)
     assert len(auto(MESSAGES[:1], 3)) == 1 and auto.backend == "transformers"
     assert "through transformers" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="CTranslate2 converts a model dir"):
-        BackboneText(lm, "ctranslate2")(MESSAGES[:1], 3)
+        BackboneText(lm, "ctranslate2", repetition_penalty=1.0)(MESSAGES[:1], 3)
+
+
+def test_a_repetition_penalty_keeps_text_modes_on_the_speech_models_decoder(tiny_lm):
+    auto = BackboneText(tiny_lm, "auto", batch_size=2)  # the default penalty, 1.1
+    hf = BackboneText(tiny_lm, "transformers", batch_size=2)
+    assert auto(MESSAGES, 12) == hf(MESSAGES, 12) and auto.backend == "transformers"
+    with pytest.raises(ConfigError, match="repetition penalty"):
+        BackboneText(tiny_lm, "ctranslate2", batch_size=2)(MESSAGES, 4)

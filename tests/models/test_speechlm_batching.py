@@ -178,6 +178,19 @@ def test_generate_with_audio_batched_equals_alone(model):
     assert s1 == model.generate(exs[:2], max_new_tokens=4, do_sample=True, temperature=0.8, top_p=0.9, seed=3)
 
 
+def test_repetition_penalty_breaks_repeats_and_one_is_plain_greedy(model):
+    exs = _examples()[:2]
+    ids = lambda **kw: torch.stack(list(model.stream(
+        model.processor.collate([{**e, "response": None} for e in exs], "audio", padding="left"), 24, **kw)), 1)
+    plain, greedy = ids(repetition_penalty=1.0), ids(repetition_penalty=1.0)
+    assert torch.equal(plain, greedy)
+    assert any(len(set(r.tolist())) < len(r) for r in plain)  # a random tiny LLM repeats itself
+    # a huge penalty: no token twice in a reply (a finished row repeats the pad id, so stop there)
+    for row in ids(repetition_penalty=1e6).tolist():
+        reply = row[: row.index(model.pad_id)] if model.pad_id in row else row
+        assert len(set(reply)) == len(reply), reply
+
+
 def test_use_transcript_puts_whisper_text_in_the_prompt():
     m = tiny_speechlm("stack_mlp")
     m.config.use_transcript = True
