@@ -12,7 +12,7 @@ from typing import Iterator
 
 from speech_adapter.models.processor import audio_pieces
 from speech_adapter.models.speechlm import SpeechLM
-from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
+from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, REPETITION_PENALTY
 
 USE_DEFAULT = object()  # system prompt sentinel: the one recorded in the export
 
@@ -64,7 +64,8 @@ class Conversation:
         return proc.chat_batch(msgs, pieces)
 
     def stream(self, instruction: str, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:
+               top_p: float = 1.0, seed: int | None = None,
+               repetition_penalty: float = REPETITION_PENALTY) -> Iterator[str]:
         """Yield the reply's text as it is generated (greedy when temperature is 0).
 
         The user turn (with the queued clips) and the finished reply join the history at the end.
@@ -79,7 +80,8 @@ class Conversation:
             self.turns.pop()
             raise
         self.pending = []
-        tokens = (int(t) for t in m.stream(batch, max_new_tokens, temperature > 0, temperature, top_p, seed))
+        tokens = (int(t) for t in m.stream(batch, max_new_tokens, temperature > 0, temperature, top_p, seed,
+                                           repetition_penalty))
         out: list[int] = []
         yield from m.processor.stream_text(tokens, out)
         self.turns.append({"role": "assistant", "content": m.tokenizer.decode(out, skip_special_tokens=True).strip()})
@@ -93,7 +95,7 @@ class Conversation:
 def ask(model, audio, instruction: str, system=USE_DEFAULT, **gen) -> str:
     """One question about one clip (path or 16 kHz float array; long audio is chunked).
 
-    gen: max_new_tokens, temperature (0 = greedy), top_p, seed.
+    gen: max_new_tokens, temperature (0 = greedy), top_p, seed, repetition_penalty (1 = none).
     """
     conv = Conversation(model, system=system)
     if audio is not None:

@@ -20,7 +20,7 @@ from speech_adapter.audio import CHUNK_SECONDS, SAMPLE_RATE, load_audio
 from speech_adapter.config import from_dict, help_field
 from speech_adapter.errors import AudioError, ConfigError, DataError
 from speech_adapter.inference.chat import add_generation_args, gen_kwargs, load_model, system_prompt
-from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
+from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, REPETITION_PENALTY
 from speech_adapter.utils.io import JsonlAppender, iter_jsonl
 
 
@@ -97,7 +97,8 @@ def infer(model, rows_path, out_path, config: InferConfig | None = None, gen: di
             sample = gen.get("temperature", 0.0) > 0
             texts = model.generate(exs, max_new_tokens=gen.get("max_new_tokens", 256), do_sample=sample,
                                    temperature=gen.get("temperature", 1.0) or 1.0,
-                                   top_p=gen.get("top_p", 1.0), seed=gen.get("seed"))
+                                   top_p=gen.get("top_p", 1.0), seed=gen.get("seed"),
+                                   repetition_penalty=gen.get("repetition_penalty", REPETITION_PENALTY))
             for (row, _), text in zip(batch, texts):
                 out.write({"id": row["id"], "audio": row["audio"], "instruction": row["instruction"],
                            "response": text})

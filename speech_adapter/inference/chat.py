@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from speech_adapter.errors import ConfigError, SpeechAdapterError
+from speech_adapter.prompts import REPETITION_PENALTY
 
 HELP_LONG = "clips over 30 s are cut into <= 30 s pieces, each its own audio segment, in order"
 
@@ -26,6 +27,9 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
+    parser.add_argument("--repetition-penalty", type=float, default=REPETITION_PENALTY,
+                        help="penalty on tokens the reply already holds, which ends a small LLM's loops "
+                             f"(default {REPETITION_PENALTY}, Qwen2.5's own; 1 = none)")
     parser.add_argument("--system", default=None, help="system prompt (default: prompts.DEFAULT_SYSTEM_PROMPT, the one distill and training use)")
     parser.add_argument("--no-system", action="store_true", help="no system turn (the template's default applies)")
     parser.add_argument("--ignore-mismatch", action="store_true",
@@ -48,8 +52,10 @@ def gen_kwargs(args) -> dict:
         raise ConfigError(f"--temperature: must be >= 0, got {args.temperature}")
     if not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p: must be in (0, 1], got {args.top_p}")
+    if args.repetition_penalty <= 0:
+        raise ConfigError(f"--repetition-penalty: must be > 0 (1 = none), got {args.repetition_penalty}")
     return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-            "top_p": args.top_p, "seed": args.seed}
+            "top_p": args.top_p, "seed": args.seed, "repetition_penalty": args.repetition_penalty}
 
 
 def load_model(args):

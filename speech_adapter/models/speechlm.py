@@ -285,14 +285,16 @@ class SpeechLM(nn.Module):
         return (texts, stops) if return_stop else texts
 
     def ask(self, audio, instruction: str, system: str | None = DEFAULT_SYSTEM_PROMPT, max_new_tokens: int = 256,
-            temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> str:
+            temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+            repetition_penalty: float = REPETITION_PENALTY) -> str:
         """Reply to `instruction` about one clip (path or 16 kHz array; long audio in 30 s pieces)."""
         clips = [audio_pieces(audio)] if audio is not None else []
         transcript = " ".join(t.strip() for t in self.processor.transcribe(clips[0])) \
             if clips and self.config.use_transcript else None
         msgs = chat_messages(system, self.processor.user_turn(instruction, clips, transcript))
         batch = self.processor.chat_batch(msgs, [p for clip in clips for p in clip])
-        tokens = (int(t) for t in self.stream(batch, max_new_tokens, temperature > 0, temperature, top_p, seed))
+        tokens = (int(t) for t in self.stream(batch, max_new_tokens, temperature > 0, temperature, top_p, seed,
+                                              repetition_penalty))
         out: list[int] = []
         "".join(self.processor.stream_text(tokens, out))
         return self.tokenizer.decode(out, skip_special_tokens=True).strip()

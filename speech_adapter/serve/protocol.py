@@ -23,6 +23,7 @@ import numpy as np
 
 from speech_adapter.audio import SAMPLE_RATE, load_audio
 from speech_adapter.errors import AudioError
+from speech_adapter.prompts import REPETITION_PENALTY
 from speech_adapter.serve.config import ServeConfig
 
 AUDIO_FORMATS = ("wav", "mp3", "flac")
@@ -59,7 +60,7 @@ class ChatRequest:
     model: str
     system: object  # str | None, or api.USE_DEFAULT
     turns: list  # UserTurn | str (an assistant reply), alternating, ending in a UserTurn
-    gen: dict  # max_new_tokens, temperature, top_p, seed
+    gen: dict  # max_new_tokens, temperature, top_p, seed, repetition_penalty
     stream: bool
     audio_seconds: float
 
@@ -180,9 +181,13 @@ def parse_chat_request(body, config: ServeConfig, served_name: str) -> ChatReque
     gen = {"max_new_tokens": max_tokens,
            "temperature": float(_number(body, "temperature", 0.0, 0.0, 2.0)),
            "top_p": float(_number(body, "top_p", 1.0, 0.0, 1.0)),
-           "seed": _number(body, "seed", None, -(2**63), 2**63 - 1, integer=True)}
+           "seed": _number(body, "seed", None, -(2**63), 2**63 - 1, integer=True),
+           # vLLM's extra parameter: a penalty on tokens the reply already holds (1 = none)
+           "repetition_penalty": float(_number(body, "repetition_penalty", REPETITION_PENALTY, 0.0, 10.0))}
     if gen["top_p"] == 0:
         raise bad("top_p: must be > 0", "invalid_value", "top_p")
+    if gen["repetition_penalty"] == 0:
+        raise bad("repetition_penalty: must be > 0", "invalid_value", "repetition_penalty")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad(f"stream: expected true or false, got {stream!r}", "invalid_value", "stream")

@@ -53,6 +53,19 @@ def test_openai_client_reply_matches_the_python_api(server, model, tmp_path):
     assert 0 < n <= MAX_TOKENS and (r.choices[0].finish_reason == "length") == (n == MAX_TOKENS)
 
 
+def test_repetition_penalty_reaches_the_decoder(server, model, tmp_path):
+    data = encoded(seed=2)
+    replies = []
+    for penalty in (1.0, 10.0):
+        r = post(server, body(messages=audio_message(data), repetition_penalty=penalty, max_tokens=24))
+        assert r.status_code == 200, r.text
+        replies.append(r.json()["choices"][0]["message"]["content"])
+        path = tmp_path / "same.wav"
+        path.write_bytes(base64.b64decode(data))
+        assert replies[-1] == model.ask(path, QUESTION, max_new_tokens=24, repetition_penalty=penalty)
+    assert replies[0] != replies[1]  # the tiny model's reply repeats itself without the penalty
+
+
 def test_openai_stream_arrives_in_pieces_and_joins_to_the_same_reply(server):
     c = client(server)
     whole = c.chat.completions.create(model=SERVED, messages=audio_message(encoded()), max_tokens=MAX_TOKENS)
@@ -126,6 +139,7 @@ ERRORS = [
     ("max_tokens_0", body(max_tokens=0), 400, "invalid_value", "max_tokens"),
     ("max_tokens_over_limit", body(max_tokens=10**6), 400, "invalid_value", "max_tokens"),
     ("temperature", body(temperature=-1), 400, "invalid_value", "temperature"),
+    ("repetition_penalty", body(repetition_penalty=0), 400, "invalid_value", "repetition_penalty"),
     ("ends_with_assistant", body(messages=audio_message(encoded()) + [{"role": "assistant", "content": "hi"}]),
      400, "invalid_value", "last message"),
     ("not_json", b"{not json", 400, "invalid_json", "not valid JSON"),
