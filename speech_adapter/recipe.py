@@ -117,6 +117,8 @@ class EvalSection:
     def validate(self):
         if not self.suites or len(set(self.suites)) != len(self.suites):
             raise ConfigError(f"suites: give each of heldout, real at most once (and at least one), got {self.suites}")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty: must be > 0 (1 = none), got {self.repetition_penalty}")
 
 
 @dataclass

@@ -81,6 +81,7 @@ def _write(tmp_path, text):
     ("eval: {systems: [trained, backbone]}\n", "eval.systems"),
     ("eval: {modes: [speech, casade]}\n", r"eval.modes\[1\]: 'casade' is not one of"),
     ("eval: {text_backend: vllm}\n", "eval.text_backend: 'vllm' is not one of"),
+    ("eval: {repetition_penalty: 0}\n", "repetition_penalty: must be > 0"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, text, msg):
     with pytest.raises(ConfigError, match=msg):

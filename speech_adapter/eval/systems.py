@@ -68,15 +68,15 @@ class BackboneText:
         self._ct2 = None
 
     def _ct2_or_none(self):
-        if self._ct2 is None and self.backend != "transformers" and self.repetition_penalty != 1.0:
-            # CTranslate2's penalty is its own (its replies differ from SpeechLM.stream's, which
-            # penalizes the reply's tokens only): every system must decode alike
-            if self.backend == "ctranslate2":
-                raise ConfigError(f"text backend ctranslate2 decodes without SpeechLM's repetition penalty "
-                                  f"({self.repetition_penalty}); use repetition_penalty 1 or text_backend transformers")
-            self.backend = "transformers"
-            return None
         if self._ct2 is None and self.backend != "transformers":
+            if self.repetition_penalty != 1.0:
+                # CTranslate2's penalty is its own (its replies differ from SpeechLM.stream's, which
+                # penalizes the reply's tokens only): every system must decode alike
+                if self.backend == "ctranslate2":
+                    raise ConfigError(f"text backend ctranslate2 decodes without SpeechLM's repetition penalty "
+                                      f"({self.repetition_penalty}); use repetition_penalty 1 or text_backend transformers")
+                self.backend = "transformers"
+                return None
             if self.backend == "auto" and getattr(getattr(self.speechlm, "device", None), "type", "cpu") != "cpu":
                 self.backend = "transformers"  # on an accelerator the model's own path is faster
                 return None
