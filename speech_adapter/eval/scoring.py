@@ -69,7 +69,29 @@ def parse_option(answer, options: list[str], focus=()) -> str | None:
         keep = [p for p in pieces if any(f in normalize(p) for f in focus)]
         if keep and len(keep) < len(pieces):
             picked = _parse_option(". ".join(keep), options)
+        if picked is None and sorted(normalize(o) for o in options) == ["no", "yes"]:
+            picked = _yes_no_statement(keep, options, focus)
     return picked
+
+
+_STATEMENT_NEGATIONS = NEGATIONS | {"nobody", "nothing", "none"}
+
+
+def _yes_no_statement(sentences: list[str], options: list[str], focus) -> str | None:
+    """A yes/no question answered by a statement about the focus ("This clip holds speech." → yes;
+    "There is no speech in it." → no): every sentence naming a focus word must agree, a negation
+    anywhere before the focus word making it a no; a question or hedge ("maybe") reads as None."""
+    verdicts = set()
+    for sentence in sentences:
+        words = normalize(sentence).split()
+        first = next((i for i, w in enumerate(words) if any(w.startswith(f) for f in focus)), None)
+        if first is None or {"maybe", "perhaps", "possibly", "unclear", "whether", "if"} & set(words):
+            return None
+        verdicts.add(any(w in _STATEMENT_NEGATIONS for w in words[:first]))
+    if len(verdicts) != 1:
+        return None
+    want = "no" if verdicts.pop() else "yes"
+    return next(o for o in options if normalize(o) == want)
 
 
 # Words that name an option without its literal text ("The voice belongs to a woman." answers

@@ -73,3 +73,19 @@ def test_focus_reads_the_sentences_about_the_attribute():
     assert parse_option(long, LEVELS, focus=("volume", "loud")) == "low"
     assert parse_option("The pitch is low or high.", LEVELS, focus=("pitch",)) is None
     assert score_answer(long, "very high", "option", LEVELS, focus=("pitch",)) == 1.0
+
+
+def test_yes_no_read_from_a_statement_about_the_focus():
+    yn, focus = ["yes", "no"], ("speech", "speaking", "voice")
+    assert parse_option("This clip holds speech.", yn, focus=focus) == "yes"
+    assert parse_option("This clip does not hold speech.", yn, focus=focus) == "no"
+    assert parse_option("There is no human speech in this recording, only noise.", yn, focus=focus) == "no"
+    assert parse_option("Nobody is speaking.", yn, focus=focus) == "no"
+    # no statement about the focus, a hedge, or sentences that disagree: unread
+    assert parse_option("This clip holds music.", yn, focus=focus) is None
+    assert parse_option("It is unclear whether there is speech.", yn, focus=focus) is None
+    assert parse_option("There is speech. There is not a voice.", yn, focus=focus) is None
+    # without focus words, or for options other than yes/no, the rule stays off
+    assert parse_option("This clip holds speech.", yn) is None
+    assert parse_option("This clip holds speech.", ["male", "female"], focus=focus) is None
+    assert score_answer("This clip holds speech.", "yes", "option", yn, focus=focus) == 1.0
