@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ from speech_adapter.errors import DataError
 from speech_adapter.eval import suite as S
 from speech_adapter.eval.real import build_real_suite
 from speech_adapter.eval.report import compare, write_report
-from speech_adapter.eval.runner import evaluate
+from speech_adapter.eval.runner import decoding_key, evaluate, model_digest
 from speech_adapter.eval.suite import load_rows
 from speech_adapter.eval.systems import speechlm_generate_fn
 from speech_adapter.export import ExportConfig, export
@@ -282,26 +280,6 @@ def _suite(recipe, p, suite: str = "heldout") -> dict:
     return {"suite_rows": len(rows)}
 
 
-def _digest(adapter_dir: Path) -> str:
-    """A hash of an adapter directory's weights and config: which model made a reply."""
-    h = hashlib.sha256()
-    for f in sorted(Path(adapter_dir).glob("*")):
-        if f.is_file() and f.suffix in (".safetensors", ".json"):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def drop_stale_generations(path: Path, key: dict) -> None:
-    """Delete a generations cache made by another model or decoding (its key, beside it, differs or
-    is missing); a killed eval of the same model resumes from it."""
-    stamp = path.with_name(path.stem + ".key.json")
-    if path.exists() and (not stamp.exists() or json.loads(stamp.read_text(encoding="utf-8")) != key):
-        path.unlink()
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(stamp, key)
-
-
 def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict:
     from speech_adapter.models.speechlm import SpeechLM  # lazy: torch
 
@@ -313,11 +291,10 @@ def _evaluate(recipe, p, name: str, adapter_dir: Path, modes: list[str]) -> dict
     gen = speechlm_generate_fn(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                                text_backend=cfg.text_backend, repetition_penalty=cfg.repetition_penalty)
     out = p["eval"] / name
-    decoding = f"max_new_tokens={cfg.max_new_tokens},repetition_penalty={cfg.repetition_penalty}"
-    # a rerun after retraining or with other decoding settings must not reuse the old replies
-    drop_stale_generations(out / "generations.jsonl", {"adapter": _digest(adapter_dir), "decoding": decoding})
+    decoding = decoding_key(cfg.max_new_tokens, cfg.repetition_penalty)
     # cascade and text ceiling do not depend on the adapter: one run per suite, backbone pair and decoding
     report = evaluate(rows, {m: gen for m in modes}, system=name, out_dir=out, batch_size=cfg.batch_size,
+                      cache_key={"adapter": model_digest(adapter_dir), "decoding": decoding},
                       shared_cache=suite.with_name(f"{suite.stem}.backbone.jsonl"),
                       shared_system=f"backbone:{recipe.model.encoder}+{recipe.model.llm}|{decoding}")
     report["model"] = str(adapter_dir)

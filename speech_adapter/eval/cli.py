@@ -23,7 +23,8 @@ from speech_adapter.errors import ConfigError
 from speech_adapter.eval import external, suite as S
 from speech_adapter.eval.real import build_real_suite
 from speech_adapter.eval.report import compare, summary_markdown, write_report
-from speech_adapter.eval.runner import MODES, Mode, check_rows, evaluate, reject_bad_audio
+from speech_adapter.eval.runner import (MODES, Mode, check_rows, decoding_key, evaluate, model_digest,
+                                        reject_bad_audio)
 from speech_adapter.eval.suite import load_rows
 from speech_adapter.eval.systems import TEXT_BACKENDS, speechlm_generate_fn
 from speech_adapter.prompts import REPETITION_PENALTY
@@ -226,7 +227,10 @@ def _run(args) -> int:
         return loaded[0](batch, mode)
 
     gens = {m: generate for m in cfg.modes}
-    report = evaluate(rows, gens, system=system, out_dir=paths["out"], batch_size=cfg.batch_size)
+    # --out reused with another model or decoding: the old replies are dropped, not reread
+    report = evaluate(rows, gens, system=system, out_dir=paths["out"], batch_size=cfg.batch_size,
+                      cache_key={"adapter": model_digest(model_dir),
+                                 "decoding": decoding_key(cfg.max_new_tokens, cfg.repetition_penalty)})
     report["model"] = str(model_dir)
     written = write_report(report, paths["out"])
     print(summary_markdown(report))

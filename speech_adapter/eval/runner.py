@@ -14,11 +14,15 @@ Four modes measure forgetting the way DeSTA2 and Speech-IFEval do:
 Δ = (IF_speech − IF_text) / IF_text, with IF the constraint pass rate and text the ceiling.
 Generations are appended to a JSONL keyed by (system, mode, row id), so a killed eval resumes.
 The adapter-free modes (`BACKBONE_MODES`) can share one cache across systems (`evaluate`'s
-`shared_cache`), so they are generated once per suite.
+`shared_cache`), so they are generated once per suite. `evaluate`'s `cache_key` (the model's
+weights digest and the decoding settings) is kept beside the cache: a rerun into the same
+directory with another model or decoding starts afresh instead of reading the old replies.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable, Literal, get_args
 
@@ -27,7 +31,7 @@ from speech_adapter.errors import AudioError, DataError
 from speech_adapter.eval.constraints import CHECKERS, check_all
 from speech_adapter.eval.scoring import score_answer, wer
 from speech_adapter.templates import TASKS
-from speech_adapter.utils.io import JsonlAppender, iter_jsonl, write_jsonl_atomic
+from speech_adapter.utils.io import JsonlAppender, iter_jsonl, write_json_atomic, write_jsonl_atomic
 
 Mode = Literal["speech", "text_ceiling", "text_retention", "cascade"]
 MODES = get_args(Mode)
@@ -220,17 +224,48 @@ def deltas(modes: dict) -> dict:
     return out
 
 
+def model_digest(model_dir) -> str:
+    """A hash of a model directory's weights and configs (*.safetensors, *.json): which model made a reply."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json"):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def decoding_key(max_new_tokens: int, repetition_penalty: float) -> str:
+    """The decoding settings a reply depends on, as one string (part of every cache key)."""
+    return f"max_new_tokens={max_new_tokens},repetition_penalty={repetition_penalty}"
+
+
+def drop_stale_cache(path: Path, key: dict) -> None:
+    """Delete a generations cache made by another model or decoding (its key, beside it as
+    <name>.key.json, differs or is missing), then write `key` there; a killed eval of the same
+    model and decoding resumes from the cache."""
+    path = Path(path)
+    stamp = path.with_name(path.stem + ".key.json")
+    if path.exists() and (not stamp.exists() or json.loads(stamp.read_text(encoding="utf-8")) != key):
+        path.unlink()
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stamp, key)
+
+
 def evaluate(rows: list[dict], generators: dict[str, GenerateFn], *, system: str, out_dir,
              batch_size: int = 8, progress: bool = True, shared_cache=None,
-             shared_system: str = "backbone") -> dict:
+             shared_system: str = "backbone", cache_key: dict | None = None) -> dict:
     """Generate (cached in out_dir/generations.jsonl), score and aggregate every mode given.
 
     `shared_cache`: a generations JSONL for the `BACKBONE_MODES`, keyed by `shared_system`
     instead of `system`, so every system evaluated on the suite reuses one backbone run.
+    `cache_key` (e.g. {"adapter": model_digest(dir), "decoding": decoding_key(...)}): the
+    out_dir cache is dropped when it was made under another key (`drop_stale_cache`).
     Writes out_dir/scores.jsonl; returns the report dict (see `aggregate`) with run info.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cache_key is not None:
+        drop_stale_cache(out_dir / "generations.jsonl", cache_key)
     scored, skipped = [], {}
     for mode, gen in generators.items():
         todo = rows_for_mode(rows, mode)

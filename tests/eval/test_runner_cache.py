@@ -3,7 +3,7 @@
 import pytest
 
 from speech_adapter.errors import DataError
-from speech_adapter.eval.runner import aggregate, evaluate, generate_cached, score_row
+from speech_adapter.eval.runner import aggregate, drop_stale_cache, evaluate, generate_cached, model_digest, score_row
 from speech_adapter.eval.systems import speechlm_generate_fn
 from speech_adapter.utils.io import read_jsonl
 
@@ -182,20 +182,43 @@ def test_backbone_modes_share_one_cache_across_systems(tmp_path):
 
 
 def test_a_rerun_with_another_model_or_decoding_drops_the_cached_replies(tmp_path):
-    from speech_adapter.pipeline import drop_stale_generations
 
     gens = tmp_path / "trained" / "generations.jsonl"
     key = {"adapter": "a1", "decoding": "max_new_tokens=96,repetition_penalty=1.1"}
-    drop_stale_generations(gens, key)  # nothing yet: the key is written
+    drop_stale_cache(gens, key)  # nothing yet: the key is written
     gens.write_text('{"system": "trained", "mode": "speech", "id": "r1", "output": "old"}\n')
-    drop_stale_generations(gens, key)  # same model and decoding: a killed eval resumes
+    drop_stale_cache(gens, key)  # same model and decoding: a killed eval resumes
     assert gens.exists()
-    drop_stale_generations(gens, {**key, "adapter": "a2"})  # retrained
+    drop_stale_cache(gens, {**key, "adapter": "a2"})  # retrained
     assert not gens.exists()
     gens.write_text('{"system": "trained", "mode": "speech", "id": "r1", "output": "old"}\n')
-    drop_stale_generations(gens, {**key, "adapter": "a2", "decoding": "max_new_tokens=128,repetition_penalty=1.1"})
+    drop_stale_cache(gens, {**key, "adapter": "a2", "decoding": "max_new_tokens=128,repetition_penalty=1.1"})
     assert not gens.exists()
     gens.write_text("{}\n")
     (tmp_path / "trained" / "generations.key.json").unlink()  # a run made before the key existed
-    drop_stale_generations(gens, key)
+    drop_stale_cache(gens, key)
     assert not gens.exists()
+
+
+def test_evaluate_with_a_cache_key_regenerates_for_another_model(tmp_path):
+    """`eval run --out DIR` reused with another model: the old replies are not reread."""
+    out = tmp_path / "run"
+    old = CountingGen({"speech": {r: "old" for r in ANSWERS["speech"]}})
+    new = CountingGen(ANSWERS)
+    evaluate(ROWS, {"speech": old}, system="s", out_dir=out, progress=False, cache_key={"adapter": "a1"})
+    evaluate(ROWS, {"speech": new}, system="s", out_dir=out, progress=False, cache_key={"adapter": "a1"})
+    assert new.rows == []  # same model: every reply from the cache
+    evaluate(ROWS, {"speech": new}, system="s", out_dir=out, progress=False, cache_key={"adapter": "a2"})
+    assert new.rows == ["r1", "r2", "r3"]
+    assert {r["output"] for r in read_jsonl(out / "generations.jsonl")} == set(ANSWERS["speech"].values())
+
+
+def test_model_digest_follows_weights_and_config(tmp_path):
+    (tmp_path / "adapter.safetensors").write_bytes(b"w1")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("not part of the model")
+    first = model_digest(tmp_path)
+    (tmp_path / "notes.txt").write_text("changed")
+    assert model_digest(tmp_path) == first
+    (tmp_path / "adapter.safetensors").write_bytes(b"w2")
+    assert model_digest(tmp_path) != first
