@@ -80,21 +80,16 @@ class DistillConfig:
             raise ConfigError("attempts: must be >= 1")
         if not 0.0 <= self.constrained_fraction <= 1.0:
             raise ConfigError("constrained_fraction: must be in [0, 1]")
-        for t in self.tasks:
-            if t not in TASKS:
-                raise ConfigError(f"tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
-        for t in self.bare_tasks:
-            if t not in TASKS:
-                raise ConfigError(f"bare_tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
-            if not any(tpl.bare for tpl in TEMPLATES if tpl.task == t):
-                raise ConfigError(f"bare_tasks: {t} has no option list to leave out "
-                                  "(only classification tasks such as gender, speech, accent do)")
-        for t in self.choice_tasks:
-            if t not in TASKS:
-                raise ConfigError(f"choice_tasks: unknown task {t!r}" + did_you_mean(t, TASKS))
-            if TASKS[t].metric != "option":
-                raise ConfigError(f"choice_tasks: {t} has no options to choose from "
-                                  "(only classification tasks such as gender, speech, accent do)")
+        bare = {t for tpl in TEMPLATES if tpl.bare for t in [tpl.task]}  # tasks with an option list to leave out
+        option = {t for t, task in TASKS.items() if task.metric == "option"}  # tasks with options to choose from
+        for key, allowed, missing in (("tasks", TASKS, ""), ("bare_tasks", bare, "no option list to leave out"),
+                                      ("choice_tasks", option, "no options to choose from")):
+            for t in getattr(self, key):
+                if t not in TASKS:
+                    raise ConfigError(f"{key}: unknown task {t!r}" + did_you_mean(t, TASKS))
+                if t not in allowed:
+                    raise ConfigError(f"{key}: {t} has {missing} "
+                                      "(only classification tasks such as gender, speech, accent do)")
         if self.task_weights and len(self.task_weights) != len(self.tasks):
             raise ConfigError("task_weights: give one weight per entry of tasks")
         by_id = {t.id: t for t in TEMPLATES}
