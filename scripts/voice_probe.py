@@ -12,6 +12,8 @@ female?": Qwen-0.5B answers "female" to most listed-option gender questions even
 description says "a man"), so per-gender accuracy rests on 24–26 answers instead of 3. It
 calls the public commands (`eval build --corpus real`, `eval run --modes speech`) and reads
 their scores.jsonl; generations are cached per model, so a rerun only adds what is new.
+`--heldout-clips` asks the gender question of every gendered clip of a synthetic held-out split
+as well, per voice group (Kokoro voices trained on, Kokoro voices held out, espeak-ng).
 """
 
 from __future__ import annotations
@@ -82,6 +84,13 @@ def voices_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def voice_group(meta: dict) -> str:
+    """Which voices a synthetic clip's speaker comes from: Kokoro voices the model trained on,
+    Kokoro voices held out of training (meta.voice_split), or espeak-ng's (no voice split)."""
+    split = meta.get("voice_split")
+    return {"train": "Kokoro, training voices", "heldout": "Kokoro, held-out voices"}.get(split, "espeak-ng")
+
+
 def one_row_per_clip(path: Path) -> None:
     """Keep one row per (clip, task), seen and unseen phrasings alternating by clip: every clip
     asked once, half the cost of asking both splits."""
@@ -107,6 +116,10 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout-voices", default=None,
                     help="a described clips JSONL (e.g. runs/standard/data/heldout_clips.jsonl): its clips of "
                          "held-out Kokoro voices (meta.voice_split = heldout) get the gender question too")
+    ap.add_argument("--heldout-clips", default=None,
+                    help="a described clips JSONL of a held-out split (e.g. runs/standard/data/heldout_clips.jsonl): "
+                         "every gendered clip gets the gender question, scored in all and per voice group "
+                         "(Kokoro voices trained on, Kokoro voices held out, espeak-ng)")
     args = ap.parse_args(argv)
     pairs = []
     for spec in args.models:
@@ -138,14 +151,39 @@ def main(argv=None) -> int:
             _cli("eval", "build", "--corpus", str(voices), "--tasks", "gender", "--n-per-task", "1000",
                  "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suites["heldout_voices"]))
             one_row_per_clip(suites["heldout_voices"])
+    groups: dict[str, str] = {}  # clip id -> voice group, for --heldout-clips
+    if args.heldout_clips:
+        clips_file = work / "heldout_clips" / "clips.jsonl"
+        if not clips_file.exists():
+            clips_file.parent.mkdir(parents=True, exist_ok=True)
+            keep = [line for line in Path(args.heldout_clips).read_text().splitlines()
+                    if line.strip() and (json.loads(line).get("meta") or {}).get("gender")]
+            if not keep:
+                ap.error(f"{args.heldout_clips}: no clip has meta.gender")
+            clips_file.write_text("\n".join(keep) + "\n")
+        groups = {c["id"]: voice_group(c.get("meta") or {}) for c in read_jsonl(clips_file)}
+        suites["heldout_clips"] = work / "heldout_clips" / "suite.jsonl"
+        if not suites["heldout_clips"].exists():
+            _cli("eval", "build", "--corpus", str(clips_file), "--tasks", "gender", "--n-per-task", "1000",
+                 "--constrained-fraction", "0", "--bare-fraction", "0.5",
+                 "--out", str(suites["heldout_clips"]))
+            one_row_per_clip(suites["heldout_clips"])
     results = {key: {} for key in suites}
+    by_group: dict[str, dict[str, dict]] = {}
     for name, path in pairs:
         for key, suite_path in suites.items():
             out = work / name if key == "real" else work / key / name
             _cli("eval", "run", "--suite", str(suite_path), "--model", path, "--modes", "speech", "--system", name,
                  "--out", str(out), "--batch-size", str(args.batch_size), "--max-new-tokens", "64",
                  *(["--limit", str(args.limit)] if args.limit else []))
-            results[key][name] = summarize([r for r in read_jsonl(out / "scores.jsonl") if r.get("mode") == "speech"])
+            scored = [r for r in read_jsonl(out / "scores.jsonl") if r.get("mode") == "speech"]
+            results[key][name] = summarize(scored)
+            if key == "heldout_clips":
+                clip_of = {r["id"]: r["clip_id"] for r in read_jsonl(suite_path)}
+                for group in sorted(set(groups.values())):
+                    by_group.setdefault(f"{name} · {group}", {})
+                    by_group[f"{name} · {group}"] = summarize(
+                        [r for r in scored if groups.get(clip_of.get(r["id"])) == group])
     text = ("Accuracy in % (rows) on the `real` suite's clips, plain phrasings seen and unseen in "
             "training, half asked without the option list, greedy "
             f"(`python scripts/voice_probe.py {' '.join(sys.argv[1:] if argv is None else argv)}`).\n\n"
@@ -153,6 +191,9 @@ def main(argv=None) -> int:
     if "heldout_voices" in results:
         text += ("\n\nGender on clips of Kokoro voices no model trained on (`--heldout-voices`):\n\n"
                  + voices_table(results["heldout_voices"]))
+    if "heldout_clips" in results:
+        text += ("\n\nGender on every gendered clip of the held-out split (`--heldout-clips`), then per "
+                 "voice group:\n\n" + voices_table({**results["heldout_clips"], **by_group}))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n", encoding="utf-8")

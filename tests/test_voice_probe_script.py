@@ -74,3 +74,31 @@ def test_heldout_voices_get_their_own_gender_table(tmp_path):
     assert len(kept) == 3  # only the held-out voices' clips
     text = out.read_text()
     assert "Kokoro voices no model trained on" in text and text.count("| tiny |") == 2
+
+
+def test_heldout_clips_are_scored_per_voice_group(tmp_path):
+    mod = _module()
+    assert mod.voice_group({"voice_split": "heldout"}) == "Kokoro, held-out voices"
+    assert mod.voice_group({"voice_split": "train"}) == "Kokoro, training voices"
+    assert mod.voice_group({}) == "espeak-ng"
+    model = perturbed_tiny()
+    model.save_adapter(tmp_path / "adapter")
+    res = Path(mod.__file__).resolve().parents[1] / "speech_adapter" / "resources" / "real"
+    real = [json.loads(x) for x in (res / "manifest.jsonl").read_text().splitlines() if x.strip()]
+    clips = []
+    for i, r in enumerate([r for r in real if (r.get("meta") or {}).get("gender")][:4]):
+        meta = {"gender": r["meta"]["gender"], **({"voice_split": "heldout"} if i < 2 else {})}
+        clips.append({"id": f"k{i}", "audio": str(res / r["audio"]), "transcript": "hello", "duration": 2.0,
+                      "description": "[00:00-00:02] hello (Gender: Female, Duration: 2s)", "meta": meta})
+    clips.append({"id": "noise", "audio": str(res / real[0]["audio"]), "transcript": "", "duration": 2.0,
+                  "description": "[00:00-00:02] (noise)", "meta": {"speech": False}})  # no gender: not asked
+    corpus = tmp_path / "heldout_clips.jsonl"
+    corpus.write_text("".join(json.dumps(c) + "\n" for c in clips))
+    out = tmp_path / "probe.md"
+    assert mod.main([f"tiny={tmp_path / 'adapter'}", "--work", str(tmp_path / "work"), "--out", str(out),
+                     "--tasks", "gender", "--limit", "4", "--batch-size", "4", "--heldout-clips", str(corpus)]) == 0
+    assert len((tmp_path / "work" / "heldout_clips" / "clips.jsonl").read_text().splitlines()) == 4
+    text = out.read_text()
+    assert "every gendered clip of the held-out split" in text
+    assert "| tiny · Kokoro, held-out voices | " in text and "| tiny · espeak-ng | " in text
+    assert "(4) |" in text.split("held-out split")[1]  # all four clips in the overall row
