@@ -61,6 +61,15 @@ ENGINE_STREAM, KOKORO_STREAM, AUGMENT_STREAM, NONSPEECH_STREAM = 1, 2, 3, 4
 LEGACY_SETTINGS = {"nonspeech_fraction": 0.0, "kokoro_gender_balance": False}
 
 
+VOICE_GROUPS = ("Kokoro, training voices", "Kokoro, held-out voices", "espeak-ng")
+
+
+def voice_group(meta: dict) -> str:
+    """Which voices a synthetic clip's speaker comes from: Kokoro voices trained on, Kokoro
+    voices held out of training (`meta.voice_split`), or espeak-ng's (no voice split)."""
+    return {"train": VOICE_GROUPS[0], "heldout": VOICE_GROUPS[1]}.get(meta.get("voice_split"), VOICE_GROUPS[2])
+
+
 def corpus_path(cfg: SynthConfig) -> Path:
     """corpus.jsonl for one shard, corpus-K-of-N.jsonl when sharded."""
     out = Path(cfg.out_dir)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data_prep.synth import voice_group
 from speech_adapter.utils.io import read_jsonl, write_jsonl_atomic
 
 
@@ -82,13 +83,6 @@ def voices_table(results: dict[str, dict]) -> str:
         lines.append(f"| {name} | {_pct(c['gender'])} | {_pct(c['female'])} | {_pct(c['male'])} | "
                      f"{_top_reply(c)} |")
     return "\n".join(lines)
-
-
-def voice_group(meta: dict) -> str:
-    """Which voices a synthetic clip's speaker comes from: Kokoro voices the model trained on,
-    Kokoro voices held out of training (meta.voice_split), or espeak-ng's (no voice split)."""
-    split = meta.get("voice_split")
-    return {"train": "Kokoro, training voices", "heldout": "Kokoro, held-out voices"}.get(split, "espeak-ng")
 
 
 def one_row_per_clip(path: Path) -> None:

@@ -78,9 +78,11 @@ def test_heldout_voices_get_their_own_gender_table(tmp_path):
 
 def test_heldout_clips_are_scored_per_voice_group(tmp_path):
     mod = _module()
-    assert mod.voice_group({"voice_split": "heldout"}) == "Kokoro, held-out voices"
-    assert mod.voice_group({"voice_split": "train"}) == "Kokoro, training voices"
-    assert mod.voice_group({}) == "espeak-ng"
+    from data_prep.synth import voice_group
+
+    assert voice_group({"voice_split": "heldout"}) == "Kokoro, held-out voices"
+    assert voice_group({"voice_split": "train"}) == "Kokoro, training voices"
+    assert voice_group({}) == "espeak-ng"
     model = perturbed_tiny()
     model.save_adapter(tmp_path / "adapter")
     res = Path(mod.__file__).resolve().parents[1] / "speech_adapter" / "resources" / "real"
