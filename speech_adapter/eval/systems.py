@@ -124,13 +124,15 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
     prompts.DEFAULT_SYSTEM_PROMPT, the one distillation and training use (None: the chat
     template's own default). `text_backend` routes text_ceiling and cascade (see `BackboneText`);
     `repetition_penalty` applies to every mode alike (`SpeechLM.stream`).
-    Cascade transcripts are the suite's `asr_transcript` (from `data transcribe`) where present,
-    else decoded by the model's own Whisper, once per clip (a clip is asked many questions).
+    Cascade transcripts, and the speech mode's of a `use_transcript` model, are the suite's
+    `asr_transcript` (from `data transcribe`) where present, else decoded by the model's own
+    Whisper once per clip for both modes (a clip is asked many questions).
     """
     if system == "default":  # the system prompt distillation and training used
         system = DEFAULT_SYSTEM_PROMPT
     backbone = BackboneText(speechlm, text_backend, batch_size, repetition_penalty)
     transcripts: dict[str, str] = {}
+    reads_transcript = bool(getattr(getattr(speechlm, "config", None), "use_transcript", False))
 
     def description(r, m):
         if not r.get("description"):
@@ -166,10 +168,11 @@ def speechlm_generate_fn(speechlm, mode: str | None = None, max_new_tokens: int 
         for i in range(0, len(rows), batch_size):
             chunk = rows[i:i + batch_size]
             if m == "speech":
-                # Whisper's transcript from `data transcribe` where the suite has it (the model
-                # decodes it itself otherwise): never the ground truth
-                exs = [{"audio": load_audio(r["audio"]), "instruction": r["instruction"],
-                        "transcript": r.get("asr_transcript")} for r in chunk]
+                # Whisper's transcript from `data transcribe` where the suite has it, else the
+                # model's own Whisper once per clip, shared with cascade: never the ground truth
+                asr = transcribe_rows(chunk) if reads_transcript else [None] * len(chunk)
+                exs = [{"audio": load_audio(r["audio"]), "instruction": r["instruction"], "transcript": t}
+                       for r, t in zip(chunk, asr)]
             else:  # text_retention: the speech model, LoRA on, reading the description
                 exs = [{"audio": None, "instruction": teacher_user_message(description(r, m), r["instruction"]),
                         "transcript": None} for r in chunk]

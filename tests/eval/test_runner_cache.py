@@ -222,3 +222,40 @@ def test_model_digest_follows_weights_and_config(tmp_path):
     assert model_digest(tmp_path) == first
     (tmp_path / "adapter.safetensors").write_bytes(b"w2")
     assert model_digest(tmp_path) != first
+
+
+def test_speech_mode_shares_the_cascade_transcript_once_per_clip(tmp_path, monkeypatch):
+    """A use_transcript model's speech rows without asr_transcript: Whisper runs once per clip,
+    and the cascade reuses it (it used to run once per row, inside the processor)."""
+    import types
+
+    import numpy as np
+    import soundfile as sf
+
+    from speech_adapter.eval import systems
+
+    clips = []
+    for k in range(2):
+        clips.append(tmp_path / f"c{k}.wav")
+        sf.write(clips[-1], (0.1 * np.sin(np.arange(8000) / (5 + k))).astype(np.float32), 16000)
+    heard = []
+
+    def fake_transcribe(speechlm, waveforms, batch_size=8):
+        heard.extend(len(w) for w in waveforms)
+        return [f"clip {len(heard) - len(waveforms) + i}" for i in range(len(waveforms))]
+
+    monkeypatch.setattr(systems, "transcribe_clips", fake_transcribe)
+    rows = [dict(ROWS[0], id=f"q{i}", audio=str(clips[i % 2])) for i in range(4)]
+    lm = FakeSpeechLM()
+    lm.config = types.SimpleNamespace(use_transcript=True)
+    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2, text_backend="transformers")
+    gen(rows, "speech")
+    gen(rows, "cascade")
+    assert len(heard) == 2  # two clips, four rows, two modes
+    assert [ex["transcript"] for ex in lm.examples[:4]] == ["clip 0", "clip 1", "clip 0", "clip 1"]
+    gen = speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2, text_backend="transformers")
+    gen([dict(r, asr_transcript="from the suite") for r in rows], "speech")  # the suite's: no Whisper run
+    assert len(heard) == 2 and lm.examples[-1]["transcript"] == "from the suite"
+    lm.config.use_transcript = False  # a model that reads no transcript: Whisper never decodes
+    speechlm_generate_fn(lm, max_new_tokens=8, batch_size=2, text_backend="transformers")(rows, "speech")
+    assert len(heard) == 2 and lm.examples[-1]["transcript"] is None
