@@ -149,7 +149,8 @@ def score_row(row: dict, output: str, mode: str, gen: dict | None = None) -> dic
     its WER against the row's transcript."""
     gen = gen or {}
     fmt = check_all(row.get("constraints") or [], output)
-    focus = TASKS[row["task"]].focus if row.get("task") in TASKS else ()
+    # the row's own subject (a content question's word) and the task's attribute words
+    focus = tuple(row.get("focus") or ()) + (TASKS[row["task"]].focus if row.get("task") in TASKS else ())
     out = {"id": row["id"], "task": row["task"], "split": row.get("split"), "mode": mode,
            "template_id": row.get("template_id"), "kind": row.get("kind", "plain"),
            "metric": row.get("metric"), "label": row.get("label"), "instruction": row.get("instruction"),

@@ -77,17 +77,27 @@ def parse_option(answer, options: list[str], focus=()) -> str | None:
 _STATEMENT_NEGATIONS = NEGATIONS | {"nobody", "nothing", "none"}
 
 
+_HEDGES = {"maybe", "perhaps", "possibly", "unclear", "whether", "if"}
+
+
 def _yes_no_statement(sentences: list[str], options: list[str], focus) -> str | None:
     """A yes/no question answered by a statement about the focus ("This clip holds speech." → yes;
-    "There is no speech in it." → no): every sentence naming a focus word must agree, a negation
-    anywhere before the focus word making it a no; a question or hedge ("maybe") reads as None."""
+    "There is no speech in it.", "Speech is not present." → no). Each clause (split at commas,
+    "but", "only") that names a focus word is a no when it holds a negation outside quotes, else
+    a yes ("There is no music, only speech." → yes; "The speaker says: "I am not here."" → yes);
+    all must agree. A hedge or a question ("maybe", "whether") reads as None."""
     verdicts = set()
     for sentence in sentences:
-        words = normalize(sentence).split()
-        first = next((i for i, w in enumerate(words) if any(w.startswith(f) for f in focus)), None)
-        if first is None or {"maybe", "perhaps", "possibly", "unclear", "whether", "if"} & set(words):
+        text = str(sentence).replace("“", '"').replace("”", '"')
+        if _HEDGES & set(normalize(text).split()):
             return None
-        verdicts.add(any(w in _STATEMENT_NEGATIONS for w in words[:first]))
+        for clause in re.split(r",|\bbut\b|\bonly\b", " ".join(text.split('"')[::2])):
+            words = normalize(clause).split()
+            if any(w.startswith(f) for w in words for f in focus):
+                verdicts.add(bool(set(words) & _STATEMENT_NEGATIONS))
+        quoted = " ".join(text.split('"')[1::2])  # a focus word said only inside quotes: affirmed
+        if any(w.startswith(f) for w in normalize(quoted).split() for f in focus):
+            verdicts.add(bool(set(normalize(" ".join(text.split('"')[::2])).split()) & _STATEMENT_NEGATIONS))
     if len(verdicts) != 1:
         return None
     want = "no" if verdicts.pop() else "yes"

@@ -16,7 +16,7 @@ from typing import Literal
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError, DataError
 from speech_adapter.eval.scoring import normalize
-from speech_adapter.templates import TASKS, Template, applicable, render, templates_for
+from speech_adapter.templates import TASKS, Template, applicable, mention_word, render, templates_for
 from speech_adapter.utils.io import iter_jsonl
 
 SPLITS = ("seen", "unseen")
@@ -171,6 +171,8 @@ def make_eval_row(clip: dict, template: Template) -> dict:
         "options": task.options(clip),
         "label": task.label(clip),
         "metric": task.metric,
+        # the word a content question asks about: scoring reads "X was not said" as a no
+        "focus": [mention_word(clip)[0]] if "{word}" in template.text else [],
     }
 
 

@@ -81,6 +81,8 @@ def test_yes_no_read_from_a_statement_about_the_focus():
     assert parse_option("This clip does not hold speech.", yn, focus=focus) == "no"
     assert parse_option("There is no human speech in this recording, only noise.", yn, focus=focus) == "no"
     assert parse_option("Nobody is speaking.", yn, focus=focus) == "no"
+    assert parse_option("Speech is not present in this clip.", yn, focus=focus) == "no"
+    assert parse_option('The speaker is speaking: "I am not here."', yn, focus=focus) == "yes"  # quoted
     # no statement about the focus, a hedge, or sentences that disagree: unread
     assert parse_option("This clip holds music.", yn, focus=focus) is None
     assert parse_option("It is unclear whether there is speech.", yn, focus=focus) is None
@@ -89,3 +91,21 @@ def test_yes_no_read_from_a_statement_about_the_focus():
     assert parse_option("This clip holds speech.", yn) is None
     assert parse_option("This clip holds speech.", ["male", "female"], focus=focus) is None
     assert score_answer("This clip holds speech.", "yes", "option", yn, focus=focus) == 1.0
+
+
+def test_a_content_question_is_read_by_its_word():
+    """Eval rows of content questions carry the asked word as focus: 'did not say "X"' is a no."""
+    from speech_adapter.eval.runner import score_row
+    from speech_adapter.eval.suite import make_eval_row
+    from speech_adapter.templates import TEMPLATES, mention_word
+
+    clip = {"id": "c1", "audio": "/a.wav", "transcript": "The ticket costs twenty pounds."}
+    word, present = mention_word(clip)
+    template = next(t for t in TEMPLATES if t.task == "content" and "Did the speaker say" in t.text)
+    row = make_eval_row(clip, template)
+    assert row["focus"] == [word] and row["label"] == ("yes" if present else "no")
+    said, not_said = f'The speaker says "{word}".', f'The speaker did not say "{word}".'
+    assert score_row(row, not_said, "speech")["score"] == float(not present)
+    assert score_row(row, said, "speech")["score"] == float(present)
+    other = make_eval_row(clip, next(t for t in TEMPLATES if t.task == "transcription"))
+    assert other["focus"] == []
