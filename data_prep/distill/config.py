@@ -47,6 +47,11 @@ class DistillConfig:
         "(what `option_answers: choice` does for every task), e.g. speech: Qwen2.5-0.5B answers 'Choose from: yes, no.' with 'No.' for spoken clips "
         "whatever the description says, while its scored choice is right, so the adapter gets "
         "listed-options rows to learn from")
+    balance_tasks: list[str] = help_field(
+        default_factory=list, help="classification tasks whose kept rows are balanced per template "
+        "once distillation is complete, e.g. gender: each phrasing keeps as many rows of each option "
+        "as of its rarest (a phrasing the teacher only got right for men would teach 'this phrasing "
+        "means male'); the dropped rows go to rejects.jsonl")
     seed: int = help_field(0, "seed of template choice and of the sampled retries")
     limit: int = help_field(0, "distill at most this many clips (0 = all)")
     # SSR
@@ -83,7 +88,8 @@ class DistillConfig:
         bare = {t for tpl in TEMPLATES if tpl.bare for t in [tpl.task]}  # tasks with an option list to leave out
         option = {t for t, task in TASKS.items() if task.metric == "option"}  # tasks with options to choose from
         for key, allowed, missing in (("tasks", TASKS, ""), ("bare_tasks", bare, "no option list to leave out"),
-                                      ("choice_tasks", option, "no options to choose from")):
+                                      ("choice_tasks", option, "no options to choose from"),
+                                      ("balance_tasks", option, "no options to balance")):
             for t in getattr(self, key):
                 if t not in TASKS:
                     raise ConfigError(f"{key}: unknown task {t!r}" + did_you_mean(t, TASKS))

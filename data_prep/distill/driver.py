@@ -5,6 +5,7 @@ this stage; sampling is seeded per row, so a resumed run writes what an uninterr
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from data_prep.teachers import load_teacher
 from speech_adapter.errors import DataError
 from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
 from speech_adapter.templates import TASKS, render
-from speech_adapter.utils.io import JsonlAppender, write_json_atomic
+from speech_adapter.utils.io import JsonlAppender, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 
 def plan_work(rows: list[dict], cfg: DistillConfig, src: Path, done: set[str]) -> tuple[list[WorkItem], int]:
@@ -62,6 +63,8 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
                     out.write(output_row(it, teacher, cfg, src, out_path))
             bar.update(min(cfg.batch_size, len(work) - i))
             bar.set_postfix(kept=f"{run.kept}/{run.total}")
+    if cfg.balance_tasks:  # every row is done now: a resumed run balances what an uninterrupted one would
+        balance_labels(out_path, cfg.balance_tasks, src)
     elapsed = time.time() - start
     result = stats_from_files(out_path).to_dict(
         skipped=skipped, elapsed_s=round(elapsed, 1), rows_this_run=run.total, config=dataclasses.asdict(cfg),
@@ -69,6 +72,37 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
     result["rows_per_s"] = round(run.total / elapsed, 3) if elapsed > 0 and run.total else None
     write_json_atomic(out_path.parent / STATS_NAME, result)
     return result
+
+
+def balance_labels(out_path: Path, tasks: list[str], src: Path) -> int:
+    """Per template of `tasks`, keep as many rows of each option as of its rarest, the rest going
+    to rejects.jsonl (kind "balance"); returns how many were dropped.
+
+    SSR keeps only the answers it can check, so a phrasing the teacher misreads for women keeps
+    only men's rows, and the student learns the phrasing, not the voice. Which rows stay is fixed
+    by a hash of their ids, so the result does not depend on the order rows were written in."""
+    rows = read_jsonl(out_path)
+    groups: dict[str, dict[str, list[dict]]] = {}
+    for r in rows:
+        if r.get("task") in tasks and r.get("label") is not None:
+            options = TASKS[r["task"]].options(r) or []
+            by_label = groups.setdefault(r["template_id"], {str(o): [] for o in options})
+            by_label.setdefault(str(r["label"]), []).append(r)
+    drop: dict[str, str] = {}
+    for template_id, by_label in groups.items():
+        cap = min(len(v) for v in by_label.values())
+        counts = ", ".join(f"{len(v)} {label}" for label, v in sorted(by_label.items()))
+        for label, members in by_label.items():
+            for r in sorted(members, key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest())[cap:]:
+                drop[r["id"]] = f"label balance: {template_id} kept {counts}; {cap} of each stay"
+    if drop:
+        with RejectLog(out_path, STAGE) as rejects:
+            for r in rows:
+                if r["id"] in drop:
+                    rejects.add(drop[r["id"]], id=r["id"], source=str(src), kind="balance",
+                                fields={"template_id": r["template_id"], "attempts": 0, "failed": ["balance"]})
+        write_jsonl_atomic(out_path, [r for r in rows if r["id"] not in drop])
+    return len(drop)
 
 
 def output_row(it: WorkItem, teacher: Teacher, cfg: DistillConfig, src: Path, dst: Path) -> dict:

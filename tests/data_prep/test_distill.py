@@ -438,3 +438,38 @@ def test_rejects_carry_structured_fields_and_stats_read_them_not_the_text(tmp_pa
     again = stats_from_files(Path(tmp_path / "out" / "distilled.jsonl")).to_dict()
     assert again["failed_answer_reasons"] == stats["failed_answer_reasons"]
     assert again["per_task"] == stats["per_task"]
+
+
+def test_balance_tasks_keep_equal_labels_per_phrasing(tmp_path):
+    """A phrasing the teacher gets right for one gender only must not teach 'phrasing -> gender'."""
+    rows = described_rows(8)  # c000, c002, ... female; c001, c003, ... male
+    one = dict(GENDER_ONLY, templates=["gender.01"])
+    # the teacher misreads c000 (female, 1 s long) only: 3 women and 4 men kept
+    fake = FakeTeacher({"rules": [{"contains": "lasts 1 seconds", "answers": ["The speaker is male."]},
+                                  {"contains": "a female speaker", "answers": ["The speaker is female."]},
+                                  {"contains": "a male speaker", "answers": ["The speaker is male."]}]})
+    stats = distill(rows, cfg_for(tmp_path, attempts=1, balance_tasks=["gender"], **one), teacher=fake)
+    kept = read(tmp_path / "out" / "distilled.jsonl")
+    assert collections.Counter(r["label"] for r in kept) == {"female": 3, "male": 3}
+    balance = [r for r in read(tmp_path / "out" / "rejects.jsonl") if r.get("kind") == "balance"]
+    assert len(balance) == 1 and "3 female, 4 male" in balance[0]["reason"]
+    assert stats["kept"] == 6 and stats["failed_answer_reasons"].get("balance") == 1
+    # a rerun (resume of a finished run) changes nothing
+    distill(rows, cfg_for(tmp_path, attempts=1, balance_tasks=["gender"], **one), teacher=fake)
+    assert read(tmp_path / "out" / "distilled.jsonl") == kept
+
+
+def test_balance_drops_a_phrasing_answered_right_for_one_gender_only(tmp_path):
+    rows = described_rows(6)
+    fake = FakeTeacher({"default": "The speaker is male."})  # right for the men only
+    one = dict(GENDER_ONLY, templates=["gender.01"])
+    distill(rows, cfg_for(tmp_path, attempts=1, **one), teacher=fake)
+    assert len(read(tmp_path / "out" / "distilled.jsonl")) == 3  # without balancing: the 3 men
+    distill(rows, cfg_for(tmp_path, attempts=1, output=str(tmp_path / "b" / "distilled.jsonl"),
+                          balance_tasks=["gender"], **one), teacher=fake)
+    assert read(tmp_path / "b" / "distilled.jsonl") == []
+
+
+def test_balance_tasks_must_have_options(tmp_path):
+    with pytest.raises(Exception, match="no options to balance"):
+        cfg_for(tmp_path, balance_tasks=["transcription"]).validate()
