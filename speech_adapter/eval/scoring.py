@@ -86,18 +86,21 @@ def _yes_no_statement(sentences: list[str], options: list[str], focus) -> str | 
     "but", "only") that names a focus word is a no when it holds a negation outside quotes, else
     a yes ("There is no music, only speech." → yes; "The speaker says: "I am not here."" → yes);
     all must agree. A hedge or a question ("maybe", "whether") reads as None."""
+    def names_focus(words):
+        return any(w.startswith(f) for w in words for f in focus)
+
     verdicts = set()
     for sentence in sentences:
         text = str(sentence).replace("“", '"').replace("”", '"')
         if _HEDGES & set(normalize(text).split()):
             return None
-        for clause in re.split(r",|\bbut\b|\bonly\b", " ".join(text.split('"')[::2])):
+        outside, quoted = " ".join(text.split('"')[::2]), " ".join(text.split('"')[1::2])
+        for clause in re.split(r",|\bbut\b|\bonly\b", outside):
             words = normalize(clause).split()
-            if any(w.startswith(f) for w in words for f in focus):
+            if names_focus(words):
                 verdicts.add(bool(set(words) & _STATEMENT_NEGATIONS))
-        quoted = " ".join(text.split('"')[1::2])  # a focus word said only inside quotes: affirmed
-        if any(w.startswith(f) for w in normalize(quoted).split() for f in focus):
-            verdicts.add(bool(set(normalize(" ".join(text.split('"')[::2])).split()) & _STATEMENT_NEGATIONS))
+        if names_focus(normalize(quoted).split()):  # 'did not say "cactus"': the words around the quote decide
+            verdicts.add(bool(set(normalize(outside).split()) & _STATEMENT_NEGATIONS))
     if len(verdicts) != 1:
         return None
     want = "no" if verdicts.pop() else "yes"
