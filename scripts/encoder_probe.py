@@ -28,9 +28,6 @@ from data_prep.synth import VOICE_GROUPS, voice_group
 from speech_adapter.audio import load_audio
 from speech_adapter.utils.io import read_jsonl
 
-GROUPS = VOICE_GROUPS
-
-
 def gendered(path) -> list[dict]:
     """The clips of a described/attributed corpus JSONL that have a known gender."""
     return [c for c in read_jsonl(path) if (c.get("meta") or {}).get("gender") in ("female", "male")]
@@ -88,7 +85,7 @@ def probe_table(name: str, train_x, train_y, test_x, test_y, groups) -> list[str
     for layer in range(train_x.shape[1]):
         pred = fit_logistic(train_x[:, layer], train_y)(test_x[:, layer])
         cells = [accuracy(pred, test_y, np.ones_like(test_y, bool))]
-        for g in GROUPS:
+        for g in VOICE_GROUPS:
             cells.append(accuracy(pred, test_y, groups == g))
         for sex in (0, 1):
             cells.append(accuracy(pred, test_y, test_y == sex))
@@ -113,7 +110,7 @@ def main(argv=None) -> int:
     test_y = np.array([c["meta"]["gender"] == "male" for c in test], dtype=int)
     groups = np.array([voice_group(c.get("meta") or {}) for c in test])
 
-    head = ("| probe | all | · " + " | · ".join(GROUPS) + " | · women | · men |")
+    head = ("| probe | all | · " + " | · ".join(VOICE_GROUPS) + " | · women | · men |")
     lines = [head, "|" + "---|" * 7]
 
     def log_pitch(clips):

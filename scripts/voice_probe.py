@@ -131,37 +131,32 @@ def main(argv=None) -> int:
              "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suite))
         one_row_per_clip(suite)
     suites = {"real": suite}
-    if args.heldout_voices:
-        voices = work / "heldout_voices" / "clips.jsonl"
-        if not voices.exists():
-            voices.parent.mkdir(parents=True, exist_ok=True)
-            keep = [line for line in Path(args.heldout_voices).read_text().splitlines()
-                    if line.strip() and (json.loads(line).get("meta") or {}).get("voice_split") == "heldout"]
+    def gender_suite(key: str, source: str, wanted, what: str) -> Path:
+        """work/KEY/suite.jsonl: the gender question once per clip of `source` that `wanted(meta)` keeps."""
+        clips = work / key / "clips.jsonl"
+        if not clips.exists():
+            clips.parent.mkdir(parents=True, exist_ok=True)
+            keep = [line for line in Path(source).read_text().splitlines()
+                    if line.strip() and wanted(json.loads(line).get("meta") or {})]
             if not keep:
-                ap.error(f"{args.heldout_voices}: no clip has meta.voice_split = heldout")
-            voices.write_text("\n".join(keep) + "\n")
-        suites["heldout_voices"] = work / "heldout_voices" / "suite.jsonl"
-        if not suites["heldout_voices"].exists():
-            _cli("eval", "build", "--corpus", str(voices), "--tasks", "gender", "--n-per-task", "1000",
-                 "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(suites["heldout_voices"]))
-            one_row_per_clip(suites["heldout_voices"])
+                ap.error(f"{source}: no clip has {what}")
+            clips.write_text("\n".join(keep) + "\n")
+        out = work / key / "suite.jsonl"
+        if not out.exists():
+            _cli("eval", "build", "--corpus", str(clips), "--tasks", "gender", "--n-per-task", "1000",
+                 "--constrained-fraction", "0", "--bare-fraction", "0.5", "--out", str(out))
+            one_row_per_clip(out)
+        return out
+
+    if args.heldout_voices:
+        suites["heldout_voices"] = gender_suite("heldout_voices", args.heldout_voices,
+                                                lambda m: m.get("voice_split") == "heldout", "meta.voice_split = heldout")
     groups: dict[str, str] = {}  # clip id -> voice group, for --heldout-clips
     if args.heldout_clips:
-        clips_file = work / "heldout_clips" / "clips.jsonl"
-        if not clips_file.exists():
-            clips_file.parent.mkdir(parents=True, exist_ok=True)
-            keep = [line for line in Path(args.heldout_clips).read_text().splitlines()
-                    if line.strip() and (json.loads(line).get("meta") or {}).get("gender")]
-            if not keep:
-                ap.error(f"{args.heldout_clips}: no clip has meta.gender")
-            clips_file.write_text("\n".join(keep) + "\n")
-        groups = {c["id"]: voice_group(c.get("meta") or {}) for c in read_jsonl(clips_file)}
-        suites["heldout_clips"] = work / "heldout_clips" / "suite.jsonl"
-        if not suites["heldout_clips"].exists():
-            _cli("eval", "build", "--corpus", str(clips_file), "--tasks", "gender", "--n-per-task", "1000",
-                 "--constrained-fraction", "0", "--bare-fraction", "0.5",
-                 "--out", str(suites["heldout_clips"]))
-            one_row_per_clip(suites["heldout_clips"])
+        suites["heldout_clips"] = gender_suite("heldout_clips", args.heldout_clips, lambda m: m.get("gender"),
+                                               "meta.gender")
+        groups = {c["id"]: voice_group(c.get("meta") or {})
+                  for c in read_jsonl(work / "heldout_clips" / "clips.jsonl")}
     results = {key: {} for key in suites}
     by_group: dict[str, dict[str, dict]] = {}
     for name, path in pairs:
@@ -175,7 +170,6 @@ def main(argv=None) -> int:
             if key == "heldout_clips":
                 clip_of = {r["id"]: r["clip_id"] for r in read_jsonl(suite_path)}
                 for group in sorted(set(groups.values())):
-                    by_group.setdefault(f"{name} · {group}", {})
                     by_group[f"{name} · {group}"] = summarize(
                         [r for r in scored if groups.get(clip_of.get(r["id"])) == group])
     text = ("Accuracy in % (rows) on the `real` suite's clips, plain phrasings seen and unseen in "
