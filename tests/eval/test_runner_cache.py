@@ -129,7 +129,9 @@ def test_speechlm_adapter_builds_contract_examples(tmp_path):
         gen([dict(rows[0], description=None)], "text_ceiling")
 
 
-def test_cascade_reads_whisper_transcript_not_description(tmp_path, monkeypatch):
+def _two_clips_and_a_counting_whisper(tmp_path, monkeypatch, say: str):
+    """Two short wav files, and `systems.transcribe_clips` replaced by a fake that records each
+    clip it decodes (the returned list) and answers `say.format(n)` for the n-th one."""
     import numpy as np
     import soundfile as sf
 
@@ -143,9 +145,17 @@ def test_cascade_reads_whisper_transcript_not_description(tmp_path, monkeypatch)
 
     def fake_transcribe(speechlm, waveforms, batch_size=8):
         heard.extend(len(w) for w in waveforms)
-        return [f" whisper heard clip {len(heard) - len(waveforms) + i} " for i in range(len(waveforms))]
+        return [say.format(len(heard) - len(waveforms) + i) for i in range(len(waveforms))]
 
     monkeypatch.setattr(systems, "transcribe_clips", fake_transcribe)
+    return clips, heard
+
+
+def test_cascade_reads_whisper_transcript_not_description(tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    clips, heard = _two_clips_and_a_counting_whisper(tmp_path, monkeypatch, " whisper heard clip {} ")
     # three questions on clip 0, one on clip 1: each clip is transcribed once
     rows = [dict(ROWS[0], id=f"q{i}", audio=str(clips[int(i == 3)]), description="SECRET DESCRIPTION")
             for i in range(4)]
@@ -229,22 +239,7 @@ def test_speech_mode_shares_the_cascade_transcript_once_per_clip(tmp_path, monke
     and the cascade reuses it (it used to run once per row, inside the processor)."""
     import types
 
-    import numpy as np
-    import soundfile as sf
-
-    from speech_adapter.eval import systems
-
-    clips = []
-    for k in range(2):
-        clips.append(tmp_path / f"c{k}.wav")
-        sf.write(clips[-1], (0.1 * np.sin(np.arange(8000) / (5 + k))).astype(np.float32), 16000)
-    heard = []
-
-    def fake_transcribe(speechlm, waveforms, batch_size=8):
-        heard.extend(len(w) for w in waveforms)
-        return [f"clip {len(heard) - len(waveforms) + i}" for i in range(len(waveforms))]
-
-    monkeypatch.setattr(systems, "transcribe_clips", fake_transcribe)
+    clips, heard = _two_clips_and_a_counting_whisper(tmp_path, monkeypatch, "clip {}")
     rows = [dict(ROWS[0], id=f"q{i}", audio=str(clips[i % 2])) for i in range(4)]
     lm = FakeSpeechLM()
     lm.config = types.SimpleNamespace(use_transcript=True)
