@@ -52,7 +52,8 @@ def prompt_format(model) -> dict:
     ph = model.config.placeholder
     return {"system_prompt": DEFAULT_SYSTEM_PROMPT,
             "user_template": student_user_message("{instruction}", ph),
-            "user_template_with_transcript": student_user_message("{instruction}", ph, "{transcript}"),
+            "user_template_with_transcript": student_user_message("{instruction}", ph, "{transcript}",
+                                                                  model.config.transcript_line),
             "chat_template": "the LLM tokenizer's own", "long_audio": "chunks of <= 30 s, one placeholder each"}
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ from speech_adapter.paths import resolve_model
 from speech_adapter.recipe import load_recipe, resolved_dict
 from speech_adapter.stages import StageRunner, fingerprint
 from speech_adapter.templates import templates_for
-from speech_adapter.utils.io import iter_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
+from speech_adapter.utils.io import iter_jsonl, read_jsonl, sha256_file, write_json_atomic, write_jsonl_atomic
 
 STAGES = ("models", "data", "attributes", "describe", "transcribe", "split", "distill", "replay", "train",
           "eval", "export")
@@ -255,13 +257,39 @@ def _train(recipe, p) -> dict:
     if not read_jsonl(train_cfg.train_file):
         raise DataError(f"{train_cfg.train_file}: distillation kept no rows; see rejects.jsonl beside it")
     p["train"].mkdir(parents=True, exist_ok=True)
-    write_json_atomic(p["train"] / "config.json", {"model": to_dict(recipe.model), "train": to_dict(train_cfg)})
+    settings = {"model": to_dict(recipe.model), "train": to_dict(train_cfg),
+                "train_file_sha256": sha256_file(train_cfg.train_file),
+                "text_file_sha256": sha256_file(train_cfg.text_file) if train_cfg.text_file else None}
+    _start_over_if_changed(p["train"], settings)
+    write_json_atomic(p["train"] / "config.json", settings)
     model = _build_model(recipe)
     enc_cfg = {"encoder": recipe.model.encoder, "layers": model.encoder.layers, "dtype": recipe.model.dtype}
     status, adapter = run_training(model, train_cfg, p["train"], encoder_config=enc_cfg)
     if status == "interrupted":
         raise KeyboardInterrupt
     return {"status": status, "adapter": str(adapter)}
+
+
+def _start_over_if_changed(train_dir: Path, settings: dict) -> None:
+    """A training dir whose checkpoints come from other settings (the recipe's model or train
+    section, or the rows distilled for it, changed since) starts over: resuming it would continue,
+    or finish at once with, the old run. Its encoder feature cache stays (keyed by the encoder).
+    Keys an older config.json lacks are not compared, so a killed run made by an older version resumes."""
+    path = train_dir / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    changed = sorted(k for k in settings if k in saved and saved[k] != settings[k])
+    if not changed:
+        return
+    print(f"[train] {train_dir}: {', '.join(changed)} changed since its checkpoints; training starts over",
+          flush=True)
+    for name in ("checkpoints", "adapter", "metrics.jsonl", "config.json"):
+        target = train_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _suite(recipe, p, suite: str = "heldout") -> dict:
@@ -327,8 +355,9 @@ def _eval_untrained(recipe, p, suite: str = "heldout") -> dict:
     if "untrained" not in recipe.eval.systems or "speech" not in recipe.eval.modes:
         return {}
     untrained = p["eval"] / "untrained_adapter"  # one for every suite
-    if not (untrained / "adapter_config.json").exists():
-        _build_model(recipe).save_adapter(untrained)
+    saved = untrained / "adapter_config.json"
+    if not saved.exists() or json.loads(saved.read_text(encoding="utf-8"))["model"] != to_dict(recipe.model):
+        _build_model(recipe).save_adapter(untrained)  # built again when the recipe's model changed
     return _evaluate(recipe, _suite_paths(p, suite), "untrained", untrained, ["speech"])
 
 

@@ -100,10 +100,21 @@ def teacher_messages(description: str, instruction: str, system: str | None = DE
     return chat_messages(system, teacher_user_message(description, instruction, style))
 
 
-def student_user_message(instruction: str, placeholder: str, transcript: str | None = None) -> str:
+# How the speech prompt carries Whisper's transcript (`ModelConfig.transcript_line`): the
+# cascade's own line, so the frozen LLM reads the words as it does in the cascade baseline.
+# Adapters trained before the option existed used LEGACY_TRANSCRIPT_LINE, and their models
+# echoed it: "Transcribe the audio." → 'I heard someone say: "…"' (docs/standard_replies.md).
+TRANSCRIPT_LINE = "Transcript of the audio: {transcript}"
+LEGACY_TRANSCRIPT_LINE = 'I heard someone say: "{transcript}"'
+
+
+def student_user_message(instruction: str, placeholder: str, transcript: str | None = None,
+                         transcript_line: str = TRANSCRIPT_LINE) -> str:
     """What the speech model reads: `placeholder` (expanded to audio embeddings) in the audio
-    slot, optionally the Whisper transcript after it, then the instruction."""
-    audio = placeholder if transcript is None else f'{placeholder}\nI heard someone say: "{transcript}"'
+    slot, optionally the Whisper transcript after it (laid out by `transcript_line`), then the
+    instruction."""
+    audio = placeholder if transcript is None else \
+        f"{placeholder}\n{transcript_line.replace('{transcript}', transcript)}"
     return f"[Audio]\n{audio}\n\n{instruction}"
 
 

@@ -71,3 +71,28 @@ def test_tiny_pipeline_end_to_end_then_skips(recipe_path, capsys):
     err = capsys.readouterr().err
     assert "[train] already complete" in err and "[distill] already complete" in err
     assert again["split"] == results["split"]
+
+
+def test_a_changed_recipe_trains_again_instead_of_resuming_the_old_run(recipe_path, capsys):
+    """The train stage reruns when its recipe section changes; its old checkpoints must not be
+    resumed (a finished run would end at once with the old weights), and the untrained adapter
+    is built again when the model section changes."""
+    from safetensors.torch import load_file
+
+    run_pipeline(load_recipe(recipe_path), until="train")
+    p = load_recipe(recipe_path).paths()
+    before = load_file(p["train"] / "adapter" / "adapter_model.safetensors")
+    recipe_path.write_text(recipe_path.read_text().replace("  max_steps: 3", "  max_steps: 3\n  lr: 3.0e-2"))
+    capsys.readouterr()
+    run_pipeline(load_recipe(recipe_path), until="train")
+    out = capsys.readouterr()
+    assert "training starts over" in out.out + out.err
+    after = load_file(p["train"] / "adapter" / "adapter_model.safetensors")
+    assert any(not torch_equal(before[k], after[k]) for k in before)
+    assert json.loads((p["train"] / "config.json").read_text())["train"]["lr"] == 3.0e-2
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)

@@ -28,6 +28,7 @@ from speech_adapter.errors import ConfigError, ModelNotFoundError
 from speech_adapter.models import tiny_base
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.paths import resolve_model
+from speech_adapter.prompts import LEGACY_TRANSCRIPT_LINE
 from speech_adapter.utils.io import atomic_path, sha256_file, write_json_atomic
 from speech_adapter.utils.safety import load_safetensors, refuse_pickles
 
@@ -103,6 +104,8 @@ def read_config(directory) -> ModelConfig:
         missing = {k: False for k in ("feature_norm", "output_norm") if k not in adapter}
         if missing:
             model = {**model, "adapter": {**adapter, **missing}}
+    if isinstance(model, dict) and "transcript_line" not in model:  # the line those adapters read
+        model = {**model, "transcript_line": LEGACY_TRANSCRIPT_LINE}
     try:
         return from_dict(ModelConfig, model)
     except ConfigError as e:

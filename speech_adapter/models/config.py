@@ -14,6 +14,7 @@ from speech_adapter.audio import MAX_AUDIO_SECONDS
 from speech_adapter.config import help_field
 from speech_adapter.errors import ConfigError
 from speech_adapter.paths import OFFLINE_LLM, OFFLINE_WHISPER
+from speech_adapter.prompts import TRANSCRIPT_LINE
 
 AdapterKind = Literal["qformer", "window_qformer", "stack_mlp"]
 
@@ -85,6 +86,9 @@ class ModelConfig:
     lora: Optional[LoraConfig] = help_field(None, "LoRA on the LLM via peft; null = LLM fully frozen")
     use_transcript: bool = help_field(
         False, "DeSTA2: put the transcript after the audio tokens (row's transcript, else Whisper decoding)")
+    transcript_line: str = help_field(
+        TRANSCRIPT_LINE, "with use_transcript: the line after the audio tokens that carries the "
+        "transcript, '{transcript}' marking where it goes (default: the cascade baseline's line)")
     max_audio_seconds: float = help_field(
         MAX_AUDIO_SECONDS, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")
@@ -102,6 +106,9 @@ class ModelConfig:
                 raise ConfigError(f"encoder_layers: must be strictly increasing, got {self.encoder_layers}")
         if self.max_audio_seconds <= 0:
             raise ConfigError(f"max_audio_seconds: must be > 0, got {self.max_audio_seconds}")
+        if self.transcript_line.count("{transcript}") != 1:
+            raise ConfigError("transcript_line: must contain '{transcript}' exactly once, got "
+                              f"{self.transcript_line!r}")
         if not self.placeholder or any(c.isspace() for c in self.placeholder):
             raise ConfigError(f"placeholder: must be a non-empty token without spaces, got {self.placeholder!r}")
 

@@ -97,7 +97,8 @@ class SpeechProcessor:
         if ex.get("audio") is None:
             return instruction
         return student_user_message(instruction, self.config.placeholder,
-                                    transcript if self.config.use_transcript else None)
+                                    transcript if self.config.use_transcript else None,
+                                    self.config.transcript_line)
 
     def prompt_ids(self, ex: dict, mode: str = "audio", transcript: str | None = None) -> list[int]:
         """Chat-template prompt ids ending with the assistant header; placeholders expanded."""
@@ -185,7 +186,8 @@ class SpeechProcessor:
         if not clips:
             return instruction
         slot = "\n".join(self.config.placeholder * len(clip) for clip in clips)
-        return student_user_message(instruction, slot, transcript if self.config.use_transcript else None)
+        return student_user_message(instruction, slot, transcript if self.config.use_transcript else None,
+                                    self.config.transcript_line)
 
     def _batch(self, seqs, labs, clips, rows, padding: str) -> dict:
         b, s = len(seqs), max(len(x) for x in seqs)

@@ -1,5 +1,7 @@
 """models/speechlm.py on tiny models: splicing, masking, batch independence, save/load, generate."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -199,6 +201,31 @@ def test_use_transcript_puts_whisper_text_in_the_prompt():
     assert "hello there" in text
     batch = m.processor.collate([{**ex, "transcript": None}])  # falls back to (tiny) Whisper decoding
     assert batch["input_ids"].shape[0] == 1
+
+
+def test_the_transcript_line_is_the_cascades_and_old_adapters_keep_theirs(tmp_path):
+    """New adapters read the transcript as the cascade baseline does; an adapter saved before
+    `transcript_line` existed loads with the line it was trained on."""
+    import json
+
+    from speech_adapter.prompts import LEGACY_TRANSCRIPT_LINE, cascade_user_message
+
+    m = tiny_speechlm("stack_mlp")
+    m.config.use_transcript = True
+    user = m.processor.user_message({"audio": _clip(0.5, 0), "instruction": "What?"}, "audio", "hello there")
+    assert "Transcript of the audio: hello there\n" in user
+    assert cascade_user_message("hello there", "What?").endswith(user.split("\n", 2)[2])
+    m.save_adapter(tmp_path)
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert read_adapter_config(tmp_path).transcript_line == cfg["model"]["transcript_line"] != LEGACY_TRANSCRIPT_LINE
+    del cfg["model"]["transcript_line"]
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    old = SpeechLM.from_pretrained(tmp_path)
+    old.config.use_transcript = True
+    user = old.processor.user_message({"audio": _clip(0.5, 0), "instruction": "What?"}, "audio", "hello there")
+    assert 'I heard someone say: "hello there"' in user
+    with pytest.raises(ConfigError, match="transcript_line"):
+        dataclasses.replace(m.config, transcript_line="no slot here").validate()
 
 
 def test_train_mode_keeps_frozen_parts_in_eval():
