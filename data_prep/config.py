@@ -83,7 +83,8 @@ class SynthConfig:
     nonspeech_fraction: float = help_field(0.1, "share of clips that are sound without speech (noise, tones, "
                                            "near-silence, synthetic music; data_prep.nonspeech)")
     nonspeech_sounds: list[str] = help_field(default_factory=lambda: ["noise", "tone", "silence", "music"],
-                                             help="kinds of non-speech clip, drawn uniformly")
+                                             help="kinds of non-speech clip, drawn uniformly: noise, tone, "
+                                             "silence, music, animal (synthetic birdsong and calls; opt-in)")
     augment: AugmentConfig = help_field(default_factory=AugmentConfig,
                                         help="acoustic augmentation (data_prep.augment.AugmentConfig)")
 

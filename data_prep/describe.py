@@ -120,7 +120,8 @@ def sound_values(row: dict) -> dict:
     if not volume and meta.get("level_db") is not None:
         volume = A.bin_value("volume", meta["level_db"])
     d = row.get("duration") or (row.get("attributes") or {}).get("duration_s")
-    keys = ("sound", "noise_color", "waveform", "pattern", "tone_hz", "music_style", "mode", "root_hz", "tempo_bpm")
+    keys = ("sound", "noise_color", "waveform", "pattern", "tone_hz", "music_style", "mode", "root_hz", "tempo_bpm",
+            "animal_style", "calls")
     out = {"speech": "No", **{k: meta[k] for k in keys if meta.get(k) is not None}}
     if volume:
         out["volume"] = volume
@@ -160,6 +161,13 @@ def _what(v: dict) -> str:
                  "arpeggio": f"an arpeggio{key}, notes played up and down",
                  "drums": "a simple drum beat of kick, snare and hi-hat"}.get(style, "")
         return f"a short piece of synthetic music{': ' + piece if piece else ''}{tempo}"
+    if sound == "animal":
+        n = v.get("calls")
+        if v.get("animal_style") == "birdsong":
+            return f"an animal: a bird singing{f', {n} phrases' if n else ''} of short high chirps"
+        if v.get("animal_style") == "call":
+            return f"an animal call{f' repeated {n} times' if n else ''}: a harmonic cry like a bleat or a moo"
+        return "an animal sound"
     return {"tone": "a tone"}.get(sound, "a sound that is not speech")
 
 

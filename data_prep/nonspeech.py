@@ -9,11 +9,14 @@ signal generation: 1/f^k noise, band-limited square waves by odd harmonics, ADSR
 - `noise`: white / pink / brown noise, steady, at a drawn level;
 - `tone`: a steady sine or square tone, or a sequence of beeps, at musical pitches;
 - `silence`: room tone (quiet pink/brown noise) far below any speech level;
-- `music`: chords, an arpeggio, or a drum pattern (enveloped noise bursts and a kick).
+- `music`: chords, an arpeggio, or a drum pattern (enveloped noise bursts and a kick);
+- `animal` (not in the default mix, `SynthConfig.nonspeech_sounds`): birdsong (phrases of short,
+  nearly pure chirps sweeping through 2-7 kHz) or a mammal's call (a harmonic cry at 150-700 Hz
+  with vibrato and a falling pitch, like a bleat or a moo), repeated with pauses.
 
 Rows: `transcript: ""`, `language: None`, `meta.speech: False`, `meta.speakers: 0`,
 `meta.sound` (one of SOUNDS) and its details (`noise_color`, `tone_hz`, `waveform`, `pattern`,
-`music_style`, `tempo_bpm`). `meta.level_db` is the clip's RMS level in dBFS measured on the
+`music_style`, `tempo_bpm`, `animal_style`, `calls`). `meta.level_db` is the clip's RMS level in dBFS measured on the
 rendered audio (10*log10 mean x^2), so it is what `attributes` reads back. A clip's plan is a
 pure function of (config, index) like a speech clip's: `plan(cfg, index, rng)` draws everything,
 `render(plan, sr)` makes the audio.
@@ -28,7 +31,7 @@ import numpy as np
 
 from data_prep.augment import colored_noise
 
-SOUNDS = ("noise", "tone", "silence", "music")
+SOUNDS = ("noise", "tone", "silence", "music", "animal")
 DURATION_S = (1.5, 8.0)  # like the speech clips
 LEVEL_DB = (-42.0, -14.0)  # RMS dBFS of noise, tone and music clips (speech sits around -35..-15)
 ROOM_TONE_DB = (-70.0, -56.0)  # near-silence: audible only as a faint hiss
@@ -38,6 +41,9 @@ NOTES_HZ = [round(440.0 * 2 ** (k / 12), 2) for k in range(-24, 25, 3)] + [1000.
 SQUARE_MAX_HZ = 1200.0  # square waves only below this: at 16 kHz they keep 3+ harmonics, so sound square
 TONE_PITCH_WORDS = ((250.0, "low-pitched"), (600.0, "mid-pitched"), (math.inf, "high-pitched"))
 MUSIC_STYLES = ("chords", "arpeggio", "drums")
+ANIMAL_STYLES = ("birdsong", "call")
+CHIRP_HZ = (2000.0, 7000.0)  # a songbird's band (a robin sings ~2-6 kHz)
+CALL_HZ = (150.0, 700.0)  # the fundamental of a bleat, a moo or a bark-like cry
 FADE_S = 0.02  # raised-cosine fade at every start/stop, so no click is mistaken for an onset
 
 
@@ -65,6 +71,10 @@ def plan(sounds: list[str], index: int, seed: int, rng: np.random.Generator) -> 
             meta["gap_s"] = round(float(rng.uniform(0.05, 0.4)), 3)
         if max(meta["tone_hz"]) > SQUARE_MAX_HZ:
             meta["waveform"] = "sine"  # its harmonics would be above Nyquist: it would sound like one
+    elif sound == "animal":
+        style = str(ANIMAL_STYLES[int(rng.integers(len(ANIMAL_STYLES)))])
+        meta["animal_style"] = style
+        meta["calls"] = int(rng.integers(2, 6)) if style == "call" else int(rng.integers(2, 5))  # calls / phrases
     else:
         style = str(MUSIC_STYLES[int(rng.integers(len(MUSIC_STYLES)))])
         meta["music_style"] = style
@@ -86,6 +96,9 @@ def render(p: dict, sr: int) -> np.ndarray:
         x *= _fade(n, sr, FADE_S * 5)
     elif m["sound"] == "tone":
         x = _tones(m, n, sr)
+    elif m["sound"] == "animal":
+        x = (_birdsong if m["animal_style"] == "birdsong" else _calls)(m["calls"], n, sr, rng)
+        x = x + 10 ** (-30 / 20) * colored_noise(n, "pink", rng) * math.sqrt(float(np.mean(x ** 2)) + 1e-12)
     else:
         x = {"chords": _chords, "arpeggio": _arpeggio, "drums": _drums}[m["music_style"]](m, n, sr, rng)
     rms = math.sqrt(float(np.mean(x ** 2))) if n else 0.0
@@ -195,6 +208,60 @@ def _drum(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return 0.3 * bright * np.exp(-t / 0.015)
 
 
+def _slots(count: int, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """`count` (start, length) spans spread over n samples, each up to a share of it, with pauses."""
+    share = n // max(count, 1)
+    spans = []
+    for j in range(count):
+        length = int(share * rng.uniform(0.45, 0.75))
+        start = j * share + int((share - length) * rng.uniform(0.2, 0.8))
+        spans.append((start, length))
+    return spans
+
+
+def _sweep(f0: np.ndarray, sr: int, harmonics: list[float]) -> np.ndarray:
+    """A tone following the frequency contour `f0` (Hz per sample), with the given harmonic gains."""
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    return sum(g * np.sin((k + 1) * phase) for k, g in enumerate(harmonics) if g)
+
+
+def _birdsong(phrases: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Phrases of 3-8 chirps, each 30-150 ms sweeping up, down or up-and-down in 2-7 kHz."""
+    x = np.zeros(n)
+    for start, length in _slots(phrases, n, rng):
+        chirps = int(rng.integers(3, 9))
+        step = length // chirps
+        for c in range(chirps):
+            k = min(int(sr * rng.uniform(0.03, 0.15)), step)
+            if k < 8:
+                continue
+            lo, hi = sorted(rng.uniform(*CHIRP_HZ, size=2))
+            u = np.linspace(0, 1, k)
+            shape = int(rng.integers(3))
+            curve = u if shape == 0 else 1 - u if shape == 1 else np.sin(np.pi * u)
+            f0 = np.minimum(lo + (hi - lo) * curve, sr / 2 * 0.9)
+            at = start + c * step
+            x[at:at + k] += _sweep(f0, sr, [1.0, 0.15]) * np.sin(np.pi * u) ** 2
+    return x
+
+
+def _calls(calls: int, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """`calls` harmonic cries (0.3-1.2 s): a falling pitch with 5-8 Hz vibrato, a breathy edge."""
+    x = np.zeros(n)
+    base = rng.uniform(*CALL_HZ)
+    harmonics = [1.0 / (k + 1) ** rng.uniform(0.6, 1.2) for k in range(10)]
+    for start, length in _slots(calls, n, rng):
+        k = min(length, int(sr * rng.uniform(0.3, 1.2)))
+        if k < 16:
+            continue
+        t = np.arange(k) / sr
+        f0 = base * (1.15 - 0.3 * t / t[-1]) * (1 + 0.04 * np.sin(2 * np.pi * rng.uniform(5, 8) * t))
+        harm = [g if (j + 1) * f0.max() < sr / 2 * 0.9 else 0.0 for j, g in enumerate(harmonics)]
+        cry = _sweep(f0, sr, harm) + 0.05 * rng.standard_normal(k)
+        x[start:start + k] += cry * _fade(k, sr, 0.06)
+    return x
+
+
 def pitch_word(hz: float) -> str:
     """The pitch word of a tone at `hz`: low-, mid- or high-pitched."""
     return next(word for edge, word in TONE_PITCH_WORDS if hz < edge)
@@ -210,6 +277,8 @@ SOUND_WORDS = {
     "silence": {"silence", "silent", "quiet", "hiss", "nothing"},
     "music": {"music", "musical", "melody", "chord", "chords", "arpeggio", "drum", "drums", "beat", "rhythm",
               "notes", "instrument", "instrumental"},
+    "animal": {"animal", "animals", "bird", "birds", "birdsong", "chirp", "chirps", "chirping", "tweet",
+               "tweeting", "call", "calls", "cry", "cries", "bleat", "bleating", "moo", "mooing"},
 }
 _NO_SPEECH = re.compile(r"\b(no|not|without|non|nor|never)[- ](\w+ ){0,2}?(speech|speaking|talking|voices?|words|"
                         r"speakers?|one|body)\b|\bnobody\b|\bno-one\b", re.IGNORECASE)

@@ -264,7 +264,8 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("speech", lambda r: ["yes", "no"] if _speech(r) else None, _speech, "option",
          "meta.speech or a transcript", ("speech", "speaking", "talking", "voice", "spoken")),
     Task("sound", lambda r: list(SOUND_KINDS) if _sound(r) else None, _sound, "option",
-         "meta.speech and, without speech, meta.sound", ("sound", "speech", "music", "noise", "tone", "silence")),
+         "meta.speech and, without speech, meta.sound", ("sound", "speech", "music", "noise", "tone", "silence",
+                                                           "animal")),
 ]}
 
 # ---------------------------------------------------------------- phrasings

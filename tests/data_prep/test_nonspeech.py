@@ -44,7 +44,7 @@ def test_share_is_the_fraction_and_speech_plans_are_unchanged():
             assert p == plan_clip(plain, i) and p["transcript"]
     assert all(plan_clip(plain, i)["meta"]["speech"] is True for i in range(200))
     kinds = {p["meta"]["sound"] for p in plans if not p["meta"]["speech"]}
-    assert kinds == set(nonspeech.SOUNDS)
+    assert kinds == set(cfg.nonspeech_sounds) == set(nonspeech.SOUNDS) - {"animal"}  # animals: opt-in
 
 
 @pytest.mark.parametrize("sound", nonspeech.SOUNDS)
@@ -69,6 +69,31 @@ def test_each_sound_renders_deterministically_at_its_measured_level(sound):
             assert all(110 <= f <= 3000 for f in m["tone_hz"])
         if sound == "music":
             assert m["music_style"] in nonspeech.MUSIC_STYLES and 70 <= m["tempo_bpm"] <= 160
+        if sound == "animal":
+            assert m["animal_style"] in nonspeech.ANIMAL_STYLES and 2 <= m["calls"] <= 5
+
+
+def test_birdsong_sings_high_and_calls_cry_low():
+    """Birdsong's energy lies in the chirp band; a call's fundamental in CALL_HZ, well below it."""
+    cfg = only("animal")
+    found = {}
+    for i in range(40):
+        row, x = clip_row(cfg, i)
+        found.setdefault(row["meta"]["animal_style"], x.astype(np.float64))
+        if len(found) == 2:
+            break
+    sr = cfg.sampling_rate
+
+    def band_share(x, lo, hi):
+        power = np.abs(np.fft.rfft(x)) ** 2
+        hz = np.fft.rfftfreq(len(x), 1 / sr)
+        return power[(hz >= lo) & (hz <= hi)].sum() / power.sum()
+
+    assert band_share(found["birdsong"], *nonspeech.CHIRP_HZ) > 0.9
+    power = np.abs(np.fft.rfft(found["call"])) ** 2
+    strongest = np.fft.rfftfreq(len(found["call"]), 1 / sr)[np.argmax(power)]
+    lo, hi = nonspeech.CALL_HZ
+    assert 0.8 * lo <= strongest <= 1.2 * hi and band_share(found["call"], 100, 2000) > 0.8
 
 
 def test_steady_tone_has_its_frequency():
@@ -181,6 +206,10 @@ def test_attributes_and_describe_run_over_a_mixed_corpus(tmp_path):
     ({"sound": "tone", "pattern": "beeps", "waveform": "square", "tone_hz": [220.0, 440.0], "level_db": -35.0},
      "No speech. A sequence of short beeps (buzzy square-wave tones) at 2 different pitches between about 220 "
      "and 440 Hz, 3.2 seconds, very quiet."),
+    ({"sound": "animal", "animal_style": "birdsong", "calls": 3, "level_db": -27.0},
+     "No speech. An animal: a bird singing, 3 phrases of short high chirps, 3.2 seconds, quiet."),
+    ({"sound": "animal", "animal_style": "call", "calls": 2, "level_db": -18.0},
+     "No speech. An animal call repeated 2 times: a harmonic cry like a bleat or a moo, 3.2 seconds, loud."),
     ({}, "No speech. A sound that is not speech, 3.2 seconds."),
 ])
 def test_descriptions_say_no_speech_and_what_the_sound_is(meta, expected):
@@ -234,6 +263,25 @@ def test_judge_on_a_clip_without_speech(tmp_path, template, answer, ok):
 
     cfg = DistillConfig(input="in.jsonl", output=str(tmp_path / "out.jsonl"))
     reason = judge(answer, get_template(template), TONE_ROW, cfg)
+    assert (reason is None) == ok, reason
+
+
+@pytest.mark.parametrize("template, answer, ok", [
+    ("describe.01", "A bird is chirping; nobody speaks.", True),
+    ("describe.01", "I hear an animal call.", True),
+    ("describe.01", "A man whistles a tune.", False),
+    ("sound.01", "It is an animal.", True),
+    ("sound.01", "It is music.", False),
+])
+def test_judge_on_an_animal_clip(tmp_path, template, answer, ok):
+    from data_prep.distill import DistillConfig, judge
+    from speech_adapter.templates import get_template
+
+    row = {**TONE_ROW, "meta": {"speech": False, "sound": "animal", "animal_style": "birdsong", "calls": 3,
+                                "speakers": 0, "level_db": -18.0, "source": "synthetic"}}
+    row["description"] = describe_row(row, FIELDS)
+    cfg = DistillConfig(input="in.jsonl", output=str(tmp_path / "out.jsonl"))
+    reason = judge(answer, get_template(template), row, cfg)
     assert (reason is None) == ok, reason
 
 
