@@ -203,12 +203,20 @@ def spoken_digits(words: list[str]) -> list[str]:
     return out
 
 
+# a short lead-in that names what follows ("Transcript of the audio:", "The speaker said:")
+_LEAD_IN = re.compile(r'^\s*(?:[^\s:"“”]+\s+){0,5}[^\s:"“”]+\s*:\s+(?=\S)')
+
+
 def quoted_span(text: str) -> str:
-    """The longest double-quoted span of an answer ("I heard someone say: "..."" → the words said),
-    or the whole answer when nothing is quoted."""
-    spans = re.findall(r'"([^"]+)"|“([^”]+)”', str(text or ""))
+    """The words an answer gives as said: its longest double-quoted span ('I heard someone say:
+    "..."' → the words), else the answer after a lead-in of at most six words ending in a colon
+    ("Transcript of the audio: ..."), else the whole answer."""
+    text = str(text or "")
+    spans = re.findall(r'"([^"]+)"|“([^”]+)”', text)
     spans = [a or b for a, b in spans]
-    return max(spans, key=len) if spans else str(text or "")
+    if spans:
+        return max(spans, key=len)
+    return _LEAD_IN.sub("", text, count=1)
 
 
 def wer(hypothesis, reference) -> float:

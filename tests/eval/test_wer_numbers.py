@@ -32,6 +32,14 @@ def test_framed_transcript_is_scored_on_its_quoted_words():
     assert score_answer(reply, "please call stella", "wer") == 1.0
     assert score_answer("Please call Stella.", "please call stella", "wer") == 1.0  # nothing quoted: all of it
     assert score_answer('The word "call" was said.', "please call stella", "wer") < 0.5
+    # an unquoted transcript after a short lead-in is scored on what follows the colon, as a quoted one
+    assert quoted_span("Transcript of the audio: Please call Stella.") == "Please call Stella."
+    assert score_answer("The speaker said: please call Stella", "please call stella", "wer") == 1.0
+    assert quoted_span("Note: call Stella: now") == "call Stella: now"  # only the first lead-in goes
+    long_lead = "When I listened to this clip very carefully I heard: please call Stella"
+    assert quoted_span(long_lead) == long_lead  # more than six words before the colon: part of the answer
+    assert quoted_span("Time 10:30 please") == "Time 10:30 please"  # a colon inside a token is no lead-in
+    assert quoted_span("Sure! Here's the transcription: call Stella") == "call Stella"
 
 
 def test_corpus_wer_counts_reference_digits():
