@@ -100,12 +100,15 @@ def teacher_messages(description: str, instruction: str, system: str | None = DE
     return chat_messages(system, teacher_user_message(description, instruction, style))
 
 
-# How the speech prompt carries Whisper's transcript (`ModelConfig.transcript_line`): the
-# cascade's own line, so the frozen LLM reads the words as it does in the cascade baseline.
-# Adapters trained before the option existed used LEGACY_TRANSCRIPT_LINE, and their models
-# echoed it: "Transcribe the audio." → 'I heard someone say: "…"' (docs/standard_replies.md).
-TRANSCRIPT_LINE = "Transcript of the audio: {transcript}"
-LEGACY_TRANSCRIPT_LINE = 'I heard someone say: "{transcript}"'
+# How the speech prompt carries Whisper's transcript (`ModelConfig.transcript_line`). The default
+# quotes the words as heard; the frozen LLM copies a quote when asked to transcribe. The cascade's
+# line, CASCADE_TRANSCRIPT_LINE, was tried for the standard model (session 12, README): IF went
+# from 68.8 to 75.0 % but transcription WER from 28.6 to 73.2 % on held-out clips and from 64 to
+# 348 % on real ones ("Transcribe" answered "I'm sorry, but I can't help you with that."), as the
+# cascade's own 241 / 490 %. Adapters saved before the option existed read LEGACY_TRANSCRIPT_LINE.
+TRANSCRIPT_LINE = 'I heard someone say: "{transcript}"'
+LEGACY_TRANSCRIPT_LINE = TRANSCRIPT_LINE
+CASCADE_TRANSCRIPT_LINE = "Transcript of the audio: {transcript}"
 
 
 def student_user_message(instruction: str, placeholder: str, transcript: str | None = None,

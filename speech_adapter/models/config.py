@@ -88,7 +88,8 @@ class ModelConfig:
         False, "DeSTA2: put the transcript after the audio tokens (row's transcript, else Whisper decoding)")
     transcript_line: str = help_field(
         TRANSCRIPT_LINE, "with use_transcript: the line after the audio tokens that carries the "
-        "transcript, '{transcript}' marking where it goes (default: the cascade baseline's line)")
+        "transcript, '{transcript}' marking where it goes (the default quotes it as heard; the "
+        "cascade's 'Transcript of the audio: {transcript}' cost transcription WER, README)")
     max_audio_seconds: float = help_field(
         MAX_AUDIO_SECONDS, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")

@@ -203,27 +203,31 @@ def test_use_transcript_puts_whisper_text_in_the_prompt():
     assert batch["input_ids"].shape[0] == 1
 
 
-def test_the_transcript_line_is_the_cascades_and_old_adapters_keep_theirs(tmp_path):
-    """New adapters read the transcript as the cascade baseline does; an adapter saved before
-    `transcript_line` existed loads with the line it was trained on."""
+def test_the_transcript_line_is_configurable_and_old_adapters_keep_theirs(tmp_path):
+    """The transcript sits on `transcript_line` (the cascade's line is one choice); an adapter saved
+    before the option existed loads with the quoted line it was trained on."""
     import json
 
-    from speech_adapter.prompts import LEGACY_TRANSCRIPT_LINE, cascade_user_message
+    from speech_adapter.prompts import CASCADE_TRANSCRIPT_LINE, LEGACY_TRANSCRIPT_LINE, cascade_user_message
 
     m = tiny_speechlm("stack_mlp")
     m.config.use_transcript = True
-    user = m.processor.user_message({"audio": _clip(0.5, 0), "instruction": "What?"}, "audio", "hello there")
-    assert "Transcript of the audio: hello there\n" in user
+    ex = {"audio": _clip(0.5, 0), "instruction": "What?"}
+    assert 'I heard someone say: "hello there"\n' in m.processor.user_message(ex, "audio", "hello there")
+    m.config.transcript_line = CASCADE_TRANSCRIPT_LINE
+    user = m.processor.user_message(ex, "audio", "hello there")
     assert cascade_user_message("hello there", "What?").endswith(user.split("\n", 2)[2])
     m.save_adapter(tmp_path)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
-    assert read_adapter_config(tmp_path).transcript_line == cfg["model"]["transcript_line"] != LEGACY_TRANSCRIPT_LINE
+    assert read_adapter_config(tmp_path).transcript_line == cfg["model"]["transcript_line"] == CASCADE_TRANSCRIPT_LINE
+    assert "Transcript of the audio: hello there" in SpeechLM.from_pretrained(tmp_path).processor.user_message(
+        ex, "audio", "hello there")
     del cfg["model"]["transcript_line"]
     (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
     old = SpeechLM.from_pretrained(tmp_path)
     old.config.use_transcript = True
-    user = old.processor.user_message({"audio": _clip(0.5, 0), "instruction": "What?"}, "audio", "hello there")
-    assert 'I heard someone say: "hello there"' in user
+    assert old.config.transcript_line == LEGACY_TRANSCRIPT_LINE
+    assert 'I heard someone say: "hello there"' in old.processor.user_message(ex, "audio", "hello there")
     with pytest.raises(ConfigError, match="transcript_line"):
         dataclasses.replace(m.config, transcript_line="no slot here").validate()
 
