@@ -103,8 +103,8 @@ def teacher_messages(description: str, instruction: str, system: str | None = DE
 # How the speech prompt carries Whisper's transcript (`ModelConfig.transcript_line`). The default
 # quotes the words as heard; the frozen LLM copies a quote when asked to transcribe. The cascade's
 # line, CASCADE_TRANSCRIPT_LINE, was tried for the standard model (session 12, README): IF went
-# from 68.8 to 75.0 % but transcription WER from 28.6 to 73.2 % on held-out clips and from 64 to
-# 348 % on real ones ("Transcribe" answered "I'm sorry, but I can't help you with that."), as the
+# from 68.8 to 75.0 % but transcription WER from 23.2 to 62.5 % on held-out clips and from 64 to
+# 333 % on real ones ("Transcribe" answered "I'm sorry, but I can't help you with that."), as the
 # cascade's own 241 / 490 %. Adapters saved before the option existed read LEGACY_TRANSCRIPT_LINE.
 TRANSCRIPT_LINE = 'I heard someone say: "{transcript}"'
 LEGACY_TRANSCRIPT_LINE = TRANSCRIPT_LINE

@@ -77,6 +77,7 @@ def test_a_changed_recipe_trains_again_instead_of_resuming_the_old_run(recipe_pa
     """The train stage reruns when its recipe section changes; its old checkpoints must not be
     resumed (a finished run would end at once with the old weights), and the untrained adapter
     is built again when the model section changes."""
+    import torch
     from safetensors.torch import load_file
 
     run_pipeline(load_recipe(recipe_path), until="train")
@@ -88,11 +89,5 @@ def test_a_changed_recipe_trains_again_instead_of_resuming_the_old_run(recipe_pa
     out = capsys.readouterr()
     assert "training starts over" in out.out + out.err
     after = load_file(p["train"] / "adapter" / "adapter_model.safetensors")
-    assert any(not torch_equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
     assert json.loads((p["train"] / "config.json").read_text())["train"]["lr"] == 3.0e-2
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return torch.equal(a, b)

@@ -96,9 +96,7 @@ class SpeechProcessor:
             return teacher_user_message(desc, instruction) if desc else instruction
         if ex.get("audio") is None:
             return instruction
-        return student_user_message(instruction, self.config.placeholder,
-                                    transcript if self.config.use_transcript else None,
-                                    self.config.transcript_line)
+        return self._student_message(instruction, self.config.placeholder, transcript)
 
     def prompt_ids(self, ex: dict, mode: str = "audio", transcript: str | None = None) -> list[int]:
         """Chat-template prompt ids ending with the assistant header; placeholders expanded."""
@@ -186,6 +184,11 @@ class SpeechProcessor:
         if not clips:
             return instruction
         slot = "\n".join(self.config.placeholder * len(clip) for clip in clips)
+        return self._student_message(instruction, slot, transcript)
+
+    def _student_message(self, instruction: str, slot: str, transcript: str | None) -> str:
+        """The speech prompt's user text: `slot` where the audio goes, then the transcript on this
+        model's `transcript_line` when it reads one (use_transcript), then the instruction."""
         return student_user_message(instruction, slot, transcript if self.config.use_transcript else None,
                                     self.config.transcript_line)
 

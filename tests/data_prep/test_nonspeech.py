@@ -258,12 +258,17 @@ TONE_ROW["description"] = describe_row(TONE_ROW, FIELDS)
     ("speaker_count.01", "0", True),
 ])
 def test_judge_on_a_clip_without_speech(tmp_path, template, answer, ok):
+    reason = _judge(tmp_path, answer, template, TONE_ROW)
+    assert (reason is None) == ok, reason
+
+
+def _judge(tmp_path, answer: str, template: str, row: dict):
+    """SSR's verdict on `answer` to `template` about `row` (None = kept)."""
     from data_prep.distill import DistillConfig, judge
     from speech_adapter.templates import get_template
 
     cfg = DistillConfig(input="in.jsonl", output=str(tmp_path / "out.jsonl"))
-    reason = judge(answer, get_template(template), TONE_ROW, cfg)
-    assert (reason is None) == ok, reason
+    return judge(answer, get_template(template), row, cfg)
 
 
 @pytest.mark.parametrize("template, answer, ok", [
@@ -274,14 +279,10 @@ def test_judge_on_a_clip_without_speech(tmp_path, template, answer, ok):
     ("sound.01", "It is music.", False),
 ])
 def test_judge_on_an_animal_clip(tmp_path, template, answer, ok):
-    from data_prep.distill import DistillConfig, judge
-    from speech_adapter.templates import get_template
-
     row = {**TONE_ROW, "meta": {"speech": False, "sound": "animal", "animal_style": "birdsong", "calls": 3,
                                 "speakers": 0, "level_db": -18.0, "source": "synthetic"}}
     row["description"] = describe_row(row, FIELDS)
-    cfg = DistillConfig(input="in.jsonl", output=str(tmp_path / "out.jsonl"))
-    reason = judge(answer, get_template(template), row, cfg)
+    reason = _judge(tmp_path, answer, template, row)
     assert (reason is None) == ok, reason
 
 
