@@ -1,11 +1,17 @@
 """`distill()`: plan every clip, run SSR batch by batch, append kept rows and rejects durably,
 write distill_stats.json. Resumable: a rerun skips keys already in the output or rejected at
-this stage; sampling is seeded per row, so a resumed run writes what an uninterrupted one would."""
+this stage; sampling is seeded per row, so a resumed run writes what an uninterrupted one would.
+
+Each row records a stamp of what decided its answer (the teacher's prompt, whether it is a scored
+choice, the teacher and SSR settings). A rerun with other settings (a changed description,
+`choice_tasks`, teacher, `max_wer` ...) distills the rows whose stamp changed again, and drops the
+rows the plan no longer asks for, instead of training on stale answers."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -13,32 +19,97 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep.distill.config import DistillConfig
-from data_prep.distill.plan import batch_order, plan_clip
-from data_prep.distill.ssr import WorkItem, run_batch
+from data_prep.distill.plan import batch_order, is_choice, plan_clip
+from data_prep.distill.ssr import WorkItem, messages, run_batch
 from data_prep.distill.stats import STAGE, STATS_NAME, DistillStats, stats_from_files
-from data_prep.rows import RejectLog, done_ids
+from data_prep.rows import RejectLog, rejects_path
 from data_prep.teacher import Teacher
 from data_prep.teachers import load_teacher
 from speech_adapter.errors import DataError
 from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
 from speech_adapter.templates import TASKS, render
-from speech_adapter.utils.io import JsonlAppender, read_jsonl, write_json_atomic, write_jsonl_atomic
+from speech_adapter.utils.io import (JsonlAppender, iter_jsonl, read_jsonl, repair_torn_tail, write_json_atomic,
+                                     write_jsonl_atomic)
+
+# settings that do not change a row's answer: where files go, batching, the progress bar, and the
+# plan's knobs, whose effect on a row (its key, instruction, scored or generated) the stamp holds
+_NOT_IN_STAMP = {"input", "output", "limit", "batch_size", "quiet", "balance_tasks", "tasks", "task_weights",
+                 "templates", "describe_per_clip", "templates_per_clip", "constrained_fraction", "bare_fraction",
+                 "bare_tasks", "option_answers", "choice_tasks"}
 
 
-def plan_work(rows: list[dict], cfg: DistillConfig, src: Path, done: set[str]) -> tuple[list[WorkItem], int]:
-    """The work items not yet done, in batch order, and how many were skipped as done."""
-    work, skipped = [], 0
+def answer_settings(cfg: DistillConfig) -> dict:
+    """The settings every row's answer depends on: teacher, decoding, SSR thresholds, seed."""
+    return {k: v for k, v in sorted(dataclasses.asdict(cfg).items()) if k not in _NOT_IN_STAMP}
+
+
+def row_stamp(item: WorkItem, cfg: DistillConfig, settings: dict | None = None) -> str:
+    """What decided this row's answer, hashed: the teacher's messages (description, instruction,
+    system prompt), whether the answer is a scored choice, the row's labels SSR checks it against,
+    and `answer_settings`."""
+    facts = {"messages": messages(item.row, item.instruction, cfg), "choice": is_choice(item.template, cfg),
+             "transcript": item.row.get("transcript"), "meta": item.row.get("meta"),
+             "settings": answer_settings(cfg) if settings is None else settings}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan_all(rows: list[dict], cfg: DistillConfig, src: Path) -> list[WorkItem]:
+    """Every (clip, template) row the config asks for, each with its stamp."""
+    items, settings = [], answer_settings(cfg)
     for row in rows[: cfg.limit or None]:
         if not row.get("description"):
             raise DataError(f"{src}: row {row.get('id')!r} has no 'description'; run `data describe` first")
         for template in plan_clip(row, cfg):
-            key = f"{row['id']}/{template.id}"
-            if key in done:
-                skipped += 1
-                continue
-            work.append(WorkItem(row, template, key, render(template, row)))
-    work.sort(key=lambda it: batch_order(it.template, cfg))  # stable, so deterministic
-    return work, skipped
+            item = WorkItem(row, template, f"{row['id']}/{template.id}", render(template, row))
+            item.stamp = row_stamp(item, cfg, settings)
+            items.append(item)
+    return items
+
+
+def _task_of(template_id: str) -> str:
+    return template_id.split(".", 1)[0]
+
+
+def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> tuple[set[str], int]:
+    """The keys already answered under the current settings, after removing from the output and
+    from this stage's rejects every row that is stale: its stamp differs from the plan's, the plan
+    (of the clips it covers) no longer asks for it, or it was dropped by a label balance the config
+    no longer asks for (or that must be redone because rows of its task are answered again).
+    Rows written before stamps existed count as done. Returns (done keys, rows removed)."""
+    stamps = {it.key: it.stamp for it in planned}
+    clips = {it.row["id"] for it in planned}
+    rej_path = rejects_path(out_path)
+    kept_rows = _read_repaired(out_path)
+    rejects = _read_repaired(rej_path)
+
+    def stale(key: str, stamp: str | None) -> bool:
+        if key.split("/", 1)[0] not in clips:
+            return False  # a clip beyond `limit`: not this run's business
+        return key not in stamps or (stamp is not None and stamp != stamps[key])
+
+    out_keep = [r for r in kept_rows if not stale(str(r.get("id")), (r.get("teacher") or {}).get("settings"))]
+    ours = [r for r in rejects if r.get("stage") == STAGE]
+    rej_keep = [r for r in ours if r.get("kind") == "balance" or not stale(str(r.get("id")), r.get("settings"))]
+    done = {str(r["id"]) for r in out_keep} | {str(r["id"]) for r in rej_keep if r.get("kind") != "balance"}
+    redo_tasks = {_task_of(it.template.id) for it in planned if it.key not in done}
+    balance_keep = [r for r in rej_keep if r.get("kind") != "balance"
+                    or (_task_of(str(r.get("template_id", ""))) in cfg.balance_tasks
+                        and _task_of(str(r.get("template_id", ""))) not in redo_tasks
+                        and not stale(str(r.get("id")), None))]
+    done |= {str(r["id"]) for r in balance_keep if r.get("kind") == "balance"}
+    removed = (len(kept_rows) - len(out_keep)) + (len(ours) - len(balance_keep))
+    if len(out_keep) != len(kept_rows):
+        write_jsonl_atomic(out_path, out_keep)
+    if len(balance_keep) != len(ours):
+        write_jsonl_atomic(rej_path, [r for r in rejects if r.get("stage") != STAGE] + balance_keep)
+    return done, removed
+
+
+def _read_repaired(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    repair_torn_tail(path)
+    return list(iter_jsonl(path, strict=False))
 
 
 def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None,
@@ -46,7 +117,13 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
     """Distill `rows` (described rows) into `cfg.output`; returns the stats dict (also saved)."""
     out_path = Path(cfg.output)
     src = Path(input_path or cfg.input)
-    work, skipped = plan_work(rows, cfg, src, done_ids(out_path, STAGE))
+    planned = plan_all(rows, cfg, src)
+    done, removed = settle_done(out_path, planned, cfg)
+    if removed and not cfg.quiet:
+        print(f"distill: {removed} rows were answered under other settings or are no longer planned; "
+              "they are distilled again or dropped", flush=True)
+    work = sorted((it for it in planned if it.key not in done), key=lambda it: batch_order(it.template, cfg))
+    skipped = len(planned) - len(work)
     teacher = teacher or load_teacher(cfg.teacher_config())
     run = DistillStats()
     start = time.time()
@@ -58,7 +135,7 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
                 if it.answer is None:
                     fields = it.reject_fields()
                     rejects.add(it.reject_reason(), id=it.key, source=str(src), kind=fields.pop("kind"),
-                                fields=fields)
+                                fields={**fields, "settings": it.stamp})
                 else:
                     out.write(output_row(it, teacher, cfg, src, out_path))
             bar.update(min(cfg.batch_size, len(work) - i))
@@ -116,7 +193,7 @@ def output_row(it: WorkItem, teacher: Teacher, cfg: DistillConfig, src: Path, ds
             "constraints": [dict(c) for c in t.constraints],
             "system": None if cfg.no_system_prompt else DEFAULT_SYSTEM_PROMPT,
             "teacher": {"model": getattr(teacher, "model_id", "?"), "sampling": it.sampling,
-                        "attempts": it.attempts, "prompt_style": cfg.prompt_style}}
+                        "attempts": it.attempts, "prompt_style": cfg.prompt_style, "settings": it.stamp}}
 
 
 def _relocate_audio(row: dict, src: Path, dst: Path) -> dict:

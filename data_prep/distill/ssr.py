@@ -35,6 +35,7 @@ class WorkItem:
     attempts: int = 0
     last_answer: str = ""
     sampling: dict = dataclasses.field(default_factory=dict)  # how the kept answer was decoded
+    stamp: str | None = None  # what decided the answer, hashed (driver.row_stamp): a rerun redoes changed rows
 
     def reject_fields(self) -> dict:
         """The structured part of this item's reject row (what the stats count)."""

@@ -473,3 +473,110 @@ def test_balance_drops_a_phrasing_answered_right_for_one_gender_only(tmp_path):
 def test_balance_tasks_must_have_options(tmp_path):
     with pytest.raises(Exception, match="no options to balance"):
         cfg_for(tmp_path, balance_tasks=["transcription"]).validate()
+
+
+# --- a rerun with other settings: stale rows are distilled again, not trained on -------------
+
+MIXED = dict(tasks=["gender", "accent"], describe_per_clip=0, templates_per_clip=2, constrained_fraction=0.0,
+             bare_fraction=1.0, prompt_style="naive", attempts=1)
+# right about gender and accent for every clip of described_rows (accent i % 4, women at even i)
+ANSWERS = {"rules": [{"contains": f"Accent: {a}", "answers": [f"A {g} speaker with a {a} accent."]}
+                     for a, g in zip(ACCENTS, ["female", "male", "female", "male"])]}
+
+
+def _by_id(path) -> dict:
+    return {r["id"]: r for r in read(path)}
+
+
+def test_an_unchanged_rerun_asks_the_teacher_nothing(tmp_path):
+    rows = described_rows(4)
+    cfg = cfg_for(tmp_path, **MIXED)
+    distill(rows, cfg, teacher=FakeTeacher(ANSWERS))
+    before = read(cfg.output)
+    again = FakeTeacher(ANSWERS)
+    stats = distill(rows, cfg, teacher=again)
+    assert again.calls == [] and stats["rows_this_run"] == 0 and read(cfg.output) == before
+
+
+def test_a_changed_choice_setting_redistills_only_that_tasks_rows(tmp_path):
+    """Adding gender to choice_tasks on a finished run used to keep the generated gender answers
+    (their keys were done) and train on them; now those rows, and only they, are answered again."""
+    from data_prep.distill import choice_reply
+
+    rows = described_rows(4)
+    first = cfg_for(tmp_path, **MIXED)
+    distill(rows, first, teacher=FakeTeacher(ANSWERS))
+    before = _by_id(first.output)
+    assert {r["task"] for r in before.values()} == {"gender", "accent"}
+    teacher = FakeTeacher(ANSWERS)
+    stats = distill(rows, cfg_for(tmp_path, **MIXED, choice_tasks=["gender"]), teacher=teacher)
+    after = _by_id(first.output)
+    assert set(after) == set(before) and stats["rows_this_run"] == sum(r["task"] == "gender" for r in before.values())
+    for key, r in after.items():
+        if r["task"] == "gender":  # scored now: the one-word reply
+            clip = next(c for c in rows if c["id"] == r["clip_id"])
+            assert r["response"] == choice_reply(clip["meta"]["gender"]) != before[key]["response"]
+        else:
+            assert r == before[key]  # untouched
+    assert teacher.calls == []  # the accent rows were not generated again; the gender ones were scored
+
+
+def test_a_changed_description_or_teacher_setting_redistills_the_rows_it_touches(tmp_path):
+    rows = described_rows(4)
+    cfg = cfg_for(tmp_path, **MIXED)
+    distill(rows, cfg, teacher=FakeTeacher(ANSWERS))
+    rows[1]["description"] = rows[1]["description"].replace("Pitch: High", "Pitch: Low")
+    teacher = FakeTeacher(ANSWERS)
+    stats = distill(rows, cfg, teacher=teacher)
+    assert stats["rows_this_run"] == 2 and all("Pitch: Low" in text for text, _, _ in teacher.calls)
+    assert len(read(cfg.output)) + len([r for r in read(tmp_path / "out" / "rejects.jsonl")]) == 8
+    stats = distill(rows, cfg_for(tmp_path, **{**MIXED, "max_words": 50}), teacher=FakeTeacher(ANSWERS))
+    assert stats["rows_this_run"] == 8  # an SSR threshold holds for every row
+
+
+def test_rows_the_plan_no_longer_asks_for_leave_the_output(tmp_path):
+    rows = described_rows(4)
+    cfg = cfg_for(tmp_path, **MIXED)
+    distill(rows, cfg, teacher=FakeTeacher(ANSWERS))
+    assert {r["task"] for r in read(cfg.output)} == {"gender", "accent"}
+    distill(rows, cfg_for(tmp_path, **{**MIXED, "tasks": ["gender"]}), teacher=FakeTeacher(ANSWERS))
+    assert {r["task"] for r in read(cfg.output)} == {"gender"}
+    assert not any(r["id"].split("/")[1].startswith("accent") for r in read(tmp_path / "out" / "rejects.jsonl"))
+    # a limited rerun leaves the clips beyond its limit alone
+    n = len(read(cfg.output))
+    distill(rows, cfg_for(tmp_path, **{**MIXED, "tasks": ["gender"], "limit": 1}), teacher=FakeTeacher(ANSWERS))
+    assert len(read(cfg.output)) == n
+
+
+def test_switching_balance_off_brings_back_the_rows_it_dropped(tmp_path):
+    rows = described_rows(8)
+    one = dict(GENDER_ONLY, templates=["gender.01"], attempts=1)
+    fake = {"rules": [{"contains": "lasts 1 seconds", "answers": ["The speaker is male."]},
+                      {"contains": "a female speaker", "answers": ["The speaker is female."]},
+                      {"contains": "a male speaker", "answers": ["The speaker is male."]}]}
+    distill(rows, cfg_for(tmp_path, balance_tasks=["gender"], **one), teacher=FakeTeacher(fake))
+    assert len(read(tmp_path / "out" / "distilled.jsonl")) == 6  # 3 + 3, one man dropped
+    distill(rows, cfg_for(tmp_path, **one), teacher=FakeTeacher(fake))
+    distill(rows, cfg_for(tmp_path, output=str(tmp_path / "fresh" / "distilled.jsonl"), **one),
+            teacher=FakeTeacher(fake))
+    def without_audio(path):  # the audio path is written relative to each output dir
+        return {k: {**r, "audio": None} for k, r in _by_id(path).items()}
+
+    assert without_audio(tmp_path / "out" / "distilled.jsonl") == without_audio(tmp_path / "fresh" / "distilled.jsonl")
+    assert len(read(tmp_path / "out" / "distilled.jsonl")) == 7
+
+
+def test_rows_written_before_stamps_count_as_done(tmp_path):
+    rows = described_rows(2)
+    cfg = cfg_for(tmp_path, **MIXED)
+    distill(rows, cfg, teacher=FakeTeacher(ANSWERS))
+    legacy, rejects = read(cfg.output), read(tmp_path / "out" / "rejects.jsonl")
+    for r in legacy:
+        del r["teacher"]["settings"]
+    for r in rejects:
+        del r["settings"]
+    write_rows(Path(cfg.output), legacy)
+    write_rows(tmp_path / "out" / "rejects.jsonl", rejects)
+    again = FakeTeacher(ANSWERS)
+    distill(rows, cfg_for(tmp_path, **{**MIXED, "max_words": 50}), teacher=again)
+    assert again.calls == [] and read(cfg.output) == legacy  # nothing to tell them by: kept as they are
