@@ -15,6 +15,11 @@ Each adapter first standardizes its input channels (`FeatureNorm`, statistics fi
 clips before step 1): Whisper's channel scales differ by orders of magnitude, and a short run on
 raw states learns nothing from them (benchmarks/NOTES.md).
 
+With voice features (model.voice_features) the states' last two channels are the encoder's pitch
+track; `VoiceToken` turns their voicing-weighted statistics (mean and spread of log F0, share of
+voiced frames) into one more token, the first of the clip's: a short run learns "this pitch means
+a man" from one clear input more readily than from 384 channels where it is one cue among many.
+
 Each adapter last RMS-normalizes its output tokens (`output_norm`, Ultravox's `ln_post`), the
 learned scale starting at the LLM's own token-embedding RMS, so the tokens cannot grow into a
 constant prompt that drowns the clip's differences (benchmarks/NOTES.md).
@@ -28,6 +33,7 @@ import torch
 from torch import nn
 
 from speech_adapter.models.config import AdapterConfig
+from speech_adapter.models.encoder import PITCH_CHANNELS
 
 
 def _valid_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
@@ -120,10 +126,56 @@ class FeatureNorm(nn.Module):
         return n
 
 
+class VoiceToken(nn.Module):
+    """One token from the pitch channels: (states (B, L, T, D), lengths) -> (B, H_llm).
+
+    Reads the raw (unstandardized) channels D-2 (octaves above 150 Hz) and D-1 (voicing
+    probability) of the first tap: the voicing-weighted mean and spread of log F0 and the mean
+    voicing over the clip's frames, through a small MLP."""
+
+    def __init__(self, llm_dim: int, hidden: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, llm_dim))
+
+    @staticmethod
+    def statistics(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, 3): mean log2 F0 (voicing-weighted), its spread, mean voicing."""
+        valid = _valid_mask(lengths, states.shape[2]).to(states.dtype)  # (B, T)
+        f0, voicing = states[:, 0, :, -2], states[:, 0, :, -1]  # (B, T) each
+        w = voicing.clamp(0, 1) * valid
+        total = w.sum(-1).clamp_min(1e-3)
+        mean = (w * f0).sum(-1) / total
+        spread = ((w * (f0 - mean[:, None]).pow(2)).sum(-1) / total).clamp_min(0).sqrt()
+        voiced = w.sum(-1) / valid.sum(-1).clamp_min(1)
+        return torch.stack([mean, spread, voiced], -1)
+
+    def forward(self, states, lengths):
+        return self.mlp(self.statistics(states, lengths))
+
+
+def _whisper_dim(encoder_dim: int, voice: bool) -> int:
+    """The Q-Former's default width: Whisper's, without the pitch channels (heads must divide it)."""
+    return encoder_dim - (PITCH_CHANNELS if voice else 0)
+
+
 class Adapter(nn.Module):
     """Base: `forward(states (B, L, T, D), lengths (B,)) -> (embeds (B, N, H_llm), n_tokens (B,))`."""
 
     feature_norm: nn.Module
+    voice: VoiceToken | None  # set by _init_voice (a class-level default would hide the submodule)
+
+    def _init_voice(self, voice: bool, llm_dim: int) -> None:
+        self.voice = VoiceToken(llm_dim) if voice else None
+
+    def _extra_tokens(self) -> int:
+        return 1 if self.voice is not None else 0
+
+    def _with_voice(self, states, lengths, out, n_tok):
+        """Prepend the voice token (normalized like the others) to each clip's tokens."""
+        if self.voice is None:
+            return out, n_tok
+        token = self.output_norm(self.voice(states, lengths))[:, None].to(out.dtype)  # (B, 1, H)
+        return torch.cat([token, out], 1), n_tok + 1
 
     def _init_feature_norm(self, cfg: AdapterConfig, n_layers: int, encoder_dim: int) -> None:
         self.feature_norm = FeatureNorm(n_layers, encoder_dim) if cfg.feature_norm else nn.Identity()
@@ -161,10 +213,11 @@ class LayerPool(nn.Module):
 class QFormerAdapter(Adapter):
     """DeSTA2: per-layer queries, shared Q-Former, per-query softmax over layers, LN, Linear."""
 
-    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int):
+    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int, voice: bool = False):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        dim = cfg.qformer_hidden or encoder_dim
+        self._init_voice(voice, llm_dim)
+        dim = cfg.qformer_hidden or _whisper_dim(encoder_dim, voice)
         self.n_queries = cfg.num_queries
         self.in_proj = nn.Linear(encoder_dim, dim) if dim != encoder_dim else nn.Identity()
         self.queries = nn.Parameter(torch.randn(n_layers, cfg.num_queries, dim) * 0.02)
@@ -175,7 +228,7 @@ class QFormerAdapter(Adapter):
         self._init_output_norm(cfg, llm_dim)
 
     def num_tokens(self, lengths):
-        return torch.full_like(torch.as_tensor(lengths), self.n_queries)
+        return torch.full_like(torch.as_tensor(lengths), self.n_queries + self._extra_tokens())
 
     def forward(self, states, lengths):
         b, n_l, t, _ = states.shape
@@ -185,17 +238,19 @@ class QFormerAdapter(Adapter):
         q = self.qformer(q, kv, pad).unflatten(0, (b, n_l))  # (B, L, N, H)
         w = self.layer_weights.softmax(-1)  # (N, L)
         q = torch.einsum("blnh,nl->bnh", q, w)  # (B, N, H)
-        return self.output_norm(self.proj(self.norm(q))), self.num_tokens(lengths)  # (B, N, H_llm)
+        out = self.output_norm(self.proj(self.norm(q)))  # (B, N, H_llm)
+        return self._with_voice(states, lengths, out, torch.full_like(torch.as_tensor(lengths), self.n_queries))
 
 
 class WindowQFormerAdapter(Adapter):
     """SALMONN: pool layers, cut frames into windows of W, a Q-Former per window, Linear."""
 
     def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int,
-                 frame_rate: float = 50.0):
+                 frame_rate: float = 50.0, voice: bool = False):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        dim = cfg.qformer_hidden or encoder_dim
+        self._init_voice(voice, llm_dim)
+        dim = cfg.qformer_hidden or _whisper_dim(encoder_dim, voice)
         self.window = max(1, round(cfg.window_seconds * frame_rate))  # SALMONN: 17 frames
         self.q_per_window = cfg.queries_per_window
         self.pool = LayerPool(n_layers, cfg.layer_pool)
@@ -207,6 +262,9 @@ class WindowQFormerAdapter(Adapter):
         self._init_output_norm(cfg, llm_dim)
 
     def num_tokens(self, lengths):
+        return self._window_tokens(lengths) + self._extra_tokens()
+
+    def _window_tokens(self, lengths):
         lengths = torch.as_tensor(lengths)
         return (lengths + self.window - 1) // self.window * self.q_per_window
 
@@ -222,17 +280,19 @@ class WindowQFormerAdapter(Adapter):
         q = self.queries[None].expand(b * n_win, -1, -1)  # (B*nW, q, H)
         q = self.qformer(q, kv, pad)  # (B*nW, q, H)
         q = q.reshape(b, n_win * self.q_per_window, -1)  # (B, nW*q, H)
-        n_tok = self.num_tokens(lengths)
+        n_tok = self._window_tokens(lengths)
         out = self.output_norm(self.proj(self.norm(q)))  # (B, N, H_llm)
-        return out * _valid_mask(n_tok, out.shape[1])[..., None].to(out.dtype), n_tok
+        out = out * _valid_mask(n_tok, out.shape[1])[..., None].to(out.dtype)
+        return self._with_voice(states, lengths, out, n_tok)
 
 
 class StackMLPAdapter(Adapter):
     """Ultravox: stack k frames, RMSNorm → Linear → SwiGLU → RMSNorm → Linear."""
 
-    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int):
+    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int, voice: bool = False):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
+        self._init_voice(voice, llm_dim)
         self.k = cfg.stack_factor
         self.pool = LayerPool(n_layers, cfg.layer_pool)
         dim_in = encoder_dim * self.k
@@ -246,7 +306,7 @@ class StackMLPAdapter(Adapter):
 
     def num_tokens(self, lengths):
         lengths = torch.as_tensor(lengths)
-        return (lengths + self.k - 1) // self.k
+        return (lengths + self.k - 1) // self.k + self._extra_tokens()
 
     def forward(self, states, lengths):
         b, _, t, d = states.shape
@@ -258,17 +318,18 @@ class StackMLPAdapter(Adapter):
         x = self.linear_1(self.ln_pre(x))  # (B, T/k, hidden)
         x = self.ln_mid(self.act(x))  # (B, T/k, hidden/2)
         x = self.output_norm(self.linear_2(self.dropout(x)))  # (B, T/k, H_llm)
-        n_tok = self.num_tokens(lengths)
-        return x * _valid_mask(n_tok, n)[..., None].to(x.dtype), n_tok
+        n_tok = (torch.as_tensor(lengths) + self.k - 1) // self.k
+        return self._with_voice(states, lengths, x * _valid_mask(n_tok, n)[..., None].to(x.dtype), n_tok)
 
 
 def build_adapter(config: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int,
-                  frame_rate: float = 50.0) -> Adapter:
-    """The adapter named by `config.kind`; `n_layers` = number of tapped encoder layers."""
+                  frame_rate: float = 50.0, voice: bool = False) -> Adapter:
+    """The adapter named by `config.kind`; `n_layers` = number of tapped encoder layers; `voice`:
+    the states end with the pitch channels and the adapter adds a `VoiceToken`."""
     if config.kind == "qformer":
-        return QFormerAdapter(config, encoder_dim, n_layers, llm_dim)
+        return QFormerAdapter(config, encoder_dim, n_layers, llm_dim, voice)
     if config.kind == "window_qformer":
-        return WindowQFormerAdapter(config, encoder_dim, n_layers, llm_dim, frame_rate)
+        return WindowQFormerAdapter(config, encoder_dim, n_layers, llm_dim, frame_rate, voice)
     if config.kind == "stack_mlp":
-        return StackMLPAdapter(config, encoder_dim, n_layers, llm_dim)
+        return StackMLPAdapter(config, encoder_dim, n_layers, llm_dim, voice)
     raise ValueError(f"unknown adapter kind {config.kind!r}")

@@ -90,6 +90,10 @@ class ModelConfig:
         TRANSCRIPT_LINE, "with use_transcript: the line after the audio tokens that carries the "
         "transcript, '{transcript}' marking where it goes (the default quotes it as heard; the "
         "cascade's 'Transcript of the audio: {transcript}' cost transcription WER, README)")
+    voice_features: bool = help_field(
+        False, "append a pitch track (librosa pyin: log F0, voicing) to the encoder states and give the "
+        "adapter one voice token from its statistics: Whisper's states carry a voice's gender less "
+        "clearly than its pitch does (README); costs ~0.05 s of CPU a second of audio")
     max_audio_seconds: float = help_field(
         MAX_AUDIO_SECONDS, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")

@@ -9,6 +9,13 @@ to the batch max and padded frames are masked out of self-attention, so a clip's
 depend on its batch mates. Clips over 30 s are encoded in 30 s windows and joined (Ultravox).
 DeSTA2 taps 4 evenly spaced layers; we return them all at once.
 
+With `voice=True` (model.voice_features) a pitch track rides along: librosa's pyin reads each
+clip's F0 and voicing probability at the mel hop, appended to the log-mel as two more rows, and
+after the encoder, averaged to its 50 Hz frames, appended to every tapped layer's states as two
+more channels (octaves above 150 Hz, voicing 0..1). Whisper's states carry gender less clearly
+than pitch does: a one-number pitch threshold sorts 91 % of the held-out synthetic voices, the
+best linear probe of Whisper's averaged states 76 % (README).
+
 `transcribe` is plain greedy Whisper decoding (30 s padded input, as Whisper was trained).
 """
 
@@ -21,23 +28,49 @@ from torch import nn
 from speech_adapter.audio import MAX_AUDIO_SECONDS, SAMPLE_RATE
 from speech_adapter.errors import AudioError
 
+PITCH_CHANNELS = 2  # log2(F0 / PITCH_REF_HZ), voicing probability
+PITCH_REF_HZ = 150.0  # between typical men's (~120 Hz) and women's (~200 Hz) speaking pitch
+PITCH_RANGE_HZ = (60.0, 500.0)
+
+
+def pitch_track(wave: np.ndarray, hop: int, n_frames: int) -> np.ndarray:
+    """(2, n_frames): pyin's F0 as octaves above PITCH_REF_HZ (its best guess where unvoiced)
+    and its voicing probability, one column per `hop` samples (frame i centred at i * hop, as
+    Whisper's log-mel frames are)."""
+    import librosa  # lazy: numba compiles pyin once per process (cached on disk by setup)
+
+    x = np.asarray(wave, dtype=np.float32)
+    if x.size < 2048:
+        x = np.pad(x, (0, 2048 - x.size))
+    f0, _, prob = librosa.pyin(x, fmin=PITCH_RANGE_HZ[0], fmax=PITCH_RANGE_HZ[1], sr=SAMPLE_RATE,
+                               frame_length=1024, hop_length=hop, center=True, resolution=0.25, fill_na=None)
+    out = np.zeros((PITCH_CHANNELS, n_frames), dtype=np.float32)
+    n = min(n_frames, f0.size)
+    f0 = np.nan_to_num(f0[:n], nan=PITCH_REF_HZ)
+    out[0, :n] = np.log2(np.clip(f0, *PITCH_RANGE_HZ) / PITCH_REF_HZ)
+    out[1, :n] = np.nan_to_num(prob[:n], nan=0.0)
+    return out
+
 
 class AudioEncoder(nn.Module):
     """Runs `whisper_encoder` (a HF WhisperEncoder) on unpadded log-mels; returns tapped states.
 
     `layers` are 1-based; layer == n_layers gets Whisper's final LayerNorm (as its decoder sees).
     Clips longer than Whisper's 30 s window are cut into 30 s windows encoded on their own and
-    concatenated along time (Ultravox); clips above `max_seconds` are refused.
+    concatenated along time (Ultravox); clips above `max_seconds` are refused. `voice`: append
+    the pitch track's two channels to the states (`dim` counts them).
     """
 
-    def __init__(self, whisper_encoder, feature_extractor, layers: list[int], max_seconds: float = MAX_AUDIO_SECONDS):
+    def __init__(self, whisper_encoder, feature_extractor, layers: list[int], max_seconds: float = MAX_AUDIO_SECONDS,
+                 voice: bool = False):
         super().__init__()
         self.whisper_encoder = whisper_encoder
         self.feature_extractor = feature_extractor
         self.layers = list(layers)
         self.max_seconds = max_seconds
+        self.voice = voice
         self.n_layers = len(whisper_encoder.layers)
-        self.dim = whisper_encoder.config.d_model
+        self.dim = whisper_encoder.config.d_model + (PITCH_CHANNELS if voice else 0)
         self.max_frames = whisper_encoder.embed_positions.num_embeddings  # 1500 = 30 s
         self.hop = feature_extractor.hop_length  # 160 samples = 10 ms per mel frame
         self.mel_per_frame = whisper_encoder.conv1.stride[0] * whisper_encoder.conv2.stride[0]  # 2
@@ -59,10 +92,11 @@ class AudioEncoder(nn.Module):
 
     # ---- features ------------------------------------------------------------------------
     def features(self, waveforms: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel of each clip at its own length, zero-padded to the batch max.
+        """Log-mel of each clip at its own length, zero-padded to the batch max (with `voice`, the
+        pitch track's rows below the mel rows).
 
-        Returns (features (A, n_mels, F_max), mel_lengths (A,)). Raises AudioError for a clip
-        that is too short or longer than `max_seconds`.
+        Returns (features (A, n_mels [+ 2], F_max), mel_lengths (A,)). Raises AudioError for a
+        clip that is too short or longer than `max_seconds`.
         """
         feats, lens = [], []
         for i, w in enumerate(waveforms):
@@ -75,7 +109,10 @@ class AudioEncoder(nn.Module):
             f = self.feature_extractor(w, sampling_rate=SAMPLE_RATE, padding="longest", truncation=False,
                                        return_tensors="pt").input_features[0]  # (n_mels, F_i)
             n = self.mel_length(w.size)
-            feats.append(f[:, :n])
+            f = f[:, :n]
+            if self.voice:
+                f = torch.cat([f, torch.from_numpy(pitch_track(w, self.hop, n)).to(f.dtype)])
+            feats.append(f)
             lens.append(n)
         f_max = max(lens)
         out = torch.zeros(len(feats), feats[0].shape[0], f_max)  # (A, n_mels, F_max)
@@ -111,10 +148,13 @@ class AudioEncoder(nn.Module):
         return states, lengths
 
     def _encode_window(self, features, mel_lengths):
-        """One Whisper window per row: (A, n_mels, F ≤ 3000), (A,) -> (A, L, T, D), (A,)."""
+        """One Whisper window per row: (A, n_mels [+ 2], F ≤ 3000), (A,) -> (A, L, T, D), (A,)."""
         enc = self.whisper_encoder
         dtype = enc.conv1.weight.dtype
         x = features.to(device=enc.conv1.weight.device, dtype=dtype)
+        pitch = None
+        if self.voice:
+            x, pitch = x[:, :-PITCH_CHANNELS], x[:, -PITCH_CHANNELS:]  # (A, n_mels, F), (A, 2, F)
         mel_lengths = mel_lengths.to(x.device)
         lengths = self.output_length(mel_lengths)  # (A,)
         f = x.shape[-1]
@@ -138,6 +178,10 @@ class AudioEncoder(nn.Module):
             if i in self.layers:
                 taps.append(enc.layer_norm(h) if i == self.n_layers else h)
         states = torch.stack(taps, dim=1)  # (A, L, T, D)
+        if pitch is not None:  # mel frames 2t, 2t+1 -> encoder frame t, as conv2's stride 2 pairs them
+            pitch = nn.functional.pad(pitch, (0, 2 * t - f)).unflatten(-1, (t, 2)).mean(-1)  # (A, 2, T)
+            pitch = pitch.transpose(1, 2)[:, None].expand(-1, states.shape[1], -1, -1)  # (A, L, T, 2)
+            states = torch.cat([states, pitch.to(states.dtype)], dim=-1)  # (A, L, T, D + 2)
         states = states * valid[:, None, :, None].to(states.dtype)  # zero padded frames
         return states, lengths
 

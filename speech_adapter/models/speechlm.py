@@ -51,12 +51,12 @@ class SpeechLM(nn.Module):
         self.whisper = whisper  # kept whole for transcripts (use_transcript)
         enc = whisper.model.encoder
         layers = config.tapped_layers(len(enc.layers))
-        self.encoder = AudioEncoder(enc, feature_extractor, layers, config.max_audio_seconds)
+        self.encoder = AudioEncoder(enc, feature_extractor, layers, config.max_audio_seconds, voice=config.voice_features)
         for p in list(whisper.parameters()) + list(llm.parameters()):
             p.requires_grad_(False)
         llm_dim = llm.get_input_embeddings().weight.shape[1]
         self.adapter = build_adapter(config.adapter, self.encoder.dim, len(layers), llm_dim,
-                                     frame_rate=self.encoder.frame_rate)
+                                     frame_rate=self.encoder.frame_rate, voice=config.voice_features)
         if config.adapter.output_norm:  # loaded weights replace this start value
             self.adapter.set_output_scale(_rms(llm.get_input_embeddings().weight))
         self.processor = SpeechProcessor(config, tokenizer, self.encoder, self.adapter.num_tokens,

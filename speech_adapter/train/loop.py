@@ -116,7 +116,9 @@ class Trainer:
         self.core = self.acc.unwrap_model(self.model)
 
         if cfg.cache_encoder:
-            cache_cfg = self.encoder_config or {"encoder": "unknown"}
+            cache_cfg = dict(self.encoder_config or {"encoder": "unknown"})
+            if getattr(self.core.encoder, "voice", False):  # the pitch channels: other states, another cache
+                cache_cfg["voice"] = True
             self.cache = FeatureCache(cfg.cache_dir or self.run_dir / "feature_cache", cache_cfg)
 
         latest = ckpt.latest_checkpoint(self.run_dir)

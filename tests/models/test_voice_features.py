@@ -1,0 +1,161 @@
+"""model.voice_features: a pyin pitch track beside Whisper's states and one voice token per clip."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from speech_adapter.models.adapters import VoiceToken
+from speech_adapter.models.config import ModelConfig
+from speech_adapter.models.encoder import AudioEncoder, pitch_track
+from speech_adapter.models.speechlm import SpeechLM
+from speech_adapter.models.tiny import tiny_config, tiny_llm, tiny_whisper
+
+SR = 16000
+KINDS = ["qformer", "window_qformer", "stack_mlp"]
+
+
+def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A harmonic tone at `f0` with a little noise: a stand-in for a sustained vowel."""
+    t = np.arange(int(seconds * SR)) / SR
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * 0.2
+    return (x + np.random.default_rng(seed).standard_normal(t.size) * 0.005).astype(np.float32)
+
+
+def tiny_voice_model(kind: str, seed: int = 0) -> SpeechLM:
+    config = tiny_config(kind)
+    config.voice_features = True
+    whisper, fe, wtok = tiny_whisper()
+    llm, tok = tiny_llm()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return SpeechLM(config, whisper, fe, llm, tok, whisper_tokenizer=wtok)
+
+
+def test_pitch_track_reads_f0_in_octaves_and_voicing():
+    low, high = pitch_track(voice(120), 160, 100), pitch_track(voice(220), 160, 100)
+    assert low.shape == high.shape == (2, 100)
+    assert np.median(low[0]) == pytest.approx(np.log2(120 / 150), abs=0.03)
+    assert np.median(high[0]) == pytest.approx(np.log2(220 / 150), abs=0.03)
+    assert np.median(low[1]) > 0.5 and np.median(high[1]) > 0.5
+    quiet = pitch_track(np.random.default_rng(1).standard_normal(SR).astype(np.float32) * 0.01, 160, 100)
+    assert np.median(quiet[1]) < 0.1  # noise is not voiced
+    assert pitch_track(voice(120, 0.05), 160, 5).shape == (2, 5)  # shorter than pyin's frame
+
+
+def test_encoder_appends_the_track_at_its_frame_rate_and_clips_stay_batch_independent():
+    model, fe, _ = tiny_whisper()
+    plain = AudioEncoder(model.model.encoder, fe, [1, 2])
+    enc = AudioEncoder(model.model.encoder, fe, [1, 2], voice=True)
+    assert enc.dim == plain.dim + 2
+    clips = [voice(120, 0.73), voice(220, 1.31, seed=1)]
+    with torch.no_grad():
+        states, lengths = enc.encode(clips)
+        base, _ = plain.encode(clips)
+        torch.testing.assert_close(states[..., :-2], base)  # Whisper's channels are untouched
+        for i, c in enumerate(clips):
+            alone, n = enc.encode([c])
+            torch.testing.assert_close(states[i, :, : int(n[0])], alone[0], atol=1e-5, rtol=1e-5)
+            assert torch.all(states[i, :, int(n[0]):] == 0)
+    for i, f0 in enumerate((120, 220)):
+        f = states[i, 0, : int(lengths[i]), -2]
+        assert float(f.median()) == pytest.approx(np.log2(f0 / 150), abs=0.05)
+        assert torch.equal(states[i, 0, :, -2:], states[i, 1, :, -2:])  # the same track on every tap
+
+
+def test_a_long_clip_keeps_its_track_across_30s_windows():
+    model, fe, _ = tiny_whisper()
+    enc = AudioEncoder(model.model.encoder, fe, [1], voice=True)
+    long = np.concatenate([voice(120, 29.0), voice(220, 2.5, seed=2)])
+    with torch.no_grad():
+        states, lengths = enc.encode([long])
+    f = states[0, 0, : int(lengths[0]), -2]
+    assert int(lengths[0]) > 1500
+    assert float(f[100:1400].median()) == pytest.approx(np.log2(120 / 150), abs=0.05)
+    assert float(f[-100:].median()) == pytest.approx(np.log2(220 / 150), abs=0.05)
+
+
+def test_voice_statistics_weigh_voiced_frames_and_ignore_padding():
+    states = torch.zeros(2, 1, 6, 4)
+    states[0, 0, :, -2] = torch.tensor([1.0, 1.0, -1.0, 5.0, 5.0, 5.0])
+    states[0, 0, :, -1] = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 1.0])  # frame 2 unvoiced
+    stats = VoiceToken.statistics(states, torch.tensor([3, 6]))  # frames 3.. of clip 0 are padding
+    assert stats[0].tolist() == pytest.approx([1.0, 0.0, 2 / 3], abs=1e-3)
+    assert stats[1, 2] == 0  # nothing voiced: no voicing, finite statistics
+    assert torch.isfinite(stats).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_more_token_per_clip_that_tells_low_from_high_voices(kind):
+    m = tiny_voice_model(kind)
+    plain = SpeechLM(tiny_config(kind), *tiny_whisper()[:2], *tiny_llm(), whisper_tokenizer=tiny_whisper()[2])
+    n = 16000
+    assert m.processor.num_audio_tokens(n) == plain.processor.num_audio_tokens(n) + 1
+    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
+           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+    batch = m.processor.collate(exs)
+    states, lengths = m.encode_audio(batch)
+    with torch.no_grad():
+        out, n_tok = m.adapter(states, lengths)
+    assert torch.equal(n_tok, m.adapter.num_tokens(lengths))
+    assert not torch.allclose(out[0, 0], out[1, 0], atol=1e-3)  # the voice tokens differ
+    loss = m.all_logits(batch).loss
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.adapter.voice.parameters())
+    with torch.no_grad():  # each clip's logits are those it gets alone
+        together = m.all_logits(batch).logits
+        for i, ex in enumerate(exs):
+            alone = m.all_logits(m.processor.collate([ex])).logits
+            torch.testing.assert_close(together[i, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_save_and_load_keep_the_voice_token(tmp_path):
+    m = tiny_voice_model("stack_mlp", seed=1)
+    with torch.no_grad():
+        for p in m.adapter.voice.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    batch = m.processor.collate([{"audio": voice(150, 0.8), "instruction": "Who?", "response": "x"}])
+    with torch.no_grad():
+        ref = m.all_logits(batch).logits
+    m.save_adapter(tmp_path / "ad")
+    assert json.loads((tmp_path / "ad" / "adapter_config.json").read_text())["model"]["voice_features"] is True
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.config.voice_features and again.encoder.voice
+    with torch.no_grad():
+        torch.testing.assert_close(again.all_logits(again.processor.collate(
+            [{"audio": voice(150, 0.8), "instruction": "Who?", "response": "x"}])).logits, ref)
+
+
+def test_an_adapter_saved_without_the_option_loads_without_it(tmp_path):
+    from speech_adapter.models.tiny import tiny_speechlm
+
+    tiny_speechlm("stack_mlp").save_adapter(tmp_path / "ad")
+    raw = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    raw["model"].pop("voice_features")  # written before the option existed
+    (tmp_path / "ad" / "adapter_config.json").write_text(json.dumps(raw))
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert not again.config.voice_features and again.adapter.voice is None
+    assert ModelConfig().voice_features is False
+
+
+def test_training_caches_voice_states_apart_from_plain_ones(tmp_path):
+    from speech_adapter.cli import main
+    from tests.train.train_fixtures import write_rows
+
+    data = write_rows(tmp_path / "data", 4)
+    for voice_on in (False, True):
+        p = tmp_path / f"recipe{voice_on}.yaml"
+        p.write_text(yaml.safe_dump({
+            "name": "tiny", "output_dir": str(tmp_path / f"out{voice_on}"), "seed": 1,
+            "model": {"encoder": "tiny:whisper", "llm": "tiny:llm", "voice_features": voice_on,
+                      "adapter": {"kind": "stack_mlp", "stack_factor": 4, "mlp_hidden": 32}},
+            "train": {"batch_size": 2, "cache_encoder": True, "max_steps": 2, "log_every": 1,
+                      "cache_dir": str(tmp_path / "cache")},
+        }))
+        assert main(["train", str(p), "--train-file", str(data)]) == 0
+    metas = [json.loads(f.read_text()) for f in (tmp_path / "cache").glob("*/encoder.json")]
+    assert len(metas) == 2 and sorted(m.get("voice", False) for m in metas) == [False, True]
+    adapter = SpeechLM.from_pretrained(tmp_path / "outTrue" / "train" / "adapter")
+    assert adapter.adapter.voice is not None
