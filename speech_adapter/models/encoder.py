@@ -12,9 +12,9 @@ DeSTA2 taps 4 evenly spaced layers; we return them all at once.
 With `voice=True` (model.voice_features) a pitch track rides along: librosa's pyin reads each
 clip's F0 and voicing probability at the mel hop, appended to the log-mel as two more rows, and
 after the encoder, averaged to its 50 Hz frames, appended to every tapped layer's states as two
-more channels (octaves above 150 Hz, voicing 0..1). Whisper's states carry gender less clearly
-than pitch does: a one-number pitch threshold sorts 91 % of the held-out synthetic voices, the
-best linear probe of Whisper's averaged states 76 % (README).
+more channels (octaves above 150 Hz, voicing 0..1): on voices it never trained on, a speaker's
+pitch tells gender more reliably than a linear probe of Whisper's averaged states does (README,
+`scripts/encoder_probe.py`).
 
 `transcribe` is plain greedy Whisper decoding (30 s padded input, as Whisper was trained).
 """
