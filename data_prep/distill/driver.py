@@ -91,11 +91,11 @@ def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> 
     ours = [r for r in rejects if r.get("stage") == STAGE]
     rej_keep = [r for r in ours if r.get("kind") == "balance" or not stale(str(r.get("id")), r.get("settings"))]
     done = {str(r["id"]) for r in out_keep} | {str(r["id"]) for r in rej_keep if r.get("kind") != "balance"}
-    redo_tasks = {_task_of(it.template.id) for it in planned if it.key not in done}
+    balanced = {str(r["id"]) for r in rej_keep if r.get("kind") == "balance"
+                and _task_of(str(r.get("template_id", ""))) in cfg.balance_tasks and not stale(str(r.get("id")), None)}
+    redo_tasks = {_task_of(it.template.id) for it in planned if it.key not in done | balanced}
     balance_keep = [r for r in rej_keep if r.get("kind") != "balance"
-                    or (_task_of(str(r.get("template_id", ""))) in cfg.balance_tasks
-                        and _task_of(str(r.get("template_id", ""))) not in redo_tasks
-                        and not stale(str(r.get("id")), None))]
+                    or (str(r["id"]) in balanced and _task_of(str(r.get("template_id", ""))) not in redo_tasks)]
     done |= {str(r["id"]) for r in balance_keep if r.get("kind") == "balance"}
     removed = (len(kept_rows) - len(out_keep)) + (len(ours) - len(balance_keep))
     if len(out_keep) != len(kept_rows):

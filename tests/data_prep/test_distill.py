@@ -454,9 +454,10 @@ def test_balance_tasks_keep_equal_labels_per_phrasing(tmp_path):
     balance = [r for r in read(tmp_path / "out" / "rejects.jsonl") if r.get("kind") == "balance"]
     assert len(balance) == 1 and "3 female, 4 male" in balance[0]["reason"]
     assert stats["kept"] == 6 and stats["failed_answer_reasons"].get("balance") == 1
-    # a rerun (resume of a finished run) changes nothing
+    # a rerun (resume of a finished run) changes nothing and asks the teacher nothing
+    calls = len(fake.calls)
     distill(rows, cfg_for(tmp_path, attempts=1, balance_tasks=["gender"], **one), teacher=fake)
-    assert read(tmp_path / "out" / "distilled.jsonl") == kept
+    assert read(tmp_path / "out" / "distilled.jsonl") == kept and len(fake.calls) == calls
 
 
 def test_balance_drops_a_phrasing_answered_right_for_one_gender_only(tmp_path):
