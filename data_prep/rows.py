@@ -83,18 +83,19 @@ def _kind(reason: str) -> str:
     return reason.split(":")[-1].strip()[:40]
 
 
+def read_repaired(path) -> list[dict]:
+    """The rows of a JSONL a killed run may have left with a torn last line ([] if absent)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    repair_torn_tail(path)
+    return list(iter_jsonl(path, strict=False))
+
+
 def done_ids(output, stage: str) -> set[str]:
     """Ids already written to `output` or rejected at `stage` (what a rerun must skip)."""
-    done: set[str] = set()
-    output = Path(output)
-    if output.exists():
-        repair_torn_tail(output)
-        done |= {str(r["id"]) for r in iter_jsonl(output, strict=False) if "id" in r}
-    rej = rejects_path(output)
-    if rej.exists():
-        repair_torn_tail(rej)
-        done |= {str(r["id"]) for r in iter_jsonl(rej, strict=False)
-                 if "id" in r and r.get("stage") == stage}
+    done = {str(r["id"]) for r in read_repaired(output) if "id" in r}
+    done |= {str(r["id"]) for r in read_repaired(rejects_path(output)) if "id" in r and r.get("stage") == stage}
     return done
 
 

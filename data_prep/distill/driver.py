@@ -22,14 +22,13 @@ from data_prep.distill.config import DistillConfig
 from data_prep.distill.plan import batch_order, is_choice, plan_clip
 from data_prep.distill.ssr import WorkItem, messages, run_batch
 from data_prep.distill.stats import STAGE, STATS_NAME, DistillStats, stats_from_files
-from data_prep.rows import RejectLog, rejects_path
+from data_prep.rows import RejectLog, read_repaired, rejects_path
 from data_prep.teacher import Teacher
 from data_prep.teachers import load_teacher
 from speech_adapter.errors import DataError
 from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
 from speech_adapter.templates import TASKS, render
-from speech_adapter.utils.io import (JsonlAppender, iter_jsonl, read_jsonl, repair_torn_tail, write_json_atomic,
-                                     write_jsonl_atomic)
+from speech_adapter.utils.io import JsonlAppender, read_jsonl, write_json_atomic, write_jsonl_atomic
 
 # settings that do not change a row's answer: where files go, batching, the progress bar, and the
 # plan's knobs, whose effect on a row (its key, instruction, scored or generated) the stamp holds
@@ -79,8 +78,8 @@ def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> 
     stamps = {it.key: it.stamp for it in planned}
     clips = {it.row["id"] for it in planned}
     rej_path = rejects_path(out_path)
-    kept_rows = _read_repaired(out_path)
-    rejects = _read_repaired(rej_path)
+    kept_rows = read_repaired(out_path)
+    rejects = read_repaired(rej_path)
 
     def stale(key: str, stamp: str | None) -> bool:
         if key.split("/", 1)[0] not in clips:
@@ -103,13 +102,6 @@ def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> 
     if len(balance_keep) != len(ours):
         write_jsonl_atomic(rej_path, [r for r in rejects if r.get("stage") != STAGE] + balance_keep)
     return done, removed
-
-
-def _read_repaired(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    repair_torn_tail(path)
-    return list(iter_jsonl(path, strict=False))
 
 
 def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None,
