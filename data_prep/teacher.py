@@ -317,15 +317,18 @@ class FakeTeacher:
         return self.generate_raw([self.format(m) for m in prompts], n, sampling, seeds)
 
     def score(self, prompts, replies):
-        """A reply scores how often its rarest word occurs (whole word) in the prompt text: the fake
-        "prefers" the option its prompt's description names ("male" never matches "female")."""
+        """A reply scores how often its rarest word occurs (whole word) in the prompt text, words
+        every option shares ("The speaker is ...") aside: the fake "prefers" the option its
+        prompt's description names ("male" never matches "female")."""
         import re
 
         out = []
         for messages, options in zip(prompts, replies):
             text = self.format(messages).lower()
-            out.append([float(min(len(re.findall(rf"\b{re.escape(w)}\b", text)) for w in re.findall(r"\w+", r.lower())))
-                        for r in options])
+            words = [re.findall(r"\w+", r.lower()) for r in options]
+            shared = set.intersection(*map(set, words)) if len(words) > 1 else set()
+            out.append([float(min(len(re.findall(rf"\b{re.escape(w)}\b", text)) for w in ([w for w in ws if w not in shared] or ws)))
+                        for ws in words])
         return out
 
     def generate_raw(self, texts, n=1, sampling=None, seeds=None):

@@ -47,6 +47,11 @@ class DistillConfig:
         "(what `option_answers: choice` does for every task), e.g. speech: Qwen2.5-0.5B answers 'Choose from: yes, no.' with 'No.' for spoken clips "
         "whatever the description says, while its scored choice is right, so the adapter gets "
         "listed-options rows to learn from")
+    choice_replies: Literal["word", "sentence"] = help_field(
+        "word", "the form of a scored choice's reply: word ('Female.', label first) | sentence ('The "
+        "speaker is female.' for the attributes of a speaker: gender, pitch, speed, accent, language; "
+        "other tasks keep the word). Many one-word gender targets leaked into other tasks' replies "
+        "('Write down exactly what is said.' -> 'Female.', README session 13)")
     balance_tasks: list[str] = help_field(
         default_factory=list, help="classification tasks whose kept rows are balanced per template "
         "once distillation is complete, e.g. gender: each phrasing keeps as many rows of each option "

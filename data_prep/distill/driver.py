@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from data_prep.distill.config import DistillConfig
 from data_prep.distill.plan import batch_order, is_choice, plan_clip
-from data_prep.distill.ssr import WorkItem, messages, run_batch
+from data_prep.distill.ssr import STATEMENTS, WorkItem, messages, run_batch
 from data_prep.distill.stats import STAGE, STATS_NAME, DistillStats, stats_from_files
 from data_prep.rows import RejectLog, read_repaired, rejects_path
 from data_prep.teacher import Teacher
@@ -34,7 +34,7 @@ from speech_adapter.utils.io import JsonlAppender, read_jsonl, write_json_atomic
 # plan's knobs, whose effect on a row (its key, instruction, scored or generated) the stamp holds
 _NOT_IN_STAMP = {"input", "output", "limit", "batch_size", "quiet", "balance_tasks", "tasks", "task_weights",
                  "templates", "describe_per_clip", "templates_per_clip", "constrained_fraction", "bare_fraction",
-                 "bare_tasks", "option_answers", "choice_tasks"}
+                 "bare_tasks", "option_answers", "choice_tasks", "choice_replies"}
 
 
 def answer_settings(cfg: DistillConfig) -> dict:
@@ -44,9 +44,12 @@ def answer_settings(cfg: DistillConfig) -> dict:
 
 def row_stamp(item: WorkItem, cfg: DistillConfig, settings: dict | None = None) -> str:
     """What decided this row's answer, hashed: the teacher's messages (description, instruction,
-    system prompt), whether the answer is a scored choice, the row's labels SSR checks it against,
-    and `answer_settings`."""
-    facts = {"messages": messages(item.row, item.instruction, cfg), "choice": is_choice(item.template, cfg),
+    system prompt), whether the answer is a scored choice (and in which form), the row's labels SSR
+    checks it against, and `answer_settings`."""
+    choice = is_choice(item.template, cfg)
+    if choice and cfg.choice_replies != "word" and item.template.task in STATEMENTS:
+        choice = cfg.choice_replies  # the reply form, on the rows it shapes (one-word rows keep True)
+    facts = {"messages": messages(item.row, item.instruction, cfg), "choice": choice,
              "transcript": item.row.get("transcript"), "meta": item.row.get("meta"),
              "settings": answer_settings(cfg) if settings is None else settings}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]

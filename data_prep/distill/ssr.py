@@ -54,13 +54,24 @@ def messages(row: dict, instruction: str, cfg: DistillConfig) -> list[dict]:
     return teacher_messages(row["description"], instruction, system, cfg.prompt_style)
 
 
-def choice_reply(option: str) -> str:
-    """The one-word reply of `option_answers: choice`: "female" -> "Female."."""
+# `choice_replies: sentence`: the statement a scored choice is answered with, per task; tasks not
+# listed keep the one-word reply (a yes/no question's "Yes." is already a whole answer)
+STATEMENTS = {"gender": "The speaker is {}.", "pitch": "The speaker's pitch is {}.",
+              "speed": "The speaker talks at a {} pace.", "accent": "The speaker's accent is {}.",
+              "language": "The speaker speaks {}."}
+
+
+def choice_reply(option: str, task: str = "", form: str = "word") -> str:
+    """The reply a scored choice gives: one word, "female" -> "Female." (label first), or with
+    `form="sentence"` the task's statement, "The speaker is female.", where it has one."""
+    if form == "sentence" and task in STATEMENTS:
+        return STATEMENTS[task].format(option)
     return option[:1].upper() + option[1:] + "."
 
 
 def run_choices(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> list[WorkItem]:
-    """`option_answers: choice`: the teacher scores every option as its whole reply ("Female.").
+    """`option_answers: choice`: the teacher scores every option as its whole reply ("Female.", or
+    with `choice_replies: sentence` "The speaker is female.").
     A small LLM gives a one-word reply low likelihood whatever it read, with a prior for some
     options ("Male." over "Female."), so each option is scored by how much the clip's description
     raises it: log p(reply | description + instruction) - log p(reply | instruction alone)
@@ -68,7 +79,8 @@ def run_choices(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> 
     generated one; deterministic, so one attempt."""
     if not items:
         return items
-    replies = [[choice_reply(o) for o in TASKS[it.template.task].options(it.row)] for it in items]
+    replies = [[choice_reply(o, it.template.task, cfg.choice_replies) for o in TASKS[it.template.task].options(it.row)]
+               for it in items]
     heard = teacher.score([messages(it.row, it.instruction, cfg) for it in items], replies)
     prior = teacher.score([messages({**it.row, "description": ""}, it.instruction, cfg) for it in items],
                           replies)
@@ -109,7 +121,7 @@ def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> li
                 it.answer, record = answer, sampling.record()
                 if is_choice(it.template, cfg):  # the option the accepted answer names, label first
                     named = parse_option(answer, TASKS[it.template.task].options(it.row))
-                    it.answer = choice_reply(named)
+                    it.answer = choice_reply(named, it.template.task, cfg.choice_replies)
                     record = {**it.sampling, "generated": answer, **record}
                 it.sampling = record
             else:

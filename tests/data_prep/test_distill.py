@@ -522,6 +522,31 @@ def test_a_changed_choice_setting_redistills_only_that_tasks_rows(tmp_path):
     assert teacher.calls == []  # the accent rows were not generated again; the gender ones were scored
 
 
+def test_sentence_choice_replies_state_the_attribute_and_redo_only_those_rows(tmp_path):
+    """`choice_replies: sentence` answers a scored gender choice "The speaker is female." (the
+    one-word "Female." leaked into other tasks' replies); switching it on a finished run answers
+    the gender rows again and leaves the yes/no speech rows, whose reply stays "Yes.", alone."""
+    from data_prep.distill import choice_reply
+
+    rows = described_rows(4)
+    mixed = {**MIXED, "tasks": ["gender", "speech"], "choice_tasks": ["gender", "speech"]}
+    distill(rows, cfg_for(tmp_path, **mixed), teacher=FakeTeacher(ANSWERS))
+    before = _by_id(cfg_for(tmp_path, **mixed).output)
+    assert {r["task"] for r in before.values()} == {"gender", "speech"}
+    stats = distill(rows, cfg_for(tmp_path, **mixed, choice_replies="sentence"), teacher=FakeTeacher(ANSWERS))
+    after = _by_id(cfg_for(tmp_path, **mixed).output)
+    assert set(after) == set(before)
+    assert stats["rows_this_run"] == sum(r["task"] == "gender" for r in before.values()) > 0
+    for key, r in after.items():
+        clip = next(c for c in rows if c["id"] == r["clip_id"])
+        if r["task"] == "gender":
+            assert r["response"] == f"The speaker is {clip['meta']['gender']}." == choice_reply(
+                clip["meta"]["gender"], "gender", "sentence")
+            assert before[key]["response"] == choice_reply(clip["meta"]["gender"])  # "Female." before
+        else:
+            assert r == before[key] and r["response"] == "Yes."
+
+
 def test_a_changed_description_or_teacher_setting_redistills_the_rows_it_touches(tmp_path):
     rows = described_rows(4)
     cfg = cfg_for(tmp_path, **MIXED)
