@@ -305,8 +305,10 @@ class StackMLPAdapter(Adapter):
         self._init_output_norm(cfg, llm_dim)
 
     def num_tokens(self, lengths):
-        lengths = torch.as_tensor(lengths)
-        return (lengths + self.k - 1) // self.k + self._extra_tokens()
+        return self._frame_tokens(lengths) + self._extra_tokens()
+
+    def _frame_tokens(self, lengths):
+        return (torch.as_tensor(lengths) + self.k - 1) // self.k
 
     def forward(self, states, lengths):
         b, _, t, d = states.shape
@@ -318,7 +320,7 @@ class StackMLPAdapter(Adapter):
         x = self.linear_1(self.ln_pre(x))  # (B, T/k, hidden)
         x = self.ln_mid(self.act(x))  # (B, T/k, hidden/2)
         x = self.output_norm(self.linear_2(self.dropout(x)))  # (B, T/k, H_llm)
-        n_tok = (torch.as_tensor(lengths) + self.k - 1) // self.k
+        n_tok = self._frame_tokens(lengths)
         return self._with_voice(states, lengths, x * _valid_mask(n_tok, n)[..., None].to(x.dtype), n_tok)
 
 
