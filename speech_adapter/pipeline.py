@@ -260,7 +260,8 @@ def _train(recipe, p) -> dict:
     settings = {"model": to_dict(recipe.model), "train": to_dict(train_cfg),
                 "train_file_sha256": sha256_file(train_cfg.train_file),
                 "text_file_sha256": sha256_file(train_cfg.text_file) if train_cfg.text_file else None}
-    _start_over_if_changed(p["train"], settings)
+    defaults = {"model": to_dict(type(recipe.model)()), "train": to_dict(type(train_cfg)())}
+    _start_over_if_changed(p["train"], settings, defaults)
     write_json_atomic(p["train"] / "config.json", settings)
     model = _build_model(recipe)
     enc_cfg = {"encoder": recipe.model.encoder, "layers": model.encoder.layers, "dtype": recipe.model.dtype}
@@ -270,16 +271,19 @@ def _train(recipe, p) -> dict:
     return {"status": status, "adapter": str(adapter)}
 
 
-def _start_over_if_changed(train_dir: Path, settings: dict) -> None:
+def _start_over_if_changed(train_dir: Path, settings: dict, defaults: dict | None = None) -> None:
     """A training dir whose checkpoints come from other settings (the recipe's model or train
     section, or the rows distilled for it, changed since) starts over: resuming it would continue,
     or finish at once with, the old run. Its encoder feature cache stays (keyed by the encoder).
-    Keys an older config.json lacks are not compared, so a killed run made by an older version resumes."""
+    A setting an older config.json lacks (a field added since) counts as unchanged while it holds
+    its default (`defaults`, same shape as `settings`; a top-level key is never compared), so a run
+    made by an older version resumes, and a finished one is not trained again after an upgrade."""
     path = train_dir / "config.json"
     if not path.exists():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(k for k in settings if k in saved and saved[k] != settings[k])
+    defaults = defaults or {}
+    changed = sorted(k for k in settings if k in saved and not _same_settings(saved[k], settings[k], defaults.get(k)))
     if not changed:
         return
     print(f"[train] {train_dir}: {', '.join(changed)} changed since its checkpoints; training starts over",
@@ -290,6 +294,20 @@ def _start_over_if_changed(train_dir: Path, settings: dict) -> None:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+
+
+def _same_settings(saved, now, default) -> bool:
+    """`now` equals `saved`, reading a key `saved` lacks as unchanged where `now` holds its default."""
+    if not (isinstance(saved, dict) and isinstance(now, dict)):
+        return saved == now
+    default = default if isinstance(default, dict) else {}
+    for key, value in now.items():
+        if key in saved:
+            if not _same_settings(saved[key], value, default.get(key)):
+                return False
+        elif key not in default or default[key] != value:
+            return False
+    return all(key in now for key in saved)
 
 
 def _suite(recipe, p, suite: str = "heldout") -> dict:

@@ -91,3 +91,32 @@ def test_a_changed_recipe_trains_again_instead_of_resuming_the_old_run(recipe_pa
     after = load_file(p["train"] / "adapter" / "adapter_model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert json.loads((p["train"] / "config.json").read_text())["train"]["lr"] == 3.0e-2
+
+
+def test_a_setting_added_since_a_run_resumes_it_while_it_holds_its_default(tmp_path):
+    """A finished run's config.json written before a field existed (here `voice_features`, and a
+    train field) must not make the upgraded pipeline train again; the same field set to another
+    value, or a changed value, starts over."""
+    from speech_adapter.config import to_dict
+    from speech_adapter.models.config import ModelConfig
+    from speech_adapter.pipeline import _start_over_if_changed
+    from speech_adapter.train.config import TrainConfig
+
+    model, train = to_dict(ModelConfig(use_transcript=True)), to_dict(TrainConfig(lr=1e-3))
+    defaults = {"model": to_dict(ModelConfig()), "train": to_dict(TrainConfig())}
+    old = {"model": {k: v for k, v in model.items() if k != "voice_features"},
+           "train": {k: v for k, v in train.items() if k != "keep_last"}, "train_file_sha256": "abc"}
+
+    def run(now: dict) -> bool:  # True: the checkpoints were kept
+        (tmp_path / "checkpoints").mkdir(exist_ok=True)
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        _start_over_if_changed(tmp_path, now, defaults)
+        return (tmp_path / "checkpoints").exists()
+
+    settings = {"model": model, "train": train, "train_file_sha256": "abc"}
+    assert run(settings)
+    assert not run({**settings, "model": {**model, "voice_features": True}})
+    assert not run({**settings, "train": {**train, "lr": 2e-3}})
+    assert not run({**settings, "train_file_sha256": "def"})
+    adapter = {**model["adapter"], "kind": "stack_mlp"}
+    assert not run({**settings, "model": {**model, "adapter": adapter}})
