@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -72,12 +73,13 @@ def _task_of(template_id: str) -> str:
     return template_id.split(".", 1)[0]
 
 
-def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> tuple[set[str], int]:
+def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> tuple[set[str], int, int]:
     """The keys already answered under the current settings, after removing from the output and
     from this stage's rejects every row that is stale: its stamp differs from the plan's, the plan
     (of the clips it covers) no longer asks for it, or it was dropped by a label balance the config
     no longer asks for (or that must be redone because rows of its task are answered again).
-    Rows written before stamps existed count as done. Returns (done keys, rows removed)."""
+    Rows written before stamps existed count as done. Returns (done keys, rows removed, done rows
+    without a stamp)."""
     stamps = {it.key: it.stamp for it in planned}
     clips = {it.row["id"] for it in planned}
     rej_path = rejects_path(out_path)
@@ -100,11 +102,13 @@ def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> 
                     or (str(r["id"]) in balanced and _task_of(str(r.get("template_id", ""))) not in redo_tasks)]
     done |= {str(r["id"]) for r in balance_keep if r.get("kind") == "balance"}
     removed = (len(kept_rows) - len(out_keep)) + (len(ours) - len(balance_keep))
+    unstamped = sum(str(r.get("id")) in stamps and not (r.get("teacher") or {}).get("settings") for r in out_keep) + \
+        sum(str(r.get("id")) in stamps and r.get("kind") != "balance" and not r.get("settings") for r in balance_keep)
     if len(out_keep) != len(kept_rows):
         write_jsonl_atomic(out_path, out_keep)
     if len(balance_keep) != len(ours):
         write_jsonl_atomic(rej_path, [r for r in rejects if r.get("stage") != STAGE] + balance_keep)
-    return done, removed
+    return done, removed, unstamped
 
 
 def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None,
@@ -113,10 +117,15 @@ def distill(rows: list[dict], cfg: DistillConfig, teacher: Teacher | None = None
     out_path = Path(cfg.output)
     src = Path(input_path or cfg.input)
     planned = plan_all(rows, cfg, src)
-    done, removed = settle_done(out_path, planned, cfg)
+    done, removed, unstamped = settle_done(out_path, planned, cfg)
     if removed and not cfg.quiet:
         print(f"distill: {removed} rows were answered under other settings or are no longer planned; "
               "they are distilled again or dropped", flush=True)
+    if unstamped:  # printed even when quiet: a changed recipe may be training on stale answers
+        print(f"distill: {unstamped} rows of {out_path} were written by a version without row stamps and are "
+              "kept as they are: a changed teacher, description or answer setting does not redo them. "
+              f"Delete {out_path} and {rejects_path(out_path)} to distill everything again.",
+              file=sys.stderr, flush=True)
     work = sorted((it for it in planned if it.key not in done), key=lambda it: batch_order(it.template, cfg))
     skipped = len(planned) - len(work)
     teacher = teacher or load_teacher(cfg.teacher_config())

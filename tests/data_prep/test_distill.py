@@ -592,7 +592,9 @@ def test_switching_balance_off_brings_back_the_rows_it_dropped(tmp_path):
     assert len(read(tmp_path / "out" / "distilled.jsonl")) == 7
 
 
-def test_rows_written_before_stamps_count_as_done(tmp_path):
+def test_rows_written_before_stamps_count_as_done(tmp_path, capsys):
+    """They are kept (nothing tells a stale one from a good one) and the run says so, naming how to
+    distill everything again; a run whose rows all carry stamps says nothing."""
     rows = described_rows(2)
     cfg = cfg_for(tmp_path, **MIXED)
     distill(rows, cfg, teacher=FakeTeacher(ANSWERS))
@@ -606,3 +608,9 @@ def test_rows_written_before_stamps_count_as_done(tmp_path):
     again = FakeTeacher(ANSWERS)
     distill(rows, cfg_for(tmp_path, **{**MIXED, "max_words": 50}), teacher=again)
     assert again.calls == [] and read(cfg.output) == legacy  # nothing to tell them by: kept as they are
+    err = capsys.readouterr().err
+    assert f"{len(legacy) + len(rejects)} rows of" in err and "without row stamps" in err and "Delete" in err
+    fresh = cfg_for(tmp_path / "fresh", **MIXED)
+    distill(rows, fresh, teacher=FakeTeacher(ANSWERS))
+    distill(rows, fresh, teacher=FakeTeacher(ANSWERS))
+    assert "without row stamps" not in capsys.readouterr().err
