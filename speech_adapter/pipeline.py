@@ -276,7 +276,7 @@ def _start_over_if_changed(train_dir: Path, settings: dict, defaults: dict | Non
     section, or the rows distilled for it, changed since) starts over: resuming it would continue,
     or finish at once with, the old run. Its encoder feature cache stays (keyed by the encoder).
     A setting an older config.json lacks (a field added since) counts as unchanged while it holds
-    its default (`defaults`, same shape as `settings`; a top-level key is never compared), so a run
+    its default (`defaults`, same shape as `settings`; a top-level key it lacks is not compared), so a run
     made by an older version resumes, and a finished one is not trained again after an upgrade."""
     path = train_dir / "config.json"
     if not path.exists():
