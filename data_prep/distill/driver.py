@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from data_prep.distill.config import DistillConfig
 from data_prep.distill.plan import batch_order, is_choice, plan_clip
-from data_prep.distill.ssr import STATEMENTS, WorkItem, messages, run_batch
+from data_prep.distill.ssr import WorkItem, messages, reply_form, run_batch
 from data_prep.distill.stats import STAGE, STATS_NAME, DistillStats, stats_from_files
 from data_prep.rows import RejectLog, read_repaired, rejects_path
 from data_prep.teacher import Teacher
@@ -48,8 +48,8 @@ def row_stamp(item: WorkItem, cfg: DistillConfig, settings: dict | None = None) 
     system prompt), whether the answer is a scored choice (and in which form), the row's labels SSR
     checks it against, and `answer_settings`."""
     choice = is_choice(item.template, cfg)
-    if choice and cfg.choice_replies != "word" and item.template.task in STATEMENTS:
-        choice = cfg.choice_replies  # the reply form, on the rows it shapes (one-word rows keep True)
+    if choice and reply_form(item.template.task, cfg.choice_replies) != "word":
+        choice = "sentence"  # the reply form, on the rows it shapes (one-word rows keep True)
     facts = {"messages": messages(item.row, item.instruction, cfg), "choice": choice,
              "transcript": item.row.get("transcript"), "meta": item.row.get("meta"),
              "settings": answer_settings(cfg) if settings is None else settings}
@@ -67,6 +67,11 @@ def plan_all(rows: list[dict], cfg: DistillConfig, src: Path) -> list[WorkItem]:
             item.stamp = row_stamp(item, cfg, settings)
             items.append(item)
     return items
+
+
+def _stamp_of(row: dict) -> str | None:
+    """The stamp a kept row (`teacher.settings`) or a reject (`settings`) was written with."""
+    return (row.get("teacher") or {}).get("settings") or row.get("settings")
 
 
 def _task_of(template_id: str) -> str:
@@ -91,9 +96,9 @@ def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> 
             return False  # a clip beyond `limit`: not this run's business
         return key not in stamps or (stamp is not None and stamp != stamps[key])
 
-    out_keep = [r for r in kept_rows if not stale(str(r.get("id")), (r.get("teacher") or {}).get("settings"))]
+    out_keep = [r for r in kept_rows if not stale(str(r.get("id")), _stamp_of(r))]
     ours = [r for r in rejects if r.get("stage") == STAGE]
-    rej_keep = [r for r in ours if r.get("kind") == "balance" or not stale(str(r.get("id")), r.get("settings"))]
+    rej_keep = [r for r in ours if r.get("kind") == "balance" or not stale(str(r.get("id")), _stamp_of(r))]
     done = {str(r["id"]) for r in out_keep} | {str(r["id"]) for r in rej_keep if r.get("kind") != "balance"}
     balanced = {str(r["id"]) for r in rej_keep if r.get("kind") == "balance"
                 and _task_of(str(r.get("template_id", ""))) in cfg.balance_tasks and not stale(str(r.get("id")), None)}
@@ -102,8 +107,8 @@ def settle_done(out_path: Path, planned: list[WorkItem], cfg: DistillConfig) -> 
                     or (str(r["id"]) in balanced and _task_of(str(r.get("template_id", ""))) not in redo_tasks)]
     done |= {str(r["id"]) for r in balance_keep if r.get("kind") == "balance"}
     removed = (len(kept_rows) - len(out_keep)) + (len(ours) - len(balance_keep))
-    unstamped = sum(str(r.get("id")) in stamps and not (r.get("teacher") or {}).get("settings") for r in out_keep) + \
-        sum(str(r.get("id")) in stamps and r.get("kind") != "balance" and not r.get("settings") for r in balance_keep)
+    unstamped = sum(str(r.get("id")) in stamps and not _stamp_of(r)
+                    for r in out_keep + [r for r in balance_keep if r.get("kind") != "balance"])
     if len(out_keep) != len(kept_rows):
         write_jsonl_atomic(out_path, out_keep)
     if len(balance_keep) != len(ours):

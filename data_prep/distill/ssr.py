@@ -61,10 +61,16 @@ STATEMENTS = {"gender": "The speaker is {}.", "pitch": "The speaker's pitch is {
               "language": "The speaker speaks {}."}
 
 
+def reply_form(task: str, form: str = "word") -> str:
+    """The form a scored choice of `task` takes under `choice_replies: form`: "sentence" only where
+    the task has a statement."""
+    return "sentence" if form == "sentence" and task in STATEMENTS else "word"
+
+
 def choice_reply(option: str, task: str = "", form: str = "word") -> str:
     """The reply a scored choice gives: one word, "female" -> "Female." (label first), or with
     `form="sentence"` the task's statement, "The speaker is female.", where it has one."""
-    if form == "sentence" and task in STATEMENTS:
+    if reply_form(task, form) == "sentence":
         return STATEMENTS[task].format(option)
     return option[:1].upper() + option[1:] + "."
 
