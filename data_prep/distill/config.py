@@ -52,6 +52,12 @@ class DistillConfig:
         "speaker is female.' for the attributes of a speaker: gender, pitch, speed, accent, language; "
         "other tasks keep the word). Many one-word gender targets leaked into other tasks' replies "
         "('Write down exactly what is said.' -> 'Female.', README session 13)")
+    transcript_answers: bool = help_field(
+        False, "transcription questions asked without a format rule take the transcript the "
+        "teacher's description holds as their answer, instead of the teacher's generated one: "
+        "Qwen2.5-0.5B answers 'Transcribe the audio.' with 'Please provide me with the audio' or "
+        "recites its description, so SSR kept 0 of 18 such rows and nothing anchored transcription "
+        "requests (README, session 14). Rows under a format rule still go to the teacher")
     balance_tasks: list[str] = help_field(
         default_factory=list, help="classification tasks whose kept rows are balanced per template "
         "once distillation is complete, e.g. gender: each phrasing keeps as many rows of each option "

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_prep.distill.config import DistillConfig
-from data_prep.distill.plan import batch_order, is_choice, plan_clip
+from data_prep.distill.plan import batch_order, is_choice, is_transcript_answer, plan_clip
 from data_prep.distill.ssr import WorkItem, messages, reply_form, run_batch
 from data_prep.distill.stats import STAGE, STATS_NAME, DistillStats, stats_from_files
 from data_prep.rows import RejectLog, read_repaired, rejects_path
@@ -35,7 +35,8 @@ from speech_adapter.utils.io import JsonlAppender, read_jsonl, write_json_atomic
 # plan's knobs, whose effect on a row (its key, instruction, scored or generated) the stamp holds
 _NOT_IN_STAMP = {"input", "output", "limit", "batch_size", "quiet", "balance_tasks", "tasks", "task_weights",
                  "templates", "describe_per_clip", "templates_per_clip", "constrained_fraction", "bare_fraction",
-                 "bare_tasks", "option_answers", "choice_tasks", "choice_replies"}
+                 "bare_tasks", "option_answers", "choice_tasks", "choice_replies",
+                 "transcript_answers"}
 
 
 def answer_settings(cfg: DistillConfig) -> dict:
@@ -50,6 +51,8 @@ def row_stamp(item: WorkItem, cfg: DistillConfig, settings: dict | None = None) 
     choice = is_choice(item.template, cfg)
     if choice and reply_form(item.template.task, cfg.choice_replies) != "word":
         choice = "sentence"  # the reply form, on the rows it shapes (one-word rows keep True)
+    if is_transcript_answer(item.template, cfg):
+        choice = "transcript"  # answered with the transcript, not generated
     facts = {"messages": messages(item.row, item.instruction, cfg), "choice": choice,
              "transcript": item.row.get("transcript"), "meta": item.row.get("meta"),
              "settings": answer_settings(cfg) if settings is None else settings}

@@ -54,12 +54,18 @@ def is_choice(template: Template, cfg: DistillConfig) -> bool:
             and TASKS[template.task].metric == "option")
 
 
+def is_transcript_answer(template: Template, cfg: DistillConfig) -> bool:
+    """Whether this row's answer is the clip's transcript (`transcript_answers`) rather than a
+    generated one: plain transcription questions only."""
+    return cfg.transcript_answers and template.task == "transcription" and not template.constraints
+
+
 _ANSWER_LENGTH = {"option": 0, "number": 0, "word_overlap": 2, "wer": 2, "open": 3}
 
 
 def batch_order(template: Template, cfg: DistillConfig) -> int:
     """Sort key that batches rows of like answer length together: a batch decodes until its
     longest answer ends, so one-word answers next to open descriptions would wait for them."""
-    if is_choice(template, cfg):
+    if is_choice(template, cfg) or is_transcript_answer(template, cfg):
         return -1
     return _ANSWER_LENGTH.get(TASKS[template.task].metric, 1) + (1 if template.constraints else 0)

@@ -15,7 +15,7 @@ import dataclasses
 
 from data_prep.distill.config import DistillConfig
 from data_prep.distill.judge import judge, reason_kind, trim_cut_off
-from data_prep.distill.plan import is_choice
+from data_prep.distill.plan import is_choice, is_transcript_answer
 from data_prep.teacher import Teacher, stable_seed
 from speech_adapter.eval.scoring import parse_option
 from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_messages
@@ -100,16 +100,30 @@ def run_choices(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> 
     return items
 
 
+def run_transcripts(items: list[WorkItem], cfg: DistillConfig) -> list[WorkItem]:
+    """`transcript_answers`: a plain transcription question's answer is the clip's transcript, the
+    words the teacher's description quotes (checked like a generated answer, so a row without a
+    transcript is rejected); no teacher call, one attempt."""
+    for it in items:
+        answer = str(it.row.get("transcript") or "").strip()
+        reason = judge(answer, it.template, it.row, cfg)
+        it.answer, it.reasons, it.attempts = (None if reason else answer), ([reason] if reason else []), 1
+        it.last_answer, it.sampling = answer, {"transcript": True}
+    return items
+
+
 def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> list[WorkItem]:
     """SSR for a batch: one round per attempt, greedy first, then seeded samples for the items
     still failing; fills each item's answer/reasons/attempts/sampling.
 
+    Plain transcription items under `transcript_answers` take the transcript (`run_transcripts`).
     Items answered by choice are scored first (`run_choices`); where the scored choice is wrong,
     the teacher's generated answers get the usual attempts, and the option an accepted answer
     names becomes the one-word reply (so SSR keeps as many rows as with free answers, in
     label-first form)."""
+    run_transcripts([it for it in items if is_transcript_answer(it.template, cfg)], cfg)
     chosen = run_choices([it for it in items if is_choice(it.template, cfg)], teacher, cfg)
-    pending = [it for it in items if not is_choice(it.template, cfg)]
+    pending = [it for it in items if not is_choice(it.template, cfg) and not is_transcript_answer(it.template, cfg)]
     pending += [it for it in chosen if it.answer is None]  # their scored choice was attempt 1
     for attempt in range(cfg.attempts):
         if not pending:

@@ -547,6 +547,35 @@ def test_sentence_choice_replies_state_the_attribute_and_redo_only_those_rows(tm
             assert r == before[key] and r["response"] == "Yes."
 
 
+def test_transcript_answers_take_the_transcript_for_plain_transcription_rows_only(tmp_path):
+    """The 0.5B teacher answers "Transcribe the audio." with "Please provide me with the audio", so
+    SSR kept no transcription rows; `transcript_answers` answers the plain ones with the transcript
+    its description holds (no teacher call) and leaves rows under a format rule to the teacher.
+    Switching it on a finished run redoes the plain transcription rows and nothing else."""
+    rows = described_rows(6)
+    plan = dict(tasks=["transcription", "accent"], describe_per_clip=0, templates_per_clip=2,
+                constrained_fraction=0.5, prompt_style="naive", attempts=1)
+    asks = {"rules": [{"contains": "Accent: " + a, "answers": ["Please provide me with the audio file. " + a]}
+                      for a in ACCENTS]}
+    distill(rows, cfg_for(tmp_path, **plan), teacher=FakeTeacher(asks))
+    before = _by_id(cfg_for(tmp_path, **plan).output)
+    assert not any(r["task"] == "transcription" for r in before.values())  # every such answer was wrong
+    teacher = FakeTeacher(asks)
+    stats = distill(rows, cfg_for(tmp_path, **plan, transcript_answers=True), teacher=teacher)
+    after = _by_id(cfg_for(tmp_path, **plan).output)
+    planned = [(r["id"], t) for r in rows for t in plan_clip(r, cfg_for(tmp_path, **plan))]
+    plain = {f"{cid}/{t.id}" for cid, t in planned if t.task == "transcription" and not t.constraints}
+    ruled = {f"{cid}/{t.id}" for cid, t in planned if t.task == "transcription" and t.constraints}
+    assert plain and ruled  # the plan asks both kinds
+    assert {k for k, r in after.items() if r["task"] == "transcription"} == plain
+    for key in plain:
+        clip = next(c for c in rows if c["id"] == after[key]["clip_id"])
+        assert after[key]["response"] == clip["transcript"] and after[key]["teacher"]["sampling"] == {"transcript": True}
+    assert stats["rows_this_run"] == len(plain)  # the accent and rule-bound rows were not redone
+    assert teacher.calls == []  # the transcript needs no teacher
+    assert {k: r for k, r in after.items() if r["task"] != "transcription"} == before
+
+
 def test_a_changed_description_or_teacher_setting_redistills_the_rows_it_touches(tmp_path):
     rows = described_rows(4)
     cfg = cfg_for(tmp_path, **MIXED)
