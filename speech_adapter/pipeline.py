@@ -9,6 +9,7 @@ command: `speech-adapter run recipes/demo.yaml`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -149,8 +150,8 @@ def _suite_stage(stage: str, suite: str) -> str:
 
 def _suite_paths(p: dict, suite: str) -> dict:
     """`p` with suite, eval and compare moved to `suite`'s folder: the held-out suite keeps
-    `<run>/eval/...`; the real suite goes to `<run>/eval/real/...` (a variant's results to
-    `variants/NAME/eval/real/NAME`)."""
+    `<run>/eval/...`; the real and format suites go to `<run>/eval/real/...`, `<run>/eval/format/...`
+    (a variant's results to `variants/NAME/eval/real/NAME`)."""
     if suite == "heldout":
         return p
     root = p["suite"].parent / suite
@@ -311,14 +312,19 @@ def _same_settings(saved, now, default) -> bool:
 
 
 def _suite(recipe, p, suite: str = "heldout") -> dict:
-    """The eval suite from held-out clips, or from the shipped real clips (`suite="real"`);
-    refuses a training clip or a leaked unseen template."""
+    """The eval suite from held-out clips, from the shipped real clips (`suite="real"`), or from the
+    held-out clips with every row under a format rule (`suite="format"`, every task a clip
+    supports); refuses a training clip or a leaked unseen template."""
     ids, audio = S.training_keys([p["distilled"]])
-    if suite == "real":
-        p = _suite_paths(p, suite)  # a use_transcript model transcribes these clips itself
+    held = p["heldout_clips"]
+    p = _suite_paths(p, suite)
+    if suite == "real":  # a use_transcript model transcribes these clips itself
         rows, stats = build_real_suite(recipe.suite_config(), ids, audio)
+    elif suite == "format":
+        cfg = dataclasses.replace(recipe.suite_config(), constrained_fraction=1.0, bare_fraction=0.0, tasks=None)
+        rows, stats = S.build_suite(S.load_rows(held), cfg, ids, audio)
     else:
-        rows, stats = S.build_suite(S.load_rows(p["heldout_clips"]), recipe.suite_config(), ids, audio)
+        rows, stats = S.build_suite(S.load_rows(held), recipe.suite_config(), ids, audio)
     training = read_jsonl(p["distilled"]) + (read_jsonl(p["text_rows"]) if p["text_rows"].exists() else [])
     S.check_unseen_leak(templates_for(split="unseen") + rows, training)
     write_jsonl_atomic(p["suite"], rows)

@@ -133,3 +133,33 @@ def test_pipeline_real_suite_layout(tmp_path):
     p["distilled"].write_text(json.dumps({"id": "d0", "clip_id": load_real_corpus()[0]["id"]}) + "\n")
     with pytest.raises(DataError, match="appear in training"):
         _suite(recipe, p, suite="real")
+
+
+def test_pipeline_format_suite_puts_every_row_under_a_format_rule(tmp_path):
+    """`eval.suites: [.., format]`: the held-out clips again, every task they support, each row
+    asked with a format rule, in its own folder; the held-out suite is left as it was."""
+    from speech_adapter.pipeline import _suite, _suite_paths
+    from speech_adapter.recipe import load_recipe
+    from speech_adapter.templates import TASKS
+
+    recipe = load_recipe("recipes/tiny.yaml", [f"output_dir={tmp_path}", "eval.suites=[heldout,format]",
+                                               "eval.suite.tasks=[gender]", "eval.suite.n_per_task=2"])
+    p = recipe.paths()
+    clips = [{"id": f"h{i}", "audio": f"/data/h{i}.wav", "transcript": f"hello world number {i} again",
+              "language": "en", "duration": 2.0 + i, "description": f"[00:00-00:02] hello ({i})",
+              "meta": {"gender": "female" if i % 2 else "male", "accent": "American English", "rate": 175,
+                       "pitch": 50, "volume": 100, "snr_db": None, "speakers": 1}} for i in range(8)]
+    p["heldout_clips"].parent.mkdir(parents=True, exist_ok=True)
+    p["heldout_clips"].write_text("".join(json.dumps(c) + "\n" for c in clips))
+    p["distilled"].parent.mkdir(parents=True, exist_ok=True)
+    p["distilled"].write_text(json.dumps({"id": "d0", "clip_id": "other", "instruction": "hi"}) + "\n")
+    _suite(recipe, p, suite="heldout")
+    held = [json.loads(x) for x in p["suite"].read_text().splitlines()]
+    _suite(recipe, p, suite="format")
+    fmt = _suite_paths(p, "format")
+    assert fmt["suite"] == p["suite"].parent / "format" / "suite.jsonl" and fmt["eval"] == p["eval"] / "format"
+    rows = [json.loads(x) for x in fmt["suite"].read_text().splitlines()]
+    assert {r["task"] for r in held} == {"gender"} and any(not r["constraints"] for r in held)
+    assert all(r["constraints"] for r in rows)
+    assert {r["task"] for r in rows} == set(TASKS)  # not only the held-out suite's tasks
+    assert [json.loads(x) for x in p["suite"].read_text().splitlines()] == held
