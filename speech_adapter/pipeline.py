@@ -320,11 +320,11 @@ def _suite(recipe, p, suite: str = "heldout") -> dict:
     p = _suite_paths(p, suite)
     if suite == "real":  # a use_transcript model transcribes these clips itself
         rows, stats = build_real_suite(recipe.suite_config(), ids, audio)
-    elif suite == "format":
-        cfg = dataclasses.replace(recipe.suite_config(), constrained_fraction=1.0, bare_fraction=0.0, tasks=None)
-        rows, stats = S.build_suite(S.load_rows(held), cfg, ids, audio)
     else:
-        rows, stats = S.build_suite(S.load_rows(held), recipe.suite_config(), ids, audio)
+        cfg = recipe.suite_config()
+        if suite == "format":
+            cfg = dataclasses.replace(cfg, constrained_fraction=1.0, bare_fraction=0.0, tasks=None)
+        rows, stats = S.build_suite(S.load_rows(held), cfg, ids, audio)
     training = read_jsonl(p["distilled"]) + (read_jsonl(p["text_rows"]) if p["text_rows"].exists() else [])
     S.check_unseen_leak(templates_for(split="unseen") + rows, training)
     write_jsonl_atomic(p["suite"], rows)
