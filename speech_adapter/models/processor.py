@@ -18,6 +18,7 @@ single clip gets one placeholder; the encoder joins its 30 s windows itself.)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal
 
@@ -147,7 +148,9 @@ class SpeechProcessor:
                 padding: Literal["right", "left"] = "right") -> dict:
         """Batch: input_ids, attention_mask, position_ids, labels (+ audio features).
 
-        labels are IGNORE (-100) except the response tokens and the end-of-turn token. With
+        labels are IGNORE (-100) except the response tokens and the end-of-turn token. When an
+        example names `key_words`, the batch also holds `key_mask` (B, S): True at the response
+        tokens inside those words (for train.key_word_weight). With
         mode="text" the description takes the audio's place (teacher / text-side rows).
         padding: right for training, left for generation (every prompt ends at the last column).
         """
@@ -156,18 +159,41 @@ class SpeechProcessor:
         for i, ex in enumerate(examples):
             _check_example(i, ex)
         transcripts = self.transcripts(examples) if mode == "audio" else [None] * len(examples)
-        seqs, labs = [], []
+        seqs, labs, keys = [], [], []
         for ex, tr in zip(examples, transcripts):
             ids = self.prompt_ids(ex, mode, tr)
-            lab = [IGNORE] * len(ids)
+            lab, key = [IGNORE] * len(ids), [False] * len(ids)
             if ex.get("response") is not None:
-                resp = self.tokenizer(ex["response"], add_special_tokens=False).input_ids + [self.eot_id]
-                ids, lab = ids + resp, lab + resp
+                resp, resp_key = self._response_ids(ex["response"], ex.get("key_words"))
+                ids, lab, key = ids + resp, lab + resp, key + resp_key
             seqs.append(ids)
             labs.append(lab)
+            keys.append(key)
         clips = [ex["audio"] for ex in examples if mode == "audio" and ex.get("audio") is not None]
         rows = [i for i, ex in enumerate(examples) if mode == "audio" and ex.get("audio") is not None]
-        return self._batch(seqs, labs, clips, rows, padding)
+        batch = self._batch(seqs, labs, clips, rows, padding)
+        if any(ex.get("key_words") for ex in examples):
+            key_mask = torch.zeros_like(batch["labels"], dtype=torch.bool)
+            for i, key in enumerate(keys):
+                cols = slice(0, len(key)) if padding == "right" else slice(key_mask.shape[1] - len(key), None)
+                key_mask[i, cols] = torch.tensor(key, dtype=torch.bool)
+            batch["key_mask"] = key_mask
+        return batch
+
+    def _response_ids(self, response: str, key_words: list[str] | None) -> tuple[list[int], list[bool]]:
+        """A response's token ids + the end-of-turn id, and per token whether it lies in one of
+        `key_words` (whole words or phrases, any case; train.key_word_weight scales their loss)."""
+        if not key_words:
+            ids = self.tokenizer(response, add_special_tokens=False).input_ids
+            return ids + [self.eot_id], [False] * (len(ids) + 1)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ConfigError("key words (train.key_word_weight) need a fast tokenizer (tokenizer.json) "
+                              "to map words to tokens")
+        enc = self.tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+        pattern = r"\b(?:" + "|".join(re.escape(w) for w in sorted(key_words, key=len, reverse=True)) + r")\b"
+        spans = [m.span() for m in re.finditer(pattern, response, flags=re.IGNORECASE)]
+        key = [any(a < e and s < b for s, e in spans) for a, b in enc["offset_mapping"]]
+        return enc.input_ids + [self.eot_id], key + [False]
 
     def chat_batch(self, messages: list[dict], clips: list[np.ndarray]) -> dict:
         """A one-row generation batch from chat messages whose user turns hold one placeholder per

@@ -54,6 +54,11 @@ class TrainConfig:
         "token", "how response-token losses combine: token (each token counts the same, so long "
         "answers dominate a batch) | row (each row counts the same: a one-word answer weighs as "
         "much as a description)")
+    key_word_weight: float = help_field(
+        1.0, "loss weight of the response tokens that name the clip's gender (woman, male, she, "
+             "his ...; the row's description_fields, or meta, gives it) against 1 for the rest: the "
+             "one word a gender answer turns on weighs more while the sentence stays the teacher's "
+             "(1 = off; try 3-5)")
     save_every: int = help_field(100, "checkpoint every N optimizer steps; 0 = only at the end")
     keep_last: int = help_field(3, "checkpoints to keep (oldest deleted); 0 = keep all")
     eval_every: int = help_field(0, "dev loss every N steps; 0 = off")
@@ -72,6 +77,7 @@ class TrainConfig:
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
               "must be two numbers in [0, 1)")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(self.key_word_weight > 0, "key_word_weight", "must be > 0")
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         check(self.max_steps >= 0, "max_steps", "must be >= 0")

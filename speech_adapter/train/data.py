@@ -53,6 +53,24 @@ def target_text(row: dict, objective: str) -> str | None:
     return row.get("response")
 
 
+# Words naming a gender (train.key_word_weight weighs their tokens): the scorer's aliases plus
+# the pronouns a description uses ("Her voice is ...").
+_PRONOUNS = {"female": ("she", "her", "hers"), "male": ("he", "his", "him")}
+
+
+def key_words(row: dict) -> list[str] | None:
+    """Words that name the clip's gender in an answer about it, or None when the row does not say
+    it (a clip without speech, a text row). Read from `description_fields` (what the teacher was
+    told), else `meta`."""
+    from speech_adapter.eval.scoring import OPTION_ALIASES
+
+    gender = (row.get("description_fields") or {}).get("gender") or (row.get("meta") or {}).get("gender")
+    gender = str(gender).strip().lower() if gender else None
+    if gender not in _PRONOUNS:
+        return None
+    return [gender, *OPTION_ALIASES[gender], *_PRONOUNS[gender]]
+
+
 def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> list[dict]:
     """Rows of `path` usable for training; malformed lines and rows lacking fields go to rejects."""
     path = Path(path)
@@ -80,7 +98,7 @@ def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> lis
                      # what the student reads after the audio (use_transcript): Whisper's words from
                      # `data transcribe`, never the ground truth (None: decoded on the fly)
                      "transcript": row.get("asr_transcript"), "description": row.get("description"),
-                     "duration": row.get("duration")})
+                     "duration": row.get("duration"), "key_words": None if is_text else key_words(row)})
     for e in errors:
         rejects.add(e["reason"], source=path, line=e["line"])
     return rows
@@ -184,7 +202,7 @@ class TrainData:
             examples.append({"audio": None if wav is None else wav.astype(np.float32),
                              "instruction": row["instruction"], "response": row["response"],
                              "system": row["system"], "transcript": row["transcript"],
-                             "description": row["description"]})
+                             "description": row["description"], "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None})
         return ids, examples, text_only
 
 

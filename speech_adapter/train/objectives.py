@@ -8,7 +8,9 @@
 - `task_sft`: the same CE on ground-truth labels, the naive baseline that forgets.
 
 Hard-token filtering: the response tokens the frozen
-backbone finds least likely (lowest teacher probability) are left out of the loss.
+backbone finds least likely (lowest teacher probability) are left out of the loss. Key words:
+the response tokens that name the clip's attribute (the gender in "The speaker is a woman.")
+can weigh more than the rest (`train.key_word_weight`), the sentence itself staying the teacher's.
 
 Every loss works on *target* logits: (N, V) rows that predict the N response tokens (N,) in
 batch order, as `SpeechLM.forward` returns them — the LM head runs on
@@ -35,18 +37,35 @@ def targets_from_all(logits: torch.Tensor, labels: torch.Tensor):
     return lg[mask], lb[mask]
 
 
-def row_weights(batch_labels: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+def row_weights(batch_labels: torch.Tensor, keep: torch.Tensor | None = None,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
     """Per-target weights (N,) that give every row of the batch the same total weight.
 
     `batch_labels` (B, S) as collated (-100 = not a target); targets are taken in batch order,
     as `targets_from_all` takes them, then filtered by `keep`. A row's targets each weigh
-    1 / (its number of targets), so a one-word answer counts as much as a long description."""
+    1 / (its number of targets), so a one-word answer counts as much as a long description.
+    `scale` (one per kept target, `key_scale`) shares a row's weight unevenly: in proportion to
+    it, the row's total staying the same."""
     mask = batch_labels[:, 1:] != IGNORE  # (B, S-1)
     row = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]  # (N,)
     if keep is not None:
         row = row[keep]
-    counts = torch.bincount(row, minlength=mask.shape[0]).float()
-    return 1.0 / counts[row]
+    scale = torch.ones(row.shape, device=row.device) if scale is None else scale.float()
+    totals = torch.zeros(mask.shape[0], device=row.device).index_add_(0, row, scale)
+    return scale / totals[row]
+
+
+def key_scale(batch: dict, weight: float, keep: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Per-target loss scale (N,): `weight` at the targets the batch's `key_mask` marks (tokens of
+    words that name the clip's attribute, e.g. "woman"), 1 elsewhere; None when there is nothing
+    to scale. Targets in batch order, filtered by `keep`, as `row_weights` takes them."""
+    if weight == 1.0 or batch.get("key_mask") is None:
+        return None
+    labels = batch["labels"]
+    key = batch["key_mask"][:, 1:][labels[:, 1:] != IGNORE]  # (N,)
+    if keep is not None:
+        key = key[keep.to(key.device)]
+    return 1.0 + (weight - 1.0) * key.float()
 
 
 def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -140,9 +159,11 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
         if cfg.hard_token_filter > 0:
             keep = hard_token_keep(target_logprobs(t_logits, labels), cfg.hard_token_filter)
 
-    weights = None
+    scale = key_scale(batch, getattr(cfg, "key_word_weight", 1.0), keep)
+    scale = None if scale is None else scale.to(labels.device)
+    weights = scale
     if cfg.loss_average == "row":
-        weights = row_weights(batch["labels"].to(labels.device), keep)
+        weights = row_weights(batch["labels"].to(labels.device), keep, scale)
     if kl:
         loss = kl_loss(logits, t_logits, cfg.kl_temperature, keep, weights)
         stats["kl"] = float(loss.detach())

@@ -151,3 +151,56 @@ def test_loss_average_is_validated():
 
     with pytest.raises(ConfigError, match="loss_average"):
         from_dict(TrainConfig, {"loss_average": "sample"}, prefix="train")
+
+
+def test_key_words_mark_only_their_own_tokens():
+    from speech_adapter.models.tiny import tiny_speechlm
+    import numpy as np
+
+    model = tiny_speechlm()
+    resp = "A man? No: the Woman speaks, her voice is calm."
+    ex = {"audio": np.full(8000, 0.1, np.float32), "instruction": "Hi?", "response": resp,
+          "key_words": ["female", "woman", "her"]}
+    b = model.processor.collate([ex])
+    targets = b["labels"][0] != -100
+    marked = b["key_mask"][0][targets].tolist()[:-1]  # the end-of-turn token is never a key
+    ids = model.tokenizer(resp, add_special_tokens=False, return_offsets_mapping=True)
+    text = "".join(resp[a:e] for (a, e), k in zip(ids["offset_mapping"], marked) if k)
+    assert text == "Womanher"  # whole words, any case; "man" and "voice"'s letters untouched
+    assert not b["key_mask"][~(b["labels"] != -100)].any()  # never a prompt position
+    assert "key_mask" not in model.processor.collate([dict(ex, key_words=None)])
+
+
+def test_key_word_weight_shifts_a_rows_weight_onto_its_key_tokens():
+    from speech_adapter.models.tiny import tiny_speechlm
+    import numpy as np
+
+    model = tiny_speechlm()
+    ex = [{"audio": np.full(8000, 0.1, np.float32), "instruction": "Hi?", "response": r, "key_words": k}
+          for r, k in (("The speaker is a woman.", ["woman"]), ("Yes.", None))]
+    batch = model.processor.collate(ex)
+    with torch.no_grad():
+        _, logits, labels = O._out(model(batch))
+        ce = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        key = batch["key_mask"][:, 1:][batch["labels"][:, 1:] != -100]
+        row = torch.tensor([0] * int((batch["labels"][0] != -100).sum()) + [1] * int((batch["labels"][1] != -100).sum()))
+        by_hand = []
+        for r in (0, 1):
+            w = torch.where(key[row == r], 5.0, 1.0)
+            by_hand.append((ce[row == r] * w).sum() / w.sum())
+        loss, _ = O.compute_loss(model, ex, TrainConfig(loss_average="row", key_word_weight=5.0))
+        plain, _ = O.compute_loss(model, ex, TrainConfig(loss_average="row"))
+        token, _ = O.compute_loss(model, ex, TrainConfig(key_word_weight=5.0))
+    assert key.sum() == len("woman")
+    assert torch.allclose(loss, (by_hand[0] + by_hand[1]) / 2, atol=1e-5)  # each row still weighs the same
+    assert not torch.allclose(loss, plain, atol=1e-4)
+    w = torch.where(key, 5.0, 1.0)
+    assert torch.allclose(token, (ce * w).sum() / w.sum(), atol=1e-5)
+
+
+def test_key_word_weight_is_validated():
+    from speech_adapter.config import from_dict
+    from speech_adapter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="key_word_weight"):
+        from_dict(TrainConfig, {"key_word_weight": 0}, prefix="train").validate()

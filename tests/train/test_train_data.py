@@ -54,3 +54,23 @@ def test_batches_are_deterministic_bucketed_and_mix_text(tmp_path):
     bdata = load_train_data(bucketed, Rejects(None))
     order = sorted(range(8), key=bdata.length)  # one window of 2 x 4 rows: batches are length neighbours
     assert {frozenset(b) for b in bdata.epoch_batches(0)} == {frozenset(order[k:k + 2]) for k in range(0, 8, 2)}
+
+def test_key_words_name_the_clips_gender_and_reach_the_batch_only_when_weighted(tmp_path):
+    from speech_adapter.train.data import Rejects, TrainData, key_words, read_rows
+    from speech_adapter.train.config import TrainConfig
+    import json
+
+    assert key_words({"description_fields": {"gender": "Female"}})[:2] == ["female", "woman"]
+    assert "his" in key_words({"meta": {"gender": "male"}}) and "her" not in key_words({"meta": {"gender": "male"}})
+    assert key_words({"meta": {"speech": False}}) is None
+    wav = tmp_path / "a.wav"
+    import numpy as np
+    import soundfile as sf
+    sf.write(wav, np.full(8000, 0.1, np.float32), 16000)
+    f = tmp_path / "rows.jsonl"
+    f.write_text(json.dumps({"id": "a", "audio": str(wav), "instruction": "Who?", "response": "A woman.",
+                             "description_fields": {"gender": "Female"}}) + "\n")
+    rows = read_rows(f, "self_distill", Rejects(None))
+    for weight, want in ((1.0, None), (4.0, key_words({"meta": {"gender": "female"}}))):
+        data = TrainData(rows, TrainConfig(key_word_weight=weight))
+        assert data.load([0])[1][0]["key_words"] == want
