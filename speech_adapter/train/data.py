@@ -202,7 +202,8 @@ class TrainData:
             examples.append({"audio": None if wav is None else wav.astype(np.float32),
                              "instruction": row["instruction"], "response": row["response"],
                              "system": row["system"], "transcript": row["transcript"],
-                             "description": row["description"], "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None})
+                             "description": row["description"],
+                             "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None})
         return ids, examples, text_only
 
 
