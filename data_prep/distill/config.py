@@ -57,7 +57,7 @@ class DistillConfig:
         "teacher's description holds as their answer, instead of the teacher's generated one: "
         "Qwen2.5-0.5B answers 'Transcribe the audio.' with 'Please provide me with the audio' or "
         "recites its description, so SSR kept 0 of 18 such rows and nothing anchored transcription "
-        "requests (README, session 14). Rows under a format rule still go to the teacher")
+        "requests (docs/RESULTS_HISTORY.md, session 14). Rows under a format rule still go to the teacher")
     balance_tasks: list[str] = help_field(
         default_factory=list, help="classification tasks whose kept rows are balanced per template "
         "once distillation is complete, e.g. gender: each phrasing keeps as many rows of each option "
