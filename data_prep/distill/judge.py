@@ -19,7 +19,7 @@ import re
 from data_prep import nonspeech
 from data_prep.distill.config import DistillConfig
 from speech_adapter.eval.constraints import check_all
-from speech_adapter.eval.scoring import extract_answer, parse_number, parse_option, wer, word_overlap
+from speech_adapter.eval.scoring import GENDER_WORDS, extract_answer, parse_number, parse_option, wer, word_overlap
 from speech_adapter.templates import ACCENTS, TASKS, Template
 
 # An answer that talks about its text input instead of the audio. Checked outside the transcript.
@@ -39,10 +39,8 @@ _LEVEL_PATTERNS = {
 }
 _HIGH = {"high", "very high", "fast", "very fast"}
 _LOW = {"low", "very low", "slow", "very slow"}
-_GENDER_WORDS = {
-    "female": {"male", "man", "men", "masculine", "gentleman", "boy", "he", "his", "him"},
-    "male": {"female", "woman", "women", "feminine", "lady", "girl", "she", "her", "hers"},
-}
+# the words that contradict each gender: the other one's
+_GENDER_WORDS = {"female": set(GENDER_WORDS["male"]), "male": set(GENDER_WORDS["female"])}
 
 
 def trim_cut_off(answer: str, min_words: int = 20) -> str:

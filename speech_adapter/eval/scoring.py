@@ -119,6 +119,14 @@ OPTION_ALIASES: dict[str, tuple[str, ...]] = {
     "animal": ("animals",),
 }
 
+# Every word that names a speaker's gender: the option, its aliases, the pronouns a description
+# uses ("Her voice is ..."). The distill judge rejects an answer naming the other gender;
+# train.key_word_weight weighs these words in a target.
+GENDER_WORDS: dict[str, tuple[str, ...]] = {
+    "female": ("female", *OPTION_ALIASES["female"], "she", "her", "hers"),
+    "male": ("male", *OPTION_ALIASES["male"], "he", "his", "him"),
+}
+
 
 def _parse_option(text: str, options: list[str]) -> str | None:
     words = normalize(text).split()

@@ -171,14 +171,8 @@ class SpeechProcessor:
             keys.append(key)
         clips = [ex["audio"] for ex in examples if mode == "audio" and ex.get("audio") is not None]
         rows = [i for i, ex in enumerate(examples) if mode == "audio" and ex.get("audio") is not None]
-        batch = self._batch(seqs, labs, clips, rows, padding)
-        if any(ex.get("key_words") for ex in examples):
-            key_mask = torch.zeros_like(batch["labels"], dtype=torch.bool)
-            for i, key in enumerate(keys):
-                cols = slice(0, len(key)) if padding == "right" else slice(key_mask.shape[1] - len(key), None)
-                key_mask[i, cols] = torch.tensor(key, dtype=torch.bool)
-            batch["key_mask"] = key_mask
-        return batch
+        keys = keys if any(ex.get("key_words") for ex in examples) else None
+        return self._batch(seqs, labs, clips, rows, padding, keys)
 
     def _response_ids(self, response: str, key_words: list[str] | None) -> tuple[list[int], list[bool]]:
         """A response's token ids + the end-of-turn id, and per token whether it lies in one of
@@ -218,18 +212,23 @@ class SpeechProcessor:
         return student_user_message(instruction, slot, transcript if self.config.use_transcript else None,
                                     self.config.transcript_line)
 
-    def _batch(self, seqs, labs, clips, rows, padding: str) -> dict:
+    def _batch(self, seqs, labs, clips, rows, padding: str, keys=None) -> dict:
         b, s = len(seqs), max(len(x) for x in seqs)
         input_ids = torch.full((b, s), self.pad_id, dtype=torch.long)
         labels = torch.full((b, s), IGNORE, dtype=torch.long)
         attn = torch.zeros((b, s), dtype=torch.long)
+        key_mask = torch.zeros((b, s), dtype=torch.bool) if keys is not None else None
         for i, (ids, lab) in enumerate(zip(seqs, labs)):
             cols = slice(0, len(ids)) if padding == "right" else slice(s - len(ids), s)
             input_ids[i, cols] = torch.tensor(ids)
             labels[i, cols] = torch.tensor(lab)
             attn[i, cols] = 1
+            if key_mask is not None:
+                key_mask[i, cols] = torch.tensor(keys[i], dtype=torch.bool)
         batch = {"input_ids": input_ids, "attention_mask": attn,
                  "position_ids": (attn.cumsum(-1) - 1).clamp(min=0), "labels": labels}
+        if key_mask is not None:
+            batch["key_mask"] = key_mask
         if clips:
             feats, mel_lengths = self.encoder.features(clips)  # (A, n_mels, F), (A,)
             batch.update(input_features=feats, mel_lengths=mel_lengths,

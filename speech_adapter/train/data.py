@@ -53,22 +53,15 @@ def target_text(row: dict, objective: str) -> str | None:
     return row.get("response")
 
 
-# Words naming a gender (train.key_word_weight weighs their tokens): the scorer's aliases plus
-# the pronouns a description uses ("Her voice is ...").
-_PRONOUNS = {"female": ("she", "her", "hers"), "male": ("he", "his", "him")}
-
-
 def key_words(row: dict) -> list[str] | None:
-    """Words that name the clip's gender in an answer about it, or None when the row does not say
-    it (a clip without speech, a text row). Read from `description_fields` (what the teacher was
-    told), else `meta`."""
-    from speech_adapter.eval.scoring import OPTION_ALIASES
+    """Words that name the clip's gender in an answer about it (`scoring.GENDER_WORDS`), or None
+    when the row does not say it (a clip without speech, a text row). Read from
+    `description_fields` (what the teacher was told), else `meta`."""
+    from speech_adapter.eval.scoring import GENDER_WORDS
 
     gender = (row.get("description_fields") or {}).get("gender") or (row.get("meta") or {}).get("gender")
     gender = str(gender).strip().lower() if gender else None
-    if gender not in _PRONOUNS:
-        return None
-    return [gender, *OPTION_ALIASES[gender], *_PRONOUNS[gender]]
+    return list(GENDER_WORDS[gender]) if gender in GENDER_WORDS else None
 
 
 def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> list[dict]:

@@ -55,6 +55,7 @@ def test_batches_are_deterministic_bucketed_and_mix_text(tmp_path):
     order = sorted(range(8), key=bdata.length)  # one window of 2 x 4 rows: batches are length neighbours
     assert {frozenset(b) for b in bdata.epoch_batches(0)} == {frozenset(order[k:k + 2]) for k in range(0, 8, 2)}
 
+
 def test_key_words_name_the_clips_gender_and_reach_the_batch_only_when_weighted(tmp_path):
     from speech_adapter.train.data import Rejects, TrainData, key_words, read_rows
     from speech_adapter.train.config import TrainConfig
