@@ -159,7 +159,7 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
         if cfg.hard_token_filter > 0:
             keep = hard_token_keep(target_logprobs(t_logits, labels), cfg.hard_token_filter)
 
-    scale = key_scale(batch, getattr(cfg, "key_word_weight", 1.0), keep)
+    scale = key_scale(batch, cfg.key_word_weight, keep)
     scale = None if scale is None else scale.to(labels.device)
     weights = scale
     if cfg.loss_average == "row":
