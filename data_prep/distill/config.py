@@ -25,6 +25,12 @@ class DistillConfig:
                                   help="pool tasks to sample from (empty = every task the row supports)")
     task_weights: list[float] = help_field(default_factory=list,
                                            help="sampling weight per entry of `tasks` (empty = equal)")
+    nonspeech_task_weights: list[float] = help_field(
+        default_factory=list, help="sampling weight per entry of `tasks` for clips without speech (empty = "
+        "task_weights). Such a clip supports few tasks (speech, sound, duration ...), so a weight "
+        "that makes the speech question common on spoken clips makes it most of a silent clip's "
+        "questions: the standard's yes/no rows were 57 'yes' and 60 'no' though nearly every clip "
+        "a user brings holds speech")
     templates: list[str] = help_field(
         default_factory=list, help="only these seen template ids for the pool tasks, e.g. [gender.01] "
         "(empty = every seen template); a short run learns faster from one phrasing per task")
@@ -107,8 +113,12 @@ class DistillConfig:
                 if t not in allowed:
                     raise ConfigError(f"{key}: {t} has {missing} "
                                       "(only classification tasks such as gender, speech, accent do)")
-        if self.task_weights and len(self.task_weights) != len(self.tasks):
-            raise ConfigError("task_weights: give one weight per entry of tasks")
+        for key in ("task_weights", "nonspeech_task_weights"):
+            weights = getattr(self, key)
+            if weights and len(weights) != len(self.tasks):
+                raise ConfigError(f"{key}: give one weight per entry of tasks")
+            if any(w < 0 for w in weights):
+                raise ConfigError(f"{key}: weights must be >= 0")
         by_id = {t.id: t for t in TEMPLATES}
         for tid in self.templates:
             if tid not in by_id:

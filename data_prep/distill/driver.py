@@ -34,6 +34,7 @@ from speech_adapter.utils.io import JsonlAppender, read_jsonl, write_json_atomic
 # settings that do not change a row's answer: where files go, batching, the progress bar, and the
 # plan's knobs, whose effect on a row (its key, instruction, scored or generated) the stamp holds
 _NOT_IN_STAMP = {"input", "output", "limit", "batch_size", "quiet", "balance_tasks", "tasks", "task_weights",
+                 "nonspeech_task_weights",
                  "templates", "describe_per_clip", "templates_per_clip", "constrained_fraction", "bare_fraction",
                  "bare_tasks", "option_answers", "choice_tasks", "choice_replies",
                  "transcript_answers"}

@@ -16,6 +16,8 @@ def plan_clip(row: dict, cfg: DistillConfig) -> list[Template]:
     chosen = rng.sample(describe, min(cfg.describe_per_clip, len(describe)))
     names = cfg.tasks or [t for t in TASKS if t != "describe"]
     weights = cfg.task_weights or [1.0] * len(names)
+    if cfg.nonspeech_task_weights and TASKS["speech"].label(row) == "no":
+        weights = cfg.nonspeech_task_weights
     pool = [(t, w) for t, w in zip(names, weights) if w > 0 and applicable(t, row)]
     taken = {t.id for t in chosen}
     allowed = set(cfg.templates)

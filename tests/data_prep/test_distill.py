@@ -13,6 +13,7 @@ import pytest
 
 from data_prep.distill import (DistillConfig, contradiction_reason, degenerate_reason, distill, plan_clip)
 from data_prep.teacher import FakeTeacher
+from speech_adapter.errors import ConfigError
 from speech_adapter.templates import TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -643,3 +644,31 @@ def test_rows_written_before_stamps_count_as_done(tmp_path, capsys):
     distill(rows, fresh, teacher=FakeTeacher(ANSWERS))
     distill(rows, fresh, teacher=FakeTeacher(ANSWERS))
     assert "without row stamps" not in capsys.readouterr().err
+
+
+def test_nonspeech_task_weights_steer_only_clips_without_speech(tmp_path):
+    """A clip without speech supports few tasks, so the speech question's weight there is its own
+    setting; spoken clips keep their plans draw for draw."""
+    tasks = ["gender", "speech", "sound", "duration"]
+    spoken = described_rows(30)
+    silent = [{"id": f"n{i:03d}", "audio": f"wavs/n{i:03d}.wav", "duration": 2.0, "transcript": "",
+               "meta": {"speech": False, "sound": "noise"}, "bins": {"duration": "Short"},
+               "description": "No speech. White noise."} for i in range(60)]
+    base = dict(tasks=tasks, task_weights=[1, 8, 1, 1], describe_per_clip=0, templates_per_clip=1,
+                constrained_fraction=0.0)
+    plain, steered = cfg_for(tmp_path, **base), cfg_for(tmp_path, **base, nonspeech_task_weights=[1, 0, 1, 1])
+
+    def asked(cfg, rows):
+        return [t.task for row in rows for t in plan_clip(row, cfg)]
+
+    assert asked(steered, spoken) == asked(plain, spoken)
+    assert asked(plain, silent).count("speech") > 30
+    assert "speech" not in asked(steered, silent) and set(asked(steered, silent)) == {"sound", "duration"}
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([1, 1], "one weight per entry of tasks"), ([1, -1, 1], "must be >= 0")])
+def test_nonspeech_task_weights_are_validated(tmp_path, weights, message):
+    cfg = cfg_for(tmp_path, tasks=["gender", "speech", "sound"], nonspeech_task_weights=weights)
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
