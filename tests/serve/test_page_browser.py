@@ -4,6 +4,7 @@ microphone), ask, read the reply as it streams in; a screenshot is kept in tmp_p
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
@@ -25,7 +26,18 @@ def page():
         browser.close()
 
 
-def test_upload_ask_and_read_the_streamed_reply(server, page, model, tmp_path):
+def test_upload_ask_and_read_the_streamed_reply(server, page, model, tmp_path, monkeypatch):
+    # the tiny model writes its 16 tokens in milliseconds, and on a fast host the browser can read
+    # them all in one network chunk (one repaint, though the server streamed); pace the tokens as
+    # a real model's are paced, so "it grew more than once" tests the page and not the host
+    stream = model.stream
+
+    def paced(*args, **kwargs):
+        for token in stream(*args, **kwargs):
+            time.sleep(0.05)
+            yield token
+
+    monkeypatch.setattr(model, "stream", paced)
     data = encoded(seconds=1.5, seed=5)
     wav = tmp_path / "clip.wav"
     wav.write_bytes(base64.b64decode(data))
