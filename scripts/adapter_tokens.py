@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 DEFAULT_CLIPS = ["arctic-aew-a0001", "vctk-p240", "whisper-jfk", "arctic-axb-a0004", "animal-robin"]
 
@@ -55,6 +54,7 @@ def main(argv=None) -> int:
     from speech_adapter.audio import load_audio
     from speech_adapter.eval.real import load_real_corpus
     from speech_adapter.inference.api import load
+    from speech_adapter.utils.io import write_text_atomic
 
     model = load(args.model)
     table = model.causal_lm.get_input_embeddings().weight.detach()
@@ -77,8 +77,7 @@ def main(argv=None) -> int:
         print(f"{clip}: {len(vectors)} audio tokens", file=sys.stderr)
     text = "\n".join(lines)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(args.out, text + "\n")
     else:
         print(text)
     return 0

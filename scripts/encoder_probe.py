@@ -19,14 +19,13 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from data_prep.synth import VOICE_GROUPS, voice_group
 from speech_adapter.audio import load_audio
-from speech_adapter.utils.io import read_jsonl
+from speech_adapter.utils.io import read_jsonl, write_text_atomic
 
 def gendered(path) -> list[dict]:
     """The clips of a described/attributed corpus JSONL that have a known gender."""
@@ -137,8 +136,7 @@ def main(argv=None) -> int:
             f"(`python scripts/encoder_probe.py {' '.join(sys.argv[1:] if argv is None else argv)}`; "
             f"{', '.join(timings)}). Accuracy % (clips):\n\n" + "\n".join(lines))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(args.out, text + "\n")
     print(text)
     return 0
 

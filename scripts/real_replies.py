@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 CLIPS = ["arctic-aew-a0001", "vctk-p240", "whisper-jfk", "arctic-axb-a0004", "animal-robin"]
 INSTRUCTIONS = [
@@ -44,6 +43,7 @@ def main(argv=None) -> int:
     from speech_adapter.eval.real import load_real_corpus
     from speech_adapter.inference.api import load
     from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT
+    from speech_adapter.utils.io import write_text_atomic
 
     rows = {r["id"]: r for r in load_real_corpus()}
     model = load(args.model)
@@ -67,8 +67,7 @@ def main(argv=None) -> int:
         print(f"{cid}: done", file=sys.stderr)
     text = "\n".join(lines)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(args.out, text + "\n")
     else:
         print(text)
     return 0

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from data_prep.synth import voice_group
-from speech_adapter.utils.io import read_jsonl, write_jsonl_atomic
+from speech_adapter.utils.io import read_jsonl, write_jsonl_atomic, write_text_atomic
 
 
 def _cli(*args: str) -> None:
@@ -183,8 +183,7 @@ def main(argv=None) -> int:
         text += ("\n\nGender on every gendered clip of the held-out split (`--heldout-clips`), then per "
                  "voice group:\n\n" + voices_table({**results["heldout_clips"], **by_group}))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text_atomic(args.out, text + "\n")
     print(text)
     return 0
 
