@@ -131,11 +131,24 @@ class VoiceToken(nn.Module):
 
     Reads the raw (unstandardized) channels D-2 (octaves above 150 Hz) and D-1 (voicing
     probability) of the first tap: the voicing-weighted mean and spread of log F0 and the mean
-    voicing over the clip's frames, through a small MLP."""
+    voicing over the clip's frames, through a small MLP.
 
-    def __init__(self, llm_dim: int, hidden: int = 256):
+    With `words` (K, H_llm), the LLM's own embeddings of K words (model.voice_words, e.g. " male"
+    and " female"), the MLP gives K logits and the token is their softmax mixture of those
+    embeddings (LegoSLM's soft tokens: encoder posteriors times the LLM's embedding table): the
+    token can only say something the LLM already reads as a word, in proportions it learns from
+    the distillation loss, instead of a free vector the frozen LLM must learn to interpret."""
+
+    def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, llm_dim))
+        out = llm_dim if words is None else words.shape[0]
+        self.mlp = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, out))
+        if words is not None:
+            if words.ndim != 2 or words.shape[0] < 2 or words.shape[1] != llm_dim:
+                raise ValueError(f"voice words: want (K >= 2, {llm_dim}) embeddings, got {tuple(words.shape)}")
+            self.register_buffer("words", words.detach().float().clone())
+        else:
+            self.words = None
 
     @staticmethod
     def statistics(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -149,8 +162,14 @@ class VoiceToken(nn.Module):
         voiced = w.sum(-1) / valid.sum(-1).clamp_min(1)
         return torch.stack([mean, spread, voiced], -1)
 
+    def mixture(self, states, lengths) -> torch.Tensor:
+        """(B, K): each clip's weights over the voice words (only with `words`)."""
+        return self.mlp(self.statistics(states, lengths)).softmax(-1)
+
     def forward(self, states, lengths):
-        return self.mlp(self.statistics(states, lengths))
+        if self.words is None:
+            return self.mlp(self.statistics(states, lengths))
+        return self.mixture(states, lengths) @ self.words.to(states.dtype)  # (B, K) @ (K, H)
 
 
 def _whisper_dim(encoder_dim: int, voice: bool) -> int:
@@ -164,8 +183,8 @@ class Adapter(nn.Module):
     feature_norm: nn.Module
     voice: VoiceToken | None  # set by _init_voice (a class-level default would hide the submodule)
 
-    def _init_voice(self, voice: bool, llm_dim: int) -> None:
-        self.voice = VoiceToken(llm_dim) if voice else None
+    def _init_voice(self, voice: bool, llm_dim: int, words: torch.Tensor | None = None) -> None:
+        self.voice = VoiceToken(llm_dim, words=words) if voice else None
 
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0
@@ -213,10 +232,11 @@ class LayerPool(nn.Module):
 class QFormerAdapter(Adapter):
     """DeSTA2: per-layer queries, shared Q-Former, per-query softmax over layers, LN, Linear."""
 
-    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int, voice: bool = False):
+    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int, voice: bool = False,
+                 voice_words: torch.Tensor | None = None):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        self._init_voice(voice, llm_dim)
+        self._init_voice(voice, llm_dim, voice_words)
         dim = cfg.qformer_hidden or _whisper_dim(encoder_dim, voice)
         self.n_queries = cfg.num_queries
         self.in_proj = nn.Linear(encoder_dim, dim) if dim != encoder_dim else nn.Identity()
@@ -246,10 +266,11 @@ class WindowQFormerAdapter(Adapter):
     """SALMONN: pool layers, cut frames into windows of W, a Q-Former per window, Linear."""
 
     def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int,
-                 frame_rate: float = 50.0, voice: bool = False):
+                 frame_rate: float = 50.0, voice: bool = False,
+                 voice_words: torch.Tensor | None = None):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        self._init_voice(voice, llm_dim)
+        self._init_voice(voice, llm_dim, voice_words)
         dim = cfg.qformer_hidden or _whisper_dim(encoder_dim, voice)
         self.window = max(1, round(cfg.window_seconds * frame_rate))  # SALMONN: 17 frames
         self.q_per_window = cfg.queries_per_window
@@ -289,10 +310,11 @@ class WindowQFormerAdapter(Adapter):
 class StackMLPAdapter(Adapter):
     """Ultravox: stack k frames, RMSNorm → Linear → SwiGLU → RMSNorm → Linear."""
 
-    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int, voice: bool = False):
+    def __init__(self, cfg: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int, voice: bool = False,
+                 voice_words: torch.Tensor | None = None):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        self._init_voice(voice, llm_dim)
+        self._init_voice(voice, llm_dim, voice_words)
         self.k = cfg.stack_factor
         self.pool = LayerPool(n_layers, cfg.layer_pool)
         dim_in = encoder_dim * self.k
@@ -325,13 +347,15 @@ class StackMLPAdapter(Adapter):
 
 
 def build_adapter(config: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int,
-                  frame_rate: float = 50.0, voice: bool = False) -> Adapter:
+                  frame_rate: float = 50.0, voice: bool = False,
+                  voice_words: torch.Tensor | None = None) -> Adapter:
     """The adapter named by `config.kind`; `n_layers` = number of tapped encoder layers; `voice`:
-    the states end with the pitch channels and the adapter adds a `VoiceToken`."""
+    the states end with the pitch channels and the adapter adds a `VoiceToken` (a mixture of
+    `voice_words`' embeddings (K, H_llm) when given)."""
     if config.kind == "qformer":
-        return QFormerAdapter(config, encoder_dim, n_layers, llm_dim, voice)
+        return QFormerAdapter(config, encoder_dim, n_layers, llm_dim, voice, voice_words)
     if config.kind == "window_qformer":
-        return WindowQFormerAdapter(config, encoder_dim, n_layers, llm_dim, frame_rate, voice)
+        return WindowQFormerAdapter(config, encoder_dim, n_layers, llm_dim, frame_rate, voice, voice_words)
     if config.kind == "stack_mlp":
-        return StackMLPAdapter(config, encoder_dim, n_layers, llm_dim, voice)
+        return StackMLPAdapter(config, encoder_dim, n_layers, llm_dim, voice, voice_words)
     raise ValueError(f"unknown adapter kind {config.kind!r}")

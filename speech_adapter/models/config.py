@@ -94,6 +94,11 @@ class ModelConfig:
         False, "append a pitch track (librosa pyin: log F0, voicing) to the encoder states and give the "
         "adapter one voice token from its statistics: Whisper's states carry a voice's gender less "
         "clearly than its pitch does (README); costs ~0.05 s of CPU a second of audio")
+    voice_words: list[str] = help_field(
+        default_factory=list, help="with voice_features: the voice token becomes a learned softmax "
+        "mixture of these words' own LLM embeddings (a word of several tokens: their mean), e.g. "
+        "[' male', ' female'], instead of a free vector the frozen LLM must learn to read "
+        "(LegoSLM-style soft tokens); [] = a free vector")
     max_audio_seconds: float = help_field(
         MAX_AUDIO_SECONDS, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")
@@ -114,6 +119,13 @@ class ModelConfig:
         if self.transcript_line.count("{transcript}") != 1:
             raise ConfigError("transcript_line: must contain '{transcript}' exactly once, got "
                               f"{self.transcript_line!r}")
+        if self.voice_words:
+            if not self.voice_features:
+                raise ConfigError("voice_words: needs voice_features: true (the words mix into the voice token)")
+            if len(self.voice_words) < 2 or len(set(self.voice_words)) != len(self.voice_words):
+                raise ConfigError(f"voice_words: give at least two different words, got {self.voice_words}")
+            if any(not str(w).strip() for w in self.voice_words):
+                raise ConfigError(f"voice_words: empty word in {self.voice_words}")
         if not self.placeholder or any(c.isspace() for c in self.placeholder):
             raise ConfigError(f"placeholder: must be a non-empty token without spaces, got {self.placeholder!r}")
 

@@ -40,6 +40,20 @@ class SpeechLMOutput:
     labels: torch.Tensor | None = None
 
 
+def _word_embeddings(llm, tokenizer, words: list[str]) -> torch.Tensor | None:
+    """(K, H): each word's input embedding (the mean of its tokens'), or None without words."""
+    if not words:
+        return None
+    table = llm.get_input_embeddings().weight
+    rows = []
+    for w in words:
+        ids = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ConfigError(f"voice_words: {w!r} has no tokens in this LLM's vocabulary")
+        rows.append(table[ids].detach().float().mean(0))
+    return torch.stack(rows)
+
+
 class SpeechLM(nn.Module):
     def __init__(self, config: ModelConfig, whisper, feature_extractor, llm, tokenizer,
                  whisper_tokenizer=None, share_prefix: bool = True):
@@ -56,7 +70,8 @@ class SpeechLM(nn.Module):
             p.requires_grad_(False)
         llm_dim = llm.get_input_embeddings().weight.shape[1]
         self.adapter = build_adapter(config.adapter, self.encoder.dim, len(layers), llm_dim,
-                                     frame_rate=self.encoder.frame_rate, voice=config.voice_features)
+                                     frame_rate=self.encoder.frame_rate, voice=config.voice_features,
+                                     voice_words=_word_embeddings(llm, tokenizer, config.voice_words))
         if config.adapter.output_norm:  # loaded weights replace this start value
             self.adapter.set_output_scale(_rms(llm.get_input_embeddings().weight))
         self.processor = SpeechProcessor(config, tokenizer, self.encoder, self.adapter.num_tokens,

@@ -159,3 +159,54 @@ def test_training_caches_voice_states_apart_from_plain_ones(tmp_path):
     assert len(metas) == 2 and sorted(m.get("voice", False) for m in metas) == [False, True]
     adapter = SpeechLM.from_pretrained(tmp_path / "outTrue" / "train" / "adapter")
     assert adapter.adapter.voice is not None
+
+
+def tiny_word_model(words: list[str], kind: str = "stack_mlp", seed: int = 0) -> SpeechLM:
+    config = tiny_config(kind)
+    config.voice_features, config.voice_words = True, words
+    whisper, fe, wtok = tiny_whisper()
+    llm, tok = tiny_llm()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return SpeechLM(config, whisper, fe, llm, tok, whisper_tokenizer=wtok)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_voice_words_make_the_token_a_mixture_of_the_words_own_embeddings(kind):
+    m = tiny_word_model([" male", " female"], kind)
+    table = m.causal_lm.get_input_embeddings().weight
+    ids = [m.tokenizer(w, add_special_tokens=False)["input_ids"] for w in (" male", " female")]
+    words = torch.stack([table[i].mean(0) for i in ids])
+    torch.testing.assert_close(m.adapter.voice.words, words)
+    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
+           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+    batch = m.processor.collate(exs)
+    states, lengths = m.encode_audio(batch)
+    with torch.no_grad():
+        token = m.adapter.voice(states, lengths)
+        weights = m.adapter.voice.mixture(states, lengths)
+    assert weights.shape == (2, 2) and torch.allclose(weights.sum(-1), torch.ones(2))
+    torch.testing.assert_close(token, weights @ words)  # inside the words' span, nowhere else
+    assert not torch.allclose(weights[0], weights[1], atol=1e-4)  # a low and a high voice differ
+    m.all_logits(batch).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.adapter.voice.parameters())
+    assert not m.adapter.voice.words.requires_grad  # the words stay the LLM's
+
+
+def test_voice_words_are_saved_loaded_and_validated(tmp_path):
+    m = tiny_word_model([" man", " woman", " child"], seed=3)
+    m.save_adapter(tmp_path / "ad")
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.config.voice_words == [" man", " woman", " child"]
+    torch.testing.assert_close(again.adapter.voice.words, m.adapter.voice.words)
+    batch = m.processor.collate([{"audio": voice(150, 0.8), "instruction": "Who?", "response": "x"}])
+    with torch.no_grad():
+        torch.testing.assert_close(again.all_logits(batch).logits, m.all_logits(batch).logits)
+    from speech_adapter.errors import ConfigError
+
+    for bad in ({"voice_words": [" male", " female"]},  # without voice_features
+                {"voice_features": True, "voice_words": [" male"]},
+                {"voice_features": True, "voice_words": [" male", " male"]},
+                {"voice_features": True, "voice_words": [" male", " "]}):
+        with pytest.raises(ConfigError, match="voice_words"):
+            ModelConfig(**bad).validate()
