@@ -169,7 +169,8 @@ class VoiceToken(nn.Module):
     def forward(self, states, lengths):
         if self.words is None:
             return self.mlp(self.statistics(states, lengths))
-        return self.mixture(states, lengths) @ self.words.to(states.dtype)  # (B, K) @ (K, H)
+        mix = self.mixture(states, lengths)  # (B, K), in the MLP's dtype (the adapter stays fp32)
+        return mix @ self.words.to(mix.dtype)  # (B, K) @ (K, H) -> (B, H)
 
 
 def _whisper_dim(encoder_dim: int, voice: bool) -> int:

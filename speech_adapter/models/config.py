@@ -98,7 +98,8 @@ class ModelConfig:
         default_factory=list, help="with voice_features: the voice token becomes a learned softmax "
         "mixture of these words' own LLM embeddings (a word of several tokens: their mean), e.g. "
         "[' male', ' female'], instead of a free vector the frozen LLM must learn to read "
-        "(LegoSLM-style soft tokens); [] = a free vector")
+        "(LegoSLM-style soft tokens); [] = a free vector. On the standard the token followed the "
+        "pitch, yet the model's gender answers got worse (one run, README session 18)")
     max_audio_seconds: float = help_field(
         MAX_AUDIO_SECONDS, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")
