@@ -40,11 +40,11 @@ class SpeechLMOutput:
     labels: torch.Tensor | None = None
 
 
-def _word_embeddings(llm, tokenizer, words: list[str]) -> torch.Tensor | None:
-    """(K, H): each word's input embedding (the mean of its tokens'), or None without words."""
+def _word_embeddings(table: torch.Tensor, tokenizer, words: list[str]) -> torch.Tensor | None:
+    """(K, H): each word's row of the input-embedding `table` (the mean of its tokens'), or None
+    without words."""
     if not words:
         return None
-    table = llm.get_input_embeddings().weight
     rows = []
     for w in words:
         ids = tokenizer(w, add_special_tokens=False)["input_ids"]
@@ -68,12 +68,12 @@ class SpeechLM(nn.Module):
         self.encoder = AudioEncoder(enc, feature_extractor, layers, config.max_audio_seconds, voice=config.voice_features)
         for p in list(whisper.parameters()) + list(llm.parameters()):
             p.requires_grad_(False)
-        llm_dim = llm.get_input_embeddings().weight.shape[1]
-        self.adapter = build_adapter(config.adapter, self.encoder.dim, len(layers), llm_dim,
+        table = llm.get_input_embeddings().weight
+        self.adapter = build_adapter(config.adapter, self.encoder.dim, len(layers), table.shape[1],
                                      frame_rate=self.encoder.frame_rate, voice=config.voice_features,
-                                     voice_words=_word_embeddings(llm, tokenizer, config.voice_words))
+                                     voice_words=_word_embeddings(table, tokenizer, config.voice_words))
         if config.adapter.output_norm:  # loaded weights replace this start value
-            self.adapter.set_output_scale(_rms(llm.get_input_embeddings().weight))
+            self.adapter.set_output_scale(_rms(table))
         self.processor = SpeechProcessor(config, tokenizer, self.encoder, self.adapter.num_tokens,
                                          whisper, whisper_tokenizer)
         self.placeholder_id, self.pad_id = self.processor.placeholder_id, self.processor.pad_id

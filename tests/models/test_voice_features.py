@@ -24,9 +24,9 @@ def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
     return (x + np.random.default_rng(seed).standard_normal(t.size) * 0.005).astype(np.float32)
 
 
-def tiny_voice_model(kind: str, seed: int = 0) -> SpeechLM:
+def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None) -> SpeechLM:
     config = tiny_config(kind)
-    config.voice_features = True
+    config.voice_features, config.voice_words = True, list(words or [])
     whisper, fe, wtok = tiny_whisper()
     llm, tok = tiny_llm()
     with torch.random.fork_rng():
@@ -161,19 +161,9 @@ def test_training_caches_voice_states_apart_from_plain_ones(tmp_path):
     assert adapter.adapter.voice is not None
 
 
-def tiny_word_model(words: list[str], kind: str = "stack_mlp", seed: int = 0) -> SpeechLM:
-    config = tiny_config(kind)
-    config.voice_features, config.voice_words = True, words
-    whisper, fe, wtok = tiny_whisper()
-    llm, tok = tiny_llm()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return SpeechLM(config, whisper, fe, llm, tok, whisper_tokenizer=wtok)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_voice_words_make_the_token_a_mixture_of_the_words_own_embeddings(kind):
-    m = tiny_word_model([" male", " female"], kind)
+    m = tiny_voice_model(kind, words=[" male", " female"])
     table = m.causal_lm.get_input_embeddings().weight
     ids = [m.tokenizer(w, add_special_tokens=False)["input_ids"] for w in (" male", " female")]
     words = torch.stack([table[i].mean(0) for i in ids])
@@ -194,7 +184,7 @@ def test_voice_words_make_the_token_a_mixture_of_the_words_own_embeddings(kind):
 
 
 def test_voice_words_are_saved_loaded_and_validated(tmp_path):
-    m = tiny_word_model([" man", " woman", " child"], seed=3)
+    m = tiny_voice_model("stack_mlp", seed=3, words=[" man", " woman", " child"])
     m.save_adapter(tmp_path / "ad")
     again = SpeechLM.from_pretrained(tmp_path / "ad")
     assert again.config.voice_words == [" man", " woman", " child"]
