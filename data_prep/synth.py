@@ -6,7 +6,8 @@ speaker variant(s), rate, pitch and volume, optionally white noise at a known SN
 speakers concatenated. Clip `i` draws everything from `np.random.default_rng([seed, i])`, so a
 seed fixes rows and audio whatever the sharding; shards take `i % num_shards == shard_index`.
 Wavs are written atomically and rows appended durably: a rerun after a kill skips finished
-ids and regenerates the rest identically.
+ids and regenerates the rest identically, and a rerun with a larger `num_clips` adds the new
+clips only (clip `i` does not depend on `num_clips`; every other setting must match).
 
 SNR definition (shared with `attributes.estimate_snr`): 10*log10(P_speech / P_noise), where
 P_speech is the mean power of the clean clip's active 20 ms frames (above -50 dBFS).
@@ -292,9 +293,17 @@ def _check_same_config(cfg: SynthConfig) -> None:
         # Kokoro's settings shape no clip of an espeak corpus
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k)
                       and not (k.startswith("kokoro_") and mine.get("engine") == theirs.get("engine") == "espeak"))
+        # clip i does not depend on num_clips: a larger one extends the corpus with exactly the
+        # clips a run with it from the start has there
+        grows = "num_clips" in diff and mine["num_clips"] > theirs["num_clips"]
+        if grows:
+            diff.remove("num_clips")
         if diff:
             raise ConfigError(f"{path}: {Path(cfg.out_dir)} was made with different settings "
-                              f"({', '.join(diff)}); use a new --out-dir or the same settings")
+                              f"({', '.join(diff)}); use a new --out-dir or the same settings"
+                              + (" (num_clips may only grow)" if "num_clips" in diff else ""))
+        if grows:
+            write_json_atomic(path, mine)
     else:
         write_json_atomic(path, mine)
 

@@ -68,6 +68,17 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         synth_corpus(small(tmp_path, num_clips=2, seed=9), progress=False)
 
 
+def test_a_larger_num_clips_extends_the_corpus_as_a_fresh_run_would(tmp_path):
+    ref = small(tmp_path / "ref", num_clips=5)
+    synth_corpus(ref, progress=False)
+    synth_corpus(small(tmp_path / "run", num_clips=3), progress=False)
+    res = synth_corpus(small(tmp_path / "run", num_clips=5), progress=False)
+    assert res["skipped"] == 3 and res["written"] == 2
+    assert rows_of(corpus_path(small(tmp_path / "run"))) == rows_of(corpus_path(ref))
+    with pytest.raises(ConfigError, match="num_clips may only grow"):
+        synth_corpus(small(tmp_path / "run", num_clips=4), progress=False)
+
+
 def test_metadata_matches_audio_and_voice(tmp_path):
     cfg = small(tmp_path, num_clips=4, variants=["f3"], p_multi_speaker=0.0, p_other_language=0.0,
                 english_accents=["en-gb-scotland"], p_noise=0.0)
