@@ -158,20 +158,28 @@ def _suite_paths(p: dict, suite: str) -> dict:
     return {**p, "suite": root / "suite.jsonl", "eval": p["eval"] / suite, "compare": root / "compare"}
 
 
+def _unfilled(section: dict, fill: dict) -> dict:
+    """`section` without the keys set to what the pipeline fills in anyway (`train.seed: 0` in a
+    recipe whose seed is 0): a stage's fingerprint is the same whether or not such a key is written."""
+    return {k: v for k, v in section.items() if not (k in fill and v == fill[k])}
+
+
 def _stage_config(recipe, stage: str):
+    data = to_dict(recipe.data)
+    data["synth"] = _unfilled(data.get("synth") or {}, {"seed": recipe.seed})
+    train = _unfilled(recipe.train, {"seed": recipe.seed})
     return {
         "models": [recipe.model.encoder, recipe.model.llm],
-        "data": to_dict(recipe.data),
+        "data": data,
         "attributes": recipe.data.attributes,
         "describe": recipe.data.describe,
         "transcribe": [recipe.model.encoder, recipe.model.dtype],
         "split": [recipe.data.heldout_fraction, recipe.seed],
-        "distill": recipe.distill,
+        "distill": _unfilled(recipe.distill, {"seed": recipe.seed, "model": recipe.model.llm}),
         "replay": to_dict(recipe.replay),
-        "train": [to_dict(recipe.model), recipe.train],
+        "train": [to_dict(recipe.model), train],
         # without `suites`: adding a suite must not rerun the others
-        "eval": [{k: v for k, v in to_dict(recipe.eval).items() if k != "suites"}, to_dict(recipe.model),
-                 recipe.train],
+        "eval": [{k: v for k, v in to_dict(recipe.eval).items() if k != "suites"}, to_dict(recipe.model), train],
         "export": to_dict(recipe.export),
     }[stage]
 

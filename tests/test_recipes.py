@@ -6,7 +6,7 @@ import pytest
 
 from speech_adapter.cli import main
 from speech_adapter.errors import ConfigError
-from speech_adapter.pipeline import split_heldout
+from speech_adapter.pipeline import _stage_config, split_heldout
 from speech_adapter.recipe import load_recipe
 from speech_adapter.stages import StageRunner
 
@@ -122,6 +122,20 @@ def test_stage_runner_skips_complete_stage_and_reruns_on_change(tmp_path):
     assert runner.run("s", "fp1", lambda: calls.append(2) or {"n": 2}) == {"n": 1}
     runner.run("s", "fp2", lambda: calls.append(3) or {"n": 3})
     assert calls == [1, 3]
+
+
+def test_writing_out_a_value_the_pipeline_fills_keeps_the_stage_fingerprints(tmp_path):
+    """`train.seed=0` in a recipe whose seed is 0 reruns nothing; another seed reruns training."""
+    p = _write(tmp_path, "name: x\nseed: 0\n")
+
+    def stage_configs(overrides):
+        r = load_recipe(p, overrides)
+        return [_stage_config(r, s) for s in ("data", "distill", "train", "eval")]
+
+    plain = stage_configs([])
+    assert stage_configs(["train.seed=0", "distill.seed=0", "data.synth.seed=0"]) == plain
+    other = stage_configs(["train.seed=1"])
+    assert other[:2] == plain[:2] and other[2] != plain[2] and other[3] != plain[3]
 
 
 def test_a_failing_stage_leaves_no_marker(tmp_path):
