@@ -53,6 +53,12 @@ class DistillConfig:
         "(what `option_answers: choice` does for every task), e.g. speech: Qwen2.5-0.5B answers 'Choose from: yes, no.' with 'No.' for spoken clips "
         "whatever the description says, while its scored choice is right, so the adapter gets "
         "listed-options rows to learn from")
+    label_fallback_tasks: list[str] = help_field(
+        default_factory=list, help="scored-choice tasks whose rows, where the teacher's scored choice and "
+        "its generated answers are all wrong, take the clip's label in the same one-word form ('Yes.') "
+        "instead of being dropped, e.g. speech: Qwen2.5-0.5B's scored choice was wrong on 35 of 92 "
+        "yes/no rows of spoken training clips (session 18), so the kept rows leaned 'No' and the model answered 'No.' to "
+        "spoken real clips")
     choice_replies: Literal["word", "sentence"] = help_field(
         "word", "the form of a scored choice's reply: word ('Female.', label first) | sentence ('The "
         "speaker is female.' for the attributes of a speaker: gender, pitch, speed, accent, language; "
@@ -106,7 +112,8 @@ class DistillConfig:
         option = {t for t, task in TASKS.items() if task.metric == "option"}  # tasks with options to choose from
         for key, allowed, missing in (("tasks", TASKS, ""), ("bare_tasks", bare, "no option list to leave out"),
                                       ("choice_tasks", option, "no options to choose from"),
-                                      ("balance_tasks", option, "no options to balance")):
+                                      ("balance_tasks", option, "no options to balance"),
+                                      ("label_fallback_tasks", option, "no label to fall back on")):
             for t in getattr(self, key):
                 if t not in TASKS:
                     raise ConfigError(f"{key}: unknown task {t!r}" + did_you_mean(t, TASKS))
@@ -130,6 +137,11 @@ class DistillConfig:
                 raise ConfigError(f"templates: {tid} is a {t.task} template, not one of tasks {self.tasks}")
         if not 0.0 <= self.bare_fraction <= 1.0:
             raise ConfigError("bare_fraction: must be in [0, 1]")
+        if self.option_answers != "choice":
+            for t in self.label_fallback_tasks:
+                if t not in self.choice_tasks:
+                    raise ConfigError(f"label_fallback_tasks: {t} is not answered by scored choice; add it "
+                                      "to choice_tasks (the fallback replaces a wrong scored choice)")
         if (self.option_answers == "choice" or self.choice_tasks) and self.backend == "vllm":
             raise ConfigError("option_answers: 'choice' (and choice_tasks) scores replies with the transformers or ctranslate2 backend only")
         self.teacher_config().validate()

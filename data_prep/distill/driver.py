@@ -37,7 +37,7 @@ _NOT_IN_STAMP = {"input", "output", "limit", "batch_size", "quiet", "balance_tas
                  "nonspeech_task_weights",
                  "templates", "describe_per_clip", "templates_per_clip", "constrained_fraction", "bare_fraction",
                  "bare_tasks", "option_answers", "choice_tasks", "choice_replies",
-                 "transcript_answers"}
+                 "transcript_answers", "label_fallback_tasks"}
 
 
 def answer_settings(cfg: DistillConfig) -> dict:
@@ -52,6 +52,8 @@ def row_stamp(item: WorkItem, cfg: DistillConfig, settings: dict | None = None) 
     choice = is_choice(item.template, cfg)
     if choice and reply_form(item.template.task, cfg.choice_replies) != "word":
         choice = "sentence"  # the reply form, on the rows it shapes (one-word rows keep True)
+    if choice and item.template.task in cfg.label_fallback_tasks:
+        choice = f"{choice}, label fallback"  # a wrong choice is replaced, not dropped
     if is_transcript_answer(item.template, cfg):
         choice = "transcript"  # answered with the transcript, not generated
     facts = {"messages": messages(item.row, item.instruction, cfg), "choice": choice,

@@ -120,7 +120,8 @@ def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> li
     Items answered by choice are scored first (`run_choices`); where the scored choice is wrong,
     the teacher's generated answers get the usual attempts, and the option an accepted answer
     names becomes the one-word reply (so SSR keeps as many rows as with free answers, in
-    label-first form)."""
+    label-first form); for `label_fallback_tasks`, a row whose every try was wrong takes the
+    clip's label in that form."""
     run_transcripts([it for it in items if is_transcript_answer(it.template, cfg)], cfg)
     chosen = run_choices([it for it in items if is_choice(it.template, cfg)], teacher, cfg)
     pending = [it for it in items if not is_choice(it.template, cfg) and not is_transcript_answer(it.template, cfg)]
@@ -149,4 +150,10 @@ def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> li
                 it.last_answer = answer
                 still.append(it)
         pending = still
+    for it in pending:  # label_fallback_tasks: every try was wrong; the label in the choice's form
+        label = TASKS[it.template.task].label(it.row)
+        if label and is_choice(it.template, cfg) and it.template.task in cfg.label_fallback_tasks:
+            answer = choice_reply(label, it.template.task, cfg.choice_replies)
+            if judge(answer, it.template, it.row, cfg) is None:
+                it.answer, it.sampling = answer, {**it.sampling, "label_fallback": [reason_kind(r) for r in it.reasons]}
     return items

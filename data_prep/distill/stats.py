@@ -23,11 +23,14 @@ class DistillStats:
         self.by_task = collections.defaultdict(lambda: [0, 0])
         self.attempts = collections.Counter()
         self.reasons = collections.Counter()
+        self.fallback = collections.Counter()  # kept rows answered with the label (label_fallback_tasks)
         self.kept = self.total = 0
 
-    def add(self, template: Template, kept: bool, attempts: int, failed_kinds: list[str]):
-        """One row: kept or not, the attempts a kept row took, the kinds its failures had."""
+    def add(self, template: Template, kept: bool, attempts: int, failed_kinds: list[str], fallback: bool = False):
+        """One row: kept or not, the attempts a kept row took, the kinds its failures had, whether
+        its answer is the label (every try wrong, `label_fallback_tasks`)."""
         self.total += 1
+        self.fallback[template.task] += kept and fallback
         self.kept += kept
         for table, key in ((self.by_template, template.id), (self.by_task, template.task)):
             table[key][0] += 1
@@ -44,7 +47,8 @@ class DistillStats:
                 "kept_fraction": round(self.kept / self.total, 3) if self.total else None,
                 "per_task": table(self.by_task), "per_template": table(self.by_template),
                 "kept_at_attempt": dict(sorted(self.attempts.items())),
-                "failed_answer_reasons": dict(self.reasons.most_common()), **extra}
+                "failed_answer_reasons": dict(self.reasons.most_common()),
+                "kept_by_label_fallback": {k: v for k, v in sorted(self.fallback.items()) if v}, **extra}
 
 
 def stats_from_files(out_path: Path) -> DistillStats:
@@ -54,7 +58,9 @@ def stats_from_files(out_path: Path) -> DistillStats:
     stats = DistillStats()
     if out_path.exists():
         for r in iter_jsonl(out_path, strict=False):
-            stats.add(get_template(r["template_id"]), True, (r.get("teacher") or {}).get("attempts", 1), [])
+            teacher = r.get("teacher") or {}
+            stats.add(get_template(r["template_id"]), True, teacher.get("attempts", 1), [],
+                      "label_fallback" in (teacher.get("sampling") or {}))
     rej = rejects_path(out_path)
     if rej.exists():
         for r in iter_jsonl(rej, strict=False):

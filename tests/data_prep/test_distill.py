@@ -384,6 +384,8 @@ def test_choice_tasks_score_only_those_tasks(tmp_path):
     ({"bare_fraction": 1.5}, "bare_fraction"),
     ({"option_answers": "label"}, "option_answers"),
     ({"option_answers": "choice", "backend": "vllm"}, "transformers or ctranslate2 backend"),
+    ({"label_fallback_tasks": ["speech"]}, "add it to choice_tasks"),
+    ({"label_fallback_tasks": ["transcription"], "option_answers": "choice"}, "no label to fall back on"),
 ])
 def test_config_rejects_bad_choice_settings(kw, match):
     from speech_adapter.config import from_dict
@@ -422,6 +424,35 @@ def test_a_wrong_choice_falls_back_to_generated_answers_in_label_first_form(tmp_
     assert t["attempts"] == 3 and t["sampling"]["generated"] == "It is a woman."  # choice, greedy, sample
     assert t["sampling"]["choice"]["Male."] > t["sampling"]["choice"]["Female."]
     assert [c[2] for c in fake.calls] == [False, True]
+
+
+def test_label_fallback_keeps_a_row_every_try_got_wrong_in_the_choice_form(tmp_path):
+    """`label_fallback_tasks`: where the scored choice and the generated answers are all wrong,
+    the row takes the label as the choice would have said it, instead of being dropped; the
+    tasks without the setting still drop such rows, and the rows answered right are unchanged."""
+    (row,) = described_rows(1)  # female, but the description below misleads the scored choice
+    row["description"] = row["description"].replace("Gender: Female", "Gender: Male")
+    fake = FakeTeacher({"rules": [{"contains": "gender", "answers": ["The speaker is male."]}]})
+    base = {**BARE_CHOICE, "tasks": ["gender"], "templates_per_clip": 1, "attempts": 2}
+    dropped = cfg_for(tmp_path, **base)
+    distill([row], dropped, teacher=fake)
+    assert read(dropped.output) == [] and len(read(tmp_path / "out" / "rejects.jsonl")) == 1
+    kept = cfg_for(tmp_path, **base, output=str(tmp_path / "fb" / "distilled.jsonl"), label_fallback_tasks=["gender"])
+    stats = distill([row], kept, teacher=FakeTeacher({"rules": fake.rules}))
+    (out,) = read(kept.output)
+    assert out["response"] == "Female." and stats["kept"] == 1 and stats["kept_by_label_fallback"] == {"gender": 1}
+    t = out["teacher"]
+    assert t["attempts"] == 3 and t["sampling"]["choice"]["Male."] > t["sampling"]["choice"]["Female."]
+    assert [k for k in t["sampling"]["label_fallback"]] == ["wrong gender"] * 3  # what each try said
+    assert read(tmp_path / "fb" / "rejects.jsonl") == []
+    # a row the choice gets right is the same with or without the setting
+    (right,) = described_rows(1)
+    a = cfg_for(tmp_path, **base, output=str(tmp_path / "a" / "distilled.jsonl"))
+    b = cfg_for(tmp_path, **base, output=str(tmp_path / "b" / "distilled.jsonl"), label_fallback_tasks=["gender"])
+    distill([right], a, teacher=FakeTeacher({}))
+    distill([right], b, teacher=FakeTeacher({}))
+    (ra,), (rb,) = read(a.output), read(b.output)
+    assert ra["response"] == rb["response"] == "Female." and "label_fallback" not in rb["teacher"]["sampling"]
 
 
 def test_rejects_carry_structured_fields_and_stats_read_them_not_the_text(tmp_path):
