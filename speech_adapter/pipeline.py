@@ -158,16 +158,18 @@ def _suite_paths(p: dict, suite: str) -> dict:
     return {**p, "suite": root / "suite.jsonl", "eval": p["eval"] / suite, "compare": root / "compare"}
 
 
-def _unfilled(section: dict, fill: dict) -> dict:
-    """`section` without the keys set to what the pipeline fills in anyway (`train.seed: 0` in a
-    recipe whose seed is 0): a stage's fingerprint is the same whether or not such a key is written."""
-    return {k: v for k, v in section.items() if not (k in fill and v == fill[k])}
+def _unfilled(recipe, section: str, values: dict) -> dict:
+    """`values` (the recipe's `section`) without the keys set to what the pipeline fills in anyway
+    (`train.seed: 0` in a recipe whose seed is 0): a stage's fingerprint is the same whether or not
+    such a key is written."""
+    fill = recipe.fill(section)
+    return {k: v for k, v in values.items() if not (k in fill and v == fill[k])}
 
 
 def _stage_config(recipe, stage: str):
     data = to_dict(recipe.data)
-    data["synth"] = _unfilled(data.get("synth") or {}, {"seed": recipe.seed})
-    train = _unfilled(recipe.train, {"seed": recipe.seed})
+    data["synth"] = _unfilled(recipe, "data.synth", data.get("synth") or {})
+    train = _unfilled(recipe, "train", recipe.train)
     return {
         "models": [recipe.model.encoder, recipe.model.llm],
         "data": data,
@@ -175,7 +177,7 @@ def _stage_config(recipe, stage: str):
         "describe": recipe.data.describe,
         "transcribe": [recipe.model.encoder, recipe.model.dtype],
         "split": [recipe.data.heldout_fraction, recipe.seed],
-        "distill": _unfilled(recipe.distill, {"seed": recipe.seed, "model": recipe.model.llm}),
+        "distill": _unfilled(recipe, "distill", recipe.distill),
         "replay": to_dict(recipe.replay),
         "train": [to_dict(recipe.model), train],
         # without `suites`: adding a suite must not rerun the others

@@ -191,9 +191,27 @@ class Recipe:
             "train": v / "train", "eval": v / "eval", "export": v / "export",
         }
 
+    def fill(self, section: str) -> dict:
+        """What the pipeline fills into `section`'s config ("data.synth", "distill", "train",
+        "eval.suite") where the recipe leaves it out: its paths, the recipe's seed and LLM. The
+        stage fingerprints ignore a key the recipe sets to this same value."""
+        p = self.paths()
+        if section == "data.synth":
+            return {"out_dir": str(p["data"]), "seed": self.seed}
+        if section == "distill":
+            return {"input": str(p["train_clips"]), "output": str(p["distilled"]), "seed": self.seed,
+                    "model": self.model.llm}
+        if section == "train":
+            fill = {"train_file": str(p["distilled"]), "seed": self.seed}
+            if self.replay.magpie_candidates > 0:
+                fill["text_file"] = str(p["text_rows"])
+            return {**fill, **self.files}
+        if section == "eval.suite":
+            return {"seed": self.seed}
+        raise KeyError(section)
+
     def synth_config(self) -> SynthConfig:
-        return _section(SynthConfig, self.data.synth, "data.synth",
-                        {"out_dir": str(self.paths()["data"]), "seed": self.seed})
+        return _section(SynthConfig, self.data.synth, "data.synth", self.fill("data.synth"))
 
     def import_config(self) -> ImportConfig:
         return _section(ImportConfig, self.data.import_, "data.import_", {"out_dir": str(self.paths()["data"])})
@@ -207,18 +225,11 @@ class Recipe:
                         {"input": str(self.paths()["attributes"]), "output": str(self.paths()["described"])})
 
     def distill_config(self) -> DistillConfig:
-        return _section(DistillConfig, self.distill, "distill",
-                        {"input": str(self.paths()["train_clips"]), "output": str(self.paths()["distilled"]),
-                         "seed": self.seed, "model": self.model.llm})
+        return _section(DistillConfig, self.distill, "distill", self.fill("distill"))
 
     def train_config(self) -> TrainConfig:
         """The train section with the pipeline's data files, or those `load_recipe` was given."""
-        p = self.paths()
-        fill = {"train_file": str(p["distilled"]), "seed": self.seed}
-        if self.replay.magpie_candidates > 0:
-            fill["text_file"] = str(p["text_rows"])
-        fill.update(self.files)
-        return _section(TrainConfig, self.train, "train", fill)
+        return _section(TrainConfig, self.train, "train", self.fill("train"))
 
     def magpie_config(self) -> MagpieConfig:
         if self.replay.magpie_candidates <= 0:
@@ -229,7 +240,7 @@ class Recipe:
                          "num_candidates": self.replay.magpie_candidates})
 
     def suite_config(self) -> SuiteConfig:
-        return _section(SuiteConfig, self.eval.suite, "eval.suite", {"seed": self.seed})
+        return _section(SuiteConfig, self.eval.suite, "eval.suite", self.fill("eval.suite"))
 
     @property
     def files(self) -> dict[str, str]:

@@ -151,8 +151,10 @@ def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> li
                 still.append(it)
         pending = still
     for it in pending:  # label_fallback_tasks: every try was wrong; the label in the choice's form
+        if it.template.task not in cfg.label_fallback_tasks or not is_choice(it.template, cfg):
+            continue
         label = TASKS[it.template.task].label(it.row)
-        if label and is_choice(it.template, cfg) and it.template.task in cfg.label_fallback_tasks:
+        if label:
             answer = choice_reply(label, it.template.task, cfg.choice_replies)
             if judge(answer, it.template, it.row, cfg) is None:
                 it.answer, it.sampling = answer, {**it.sampling, "label_fallback": [reason_kind(r) for r in it.reasons]}

@@ -443,7 +443,7 @@ def test_label_fallback_keeps_a_row_every_try_got_wrong_in_the_choice_form(tmp_p
     assert out["response"] == "Female." and stats["kept"] == 1 and stats["kept_by_label_fallback"] == {"gender": 1}
     t = out["teacher"]
     assert t["attempts"] == 3 and t["sampling"]["choice"]["Male."] > t["sampling"]["choice"]["Female."]
-    assert [k for k in t["sampling"]["label_fallback"]] == ["wrong gender"] * 3  # what each try said
+    assert t["sampling"]["label_fallback"] == ["wrong gender"] * 3  # what each try said
     assert read(tmp_path / "fb" / "rejects.jsonl") == []
     # a row the choice gets right is the same with or without the setting
     (right,) = described_rows(1)
