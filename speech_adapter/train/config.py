@@ -27,6 +27,10 @@ class TrainConfig:
     text_file: Optional[Path] = help_field(None, "text-only replay rows (audio: null) mixed in at text_mix")
     text_mix: float = help_field(0.0, "fraction of each epoch's rows drawn from text_file (try 0.1-0.3)")
     lr: float = help_field(1e-4, "peak AdamW learning rate (adapter: 1e-4..5e-4; with LoRA 5e-5)")
+    lora_lr: Optional[float] = help_field(
+        None, "peak learning rate of the LLM's LoRA weights (model.lora), in their own AdamW group; "
+              "None = lr. The adapter starts from nothing and wants ~1e-3, LoRA moves a working LLM "
+              "and wants less (try 1e-4..2e-4)")
     betas: list[float] = help_field(default_factory=lambda: [0.9, 0.999], help="AdamW betas")
     weight_decay: float = help_field(0.0, "AdamW weight decay over trainable params (try 0.01)")
     warmup_steps: int = help_field(0, "linear warmup steps; 0 = use warmup_ratio")
@@ -74,6 +78,7 @@ class TrainConfig:
                 raise ConfigError(f"{key}: {msg}, got {getattr(self, key)!r}")
 
         check(self.lr > 0, "lr", "must be > 0")
+        check(self.lora_lr is None or self.lora_lr > 0, "lora_lr", "must be > 0 or null")
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
               "must be two numbers in [0, 1)")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")

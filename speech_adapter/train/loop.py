@@ -37,6 +37,21 @@ def _worker_init(_):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def param_groups(model, cfg) -> list[dict]:
+    """The trainable parameters as AdamW groups: the LLM's LoRA weights in a group of their own
+    at `cfg.lora_lr` when it is set, everything else (the adapter) at `cfg.lr`."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ConfigError("model has no trainable parameters")
+    if cfg.lora_lr is None:
+        return [{"params": [p for _, p in named]}]
+    lora = [p for n, p in named if "lora_" in n]
+    if not lora:
+        raise ConfigError("train.lora_lr: the model has no LoRA weights (set model.lora, or lora_lr: null)")
+    rest = [p for n, p in named if "lora_" not in n]
+    return [g for g in ({"params": rest}, {"params": lora, "lr": cfg.lora_lr}) if g["params"]]
+
+
 class _MicroBatches(torch.utils.data.Dataset):
     """This rank's micro-batches (row indices) → (ids, examples, text_only, collated batch).
 
@@ -99,10 +114,7 @@ class Trainer:
                               "and set gradient_accumulation_steps in the DeepSpeed config instead")
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError("model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=tuple(cfg.betas),
                                            weight_decay=cfg.weight_decay)
         self.steps_per_epoch = len(self.data.epoch_batches(0)) // (cfg.grad_accum * self.world)
         if self.steps_per_epoch == 0:
