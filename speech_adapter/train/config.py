@@ -63,6 +63,14 @@ class TrainConfig:
              "his ...; the row's description_fields, or meta, gives it) against 1 for the rest: the "
              "one word a gender answer turns on weighs more while the sentence stays the teacher's "
              "(1 = off; try 3-5)")
+    voice_only_tasks: list[str] = help_field(
+        default_factory=list, help="rows of these distilled tasks (e.g. [gender]) may be trained with "
+        "the clip's Whisper channels set to their training mean, leaving only the pitch track and the "
+        "voice token (model.voice_features): modality dropout, so the answer has to come from the voice, "
+        "not from a clip the adapter memorized ([] = off)")
+    voice_only_fraction: float = help_field(
+        0.5, "with voice_only_tasks: the share of those rows trained voice-only (a fixed draw per row "
+             "and seed, the same every epoch and on resume)")
     save_every: int = help_field(100, "checkpoint every N optimizer steps; 0 = only at the end")
     keep_last: int = help_field(3, "checkpoints to keep (oldest deleted); 0 = keep all")
     eval_every: int = help_field(0, "dev loss every N steps; 0 = off")
@@ -82,6 +90,7 @@ class TrainConfig:
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
               "must be two numbers in [0, 1)")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(0 <= self.voice_only_fraction <= 1, "voice_only_fraction", "must be in [0, 1]")
         check(self.key_word_weight > 0, "key_word_weight", "must be > 0")
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")

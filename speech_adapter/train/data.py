@@ -16,6 +16,7 @@ that turns bad later is dropped from its batch; both are logged to rejects.jsonl
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> lis
                      # what the student reads after the audio (use_transcript): Whisper's words from
                      # `data transcribe`, never the ground truth (None: decoded on the fly)
                      "transcript": row.get("asr_transcript"), "description": row.get("description"),
-                     "duration": row.get("duration"), "key_words": None if is_text else key_words(row)})
+                     "duration": row.get("duration"), "key_words": None if is_text else key_words(row),
+                     "task": row.get("task")})
     for e in errors:
         rejects.add(e["reason"], source=path, line=e["line"])
     return rows
@@ -178,6 +180,14 @@ class TrainData:
         rng.shuffle(batches)
         return batches
 
+    def voice_only(self, row: dict) -> bool:
+        """Whether `row` trains voice-only (train.voice_only_tasks): a draw fixed by the seed and
+        the row's id, so every epoch and a resumed run mask the same rows."""
+        if row.get("task") not in self.cfg.voice_only_tasks:
+            return False
+        digest = hashlib.sha256(f"{self.cfg.seed}:{row['id']}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2 ** 64 < self.cfg.voice_only_fraction
+
     def load(self, indices: list[int]) -> tuple[list[str], list[dict], bool]:
         """(ids, SpeechLM example dicts, text_only) for one micro-batch; bad audio is dropped."""
         ids, examples = [], []
@@ -196,7 +206,8 @@ class TrainData:
                              "instruction": row["instruction"], "response": row["response"],
                              "system": row["system"], "transcript": row["transcript"],
                              "description": row["description"],
-                             "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None})
+                             "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None,
+                             "voice_only": wav is not None and self.voice_only(row)})
         return ids, examples, text_only
 
 

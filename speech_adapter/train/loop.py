@@ -127,6 +127,9 @@ class Trainer:
         self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
         self.core = self.acc.unwrap_model(self.model)
 
+        if cfg.voice_only_tasks and not getattr(self.core.encoder, "voice", False):
+            raise ConfigError("train.voice_only_tasks: needs model.voice_features: true (the pitch track "
+                              "is what a voice-only row keeps)")
         if cfg.cache_encoder:
             cache_cfg = dict(self.encoder_config or {"encoder": "unknown"})
             if getattr(self.core.encoder, "voice", False):  # the pitch channels: other states, another cache

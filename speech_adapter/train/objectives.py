@@ -27,6 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from speech_adapter.errors import ConfigError
+
 IGNORE = -100
 
 
@@ -124,6 +126,24 @@ def teacher_mode(model):
         model.train(was_training)
 
 
+def voice_only_states(core, encoder_states, clips: torch.Tensor):
+    """`encoder_states` (states (A, L, T, D), lengths) with the Whisper channels of the `clips`
+    (A,) bool set to the adapter's fitted mean (0 once standardized), the pitch channels kept:
+    those clips reach the LLM as their pitch track and voice token only (train.voice_only_tasks)."""
+    from speech_adapter.models.encoder import PITCH_CHANNELS
+
+    if not getattr(core.encoder, "voice", False):
+        raise ConfigError("train.voice_only_tasks: needs model.voice_features: true (the pitch track "
+                          "is what a voice-only row keeps)")
+    states, lengths = encoder_states
+    norm = getattr(core.adapter, "feature_norm", None)
+    d = states.shape[-1] - PITCH_CHANNELS
+    mean = norm.mean[:, :d] if hasattr(norm, "mean") else torch.zeros(states.shape[1], d)  # (L, d)
+    states = states.clone()
+    states[clips.to(states.device), ..., :d] = mean[None, :, None].to(states.device, states.dtype)
+    return states, lengths
+
+
 def _out(o):
     """(loss, logits, labels) from a SpeechLMOutput or a plain tuple."""
     return o if isinstance(o, tuple) else (o.loss, o.logits, o.labels)
@@ -143,6 +163,10 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
     core = model if core is None else core
     batch = core.processor.collate(examples, mode="audio") if batch is None else batch
     states = encode(batch) if encode is not None and not text_only else None
+    voice_only = [bool(ex.get("voice_only")) for ex in examples if ex.get("audio") is not None]
+    if any(voice_only) and not text_only:
+        states = voice_only_states(core, states if states is not None else core.encode_audio(batch),
+                                   torch.tensor(voice_only))
     _, logits, labels = _out(model(batch, encoder_states=states))  # (N, V), (N,)
     am = batch.get("attention_mask")
     stats = {"seq_tokens": int(am.sum()) if am is not None else int(labels.numel())}
