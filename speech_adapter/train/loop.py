@@ -25,7 +25,7 @@ from speech_adapter.errors import ConfigError
 from speech_adapter.train import checkpoint as ckpt
 from speech_adapter.train.data import Rejects, TrainData, load_train_data, read_rows
 from speech_adapter.train.feature_cache import FeatureCache
-from speech_adapter.train.objectives import compute_loss
+from speech_adapter.train.objectives import compute_loss, require_voice_features
 from speech_adapter.utils.io import JsonlAppender
 
 def _identity(x):
@@ -127,9 +127,8 @@ class Trainer:
         self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
         self.core = self.acc.unwrap_model(self.model)
 
-        if cfg.voice_only_tasks and not getattr(self.core.encoder, "voice", False):
-            raise ConfigError("train.voice_only_tasks: needs model.voice_features: true (the pitch track "
-                              "is what a voice-only row keeps)")
+        if cfg.voice_only_tasks:
+            require_voice_features(self.core)
         if cfg.cache_encoder:
             cache_cfg = dict(self.encoder_config or {"encoder": "unknown"})
             if getattr(self.core.encoder, "voice", False):  # the pitch channels: other states, another cache

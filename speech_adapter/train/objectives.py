@@ -126,15 +126,21 @@ def teacher_mode(model):
         model.train(was_training)
 
 
+def require_voice_features(core) -> None:
+    """Voice-only rows (train.voice_only_tasks) keep the pitch track: a model without it is a
+    ConfigError (the trainer checks at setup, before step 1)."""
+    if not getattr(core.encoder, "voice", False):
+        raise ConfigError("train.voice_only_tasks: needs model.voice_features: true (the pitch track "
+                          "is what a voice-only row keeps)")
+
+
 def voice_only_states(core, encoder_states, clips: torch.Tensor):
     """`encoder_states` (states (A, L, T, D), lengths) with the Whisper channels of the `clips`
     (A,) bool set to the adapter's fitted mean (0 once standardized), the pitch channels kept:
     those clips reach the LLM as their pitch track and voice token only (train.voice_only_tasks)."""
     from speech_adapter.models.encoder import PITCH_CHANNELS
 
-    if not getattr(core.encoder, "voice", False):
-        raise ConfigError("train.voice_only_tasks: needs model.voice_features: true (the pitch track "
-                          "is what a voice-only row keeps)")
+    require_voice_features(core)
     states, lengths = encoder_states
     norm = getattr(core.adapter, "feature_norm", None)
     d = states.shape[-1] - PITCH_CHANNELS

@@ -50,3 +50,10 @@ def test_train_cli_defaults_to_the_pipelines_rows_and_names_the_command(tmp_path
     err = capsys.readouterr().err
     assert "distill/distilled.jsonl not found" in err and f"speech-adapter run {recipe} --until replay" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_cli_refuses_voice_only_rows_without_voice_features_before_a_step(tmp_path, capsys):
+    recipe, files = _recipe(tmp_path)
+    assert main(["train", str(recipe), "train.voice_only_tasks=[gender]", *files]) == 2
+    assert "model.voice_features" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "train" / "metrics.jsonl").exists()
