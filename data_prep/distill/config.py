@@ -8,6 +8,7 @@ from typing import Literal
 from data_prep.teacher import Backend, Sampling, TeacherConfig
 from speech_adapter.config import did_you_mean, help_field
 from speech_adapter.errors import ConfigError
+from speech_adapter.eval.scoring import OPTION_SWAPS
 from speech_adapter.paths import OFFLINE_LLM
 from speech_adapter.templates import TASKS, TEMPLATES
 
@@ -58,7 +59,10 @@ class DistillConfig:
         "its generated answers are all wrong, take the clip's label in the same one-word form ('Yes.') "
         "instead of being dropped, e.g. speech: Qwen2.5-0.5B's scored choice was wrong on 35 of 92 "
         "yes/no rows of spoken training clips (session 18), so the kept rows leaned 'No' and the model answered 'No.' to "
-        "spoken real clips")
+        "spoken real clips. gender answered free (not a scored choice) falls back on the teacher's last answer "
+        "with its gender words swapped ('The male speaker is talking.' -> 'The female ...'): it answered the "
+        "bare 'Who is talking here, a male or a female speaker?' 'male' for all 23 women, so SSR kept 29 men "
+        "and no women for it and the model learned 'this phrasing means male' (README, session 23)")
     choice_replies: Literal["word", "sentence"] = help_field(
         "word", "the form of a scored choice's reply: word ('Female.', label first) | sentence ('The "
         "speaker is female.' for the attributes of a speaker: gender, pitch, speed, accent, language; "
@@ -139,9 +143,10 @@ class DistillConfig:
             raise ConfigError("bare_fraction: must be in [0, 1]")
         if self.option_answers != "choice":
             for t in self.label_fallback_tasks:
-                if t not in self.choice_tasks:
+                if t not in self.choice_tasks and t not in OPTION_SWAPS:
                     raise ConfigError(f"label_fallback_tasks: {t} is not answered by scored choice; add it "
-                                      "to choice_tasks (the fallback replaces a wrong scored choice)")
+                                      "to choice_tasks (the fallback replaces a wrong scored choice); only "
+                                      f"{', '.join(OPTION_SWAPS)} can fall back on a generated answer")
         if (self.option_answers == "choice" or self.choice_tasks) and self.backend == "vllm":
             raise ConfigError("option_answers: 'choice' (and choice_tasks) scores replies with the transformers or ctranslate2 backend only")
         self.teacher_config().validate()

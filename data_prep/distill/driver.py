@@ -52,8 +52,8 @@ def row_stamp(item: WorkItem, cfg: DistillConfig, settings: dict | None = None) 
     choice = is_choice(item.template, cfg)
     if choice and reply_form(item.template.task, cfg.choice_replies) != "word":
         choice = "sentence"  # the reply form, on the rows it shapes (one-word rows keep True)
-    if choice and item.template.task in cfg.label_fallback_tasks:
-        choice = f"{choice}, label fallback"  # a wrong choice is replaced, not dropped
+    if item.template.task in cfg.label_fallback_tasks:  # a wrong answer is replaced, not dropped
+        choice = f"{choice}, label fallback" if choice else "label fallback (swapped words)"
     if is_transcript_answer(item.template, cfg):
         choice = "transcript"  # answered with the transcript, not generated
     facts = {"messages": messages(item.row, item.instruction, cfg), "choice": choice,

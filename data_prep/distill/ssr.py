@@ -17,7 +17,7 @@ from data_prep.distill.config import DistillConfig
 from data_prep.distill.judge import judge, reason_kind, trim_cut_off
 from data_prep.distill.plan import is_choice, is_transcript_answer
 from data_prep.teacher import Teacher, stable_seed
-from speech_adapter.eval.scoring import parse_option
+from speech_adapter.eval.scoring import parse_option, swap_to_label
 from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, teacher_messages
 from speech_adapter.templates import TASKS, Template
 
@@ -121,7 +121,9 @@ def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> li
     the teacher's generated answers get the usual attempts, and the option an accepted answer
     names becomes the one-word reply (so SSR keeps as many rows as with free answers, in
     label-first form); for `label_fallback_tasks`, a row whose every try was wrong takes the
-    clip's label in that form."""
+    clip's label in that form, or where the task is answered free (gender), the teacher's last
+    answer with the wrong option's words swapped for the label's (`swap_to_label`), if that passes
+    the judge: a phrasing the teacher misreads for one gender no longer keeps the other's rows only."""
     run_transcripts([it for it in items if is_transcript_answer(it.template, cfg)], cfg)
     chosen = run_choices([it for it in items if is_choice(it.template, cfg)], teacher, cfg)
     pending = [it for it in items if not is_choice(it.template, cfg) and not is_transcript_answer(it.template, cfg)]
@@ -150,12 +152,18 @@ def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> li
                 it.last_answer = answer
                 still.append(it)
         pending = still
-    for it in pending:  # label_fallback_tasks: every try was wrong; the label in the choice's form
-        if it.template.task not in cfg.label_fallback_tasks or not is_choice(it.template, cfg):
+    for it in pending:  # label_fallback_tasks: every try was wrong; the label in the choice's form,
+        # or for a generated answer, the teacher's last words with the option they name swapped
+        task = it.template.task
+        label = TASKS[task].label(it.row) if task in cfg.label_fallback_tasks else None
+        if not label:
             continue
-        label = TASKS[it.template.task].label(it.row)
-        if label:
-            answer = choice_reply(label, it.template.task, cfg.choice_replies)
-            if judge(answer, it.template, it.row, cfg) is None:
-                it.answer, it.sampling = answer, {**it.sampling, "label_fallback": [reason_kind(r) for r in it.reasons]}
+        if is_choice(it.template, cfg):
+            answer = choice_reply(label, task, cfg.choice_replies)
+        else:
+            answer = swap_to_label(it.last_answer, task, label, keep=str(it.row.get("transcript") or ""))
+        if answer is not None and judge(answer, it.template, it.row, cfg) is None:
+            it.answer, it.sampling = answer, {**it.sampling, "label_fallback": [reason_kind(r) for r in it.reasons]}
+            if not is_choice(it.template, cfg):
+                it.sampling["swapped"] = it.last_answer
     return items

@@ -128,6 +128,35 @@ GENDER_WORDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The words of one gender to say the other's with (distill.label_fallback_tasks on generated
+# answers); "her" becomes "his": a short answer about a voice uses the possessive ("Her voice is")
+_TO_MALE = dict(zip(GENDER_WORDS["female"], GENDER_WORDS["male"])) | {"hers": "his"}
+OPTION_SWAPS: dict[str, dict[str, dict[str, str]]] = {
+    "gender": {"male": _TO_MALE, "female": {m: f for f, m in _TO_MALE.items()} | {"his": "her", "him": "her"}}}
+
+
+def swap_to_label(answer: str, task: str, label: str, keep: str = "") -> str | None:
+    """`answer` with each word naming another option of `task` replaced by its counterpart naming
+    `label` ("The male speaker is talking." -> "The female speaker is talking."), capitals kept;
+    words also in `keep` (the clip's transcript, which the answer may quote) stay. None when the
+    task has no swap table (`OPTION_SWAPS`) or no word was swapped."""
+    table = OPTION_SWAPS.get(task, {}).get(str(label).lower())
+    if not table:
+        return None
+    quoted = set(normalize(keep).split())
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, table)) + r")\b", re.IGNORECASE)
+
+    def swap(m: re.Match) -> str:
+        said = m.group(0)
+        if said.lower() in quoted:
+            return said
+        word = table[said.lower()]
+        return word.capitalize() if said[:1].isupper() else word
+
+    swapped = pattern.sub(swap, answer)
+    return swapped if swapped != answer else None
+
+
 def _parse_option(text: str, options: list[str]) -> str | None:
     words = normalize(text).split()
     if not words:

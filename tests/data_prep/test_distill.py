@@ -386,6 +386,7 @@ def test_choice_tasks_score_only_those_tasks(tmp_path):
     ({"option_answers": "choice", "backend": "vllm"}, "transformers or ctranslate2 backend"),
     ({"label_fallback_tasks": ["speech"]}, "add it to choice_tasks"),
     ({"label_fallback_tasks": ["transcription"], "option_answers": "choice"}, "no label to fall back on"),
+    ({"label_fallback_tasks": ["accent"]}, "only gender can fall back on a generated answer"),
 ])
 def test_config_rejects_bad_choice_settings(kw, match):
     from speech_adapter.config import from_dict
@@ -453,6 +454,53 @@ def test_label_fallback_keeps_a_row_every_try_got_wrong_in_the_choice_form(tmp_p
     distill([right], b, teacher=FakeTeacher({}))
     (ra,), (rb,) = read(a.output), read(b.output)
     assert ra["response"] == rb["response"] == "Female." and "label_fallback" not in rb["teacher"]["sampling"]
+
+
+def test_label_fallback_swaps_the_gender_words_of_a_generated_answer(tmp_path):
+    """gender answered free: where every try names the wrong gender, the row keeps the teacher's
+    last answer with its gender words swapped (SSR kept 29 men and 0 women for one bare phrasing
+    the teacher always answered 'male'); a stamp change redoes rows distilled without it, and a
+    row answered right is the same either way."""
+    (row,) = described_rows(1)  # female
+    fake = {"rules": [{"contains": "gender", "answers": ["The male speaker is talking. His voice is deep."]}]}
+    base = {**GENDER_ONLY, "attempts": 2}
+    dropped = cfg_for(tmp_path, **base)
+    distill([row], dropped, teacher=FakeTeacher(fake))
+    assert read(dropped.output) == [] and len(read(tmp_path / "out" / "rejects.jsonl")) == 1
+    kept = cfg_for(tmp_path, **base, label_fallback_tasks=["gender"])  # the same files: a rerun
+    stats = distill([row], kept, teacher=FakeTeacher(fake))
+    (out,) = read(kept.output)
+    assert out["response"] == "The female speaker is talking. Her voice is deep."
+    assert stats["kept_by_label_fallback"] == {"gender": 1}
+    sampling = out["teacher"]["sampling"]
+    assert sampling["swapped"] == "The male speaker is talking. His voice is deep."
+    assert sampling["label_fallback"] == ["wrong gender", "wrong gender"]
+    right = cfg_for(tmp_path, **base, output=str(tmp_path / "r" / "distilled.jsonl"), label_fallback_tasks=["gender"])
+    distill([row], right, teacher=FakeTeacher({"rules": [{"contains": "gender", "answers": ["A woman."]}]}))
+    (ok,) = read(right.output)
+    assert ok["response"] == "A woman." and "label_fallback" not in ok["teacher"]["sampling"]
+
+
+@pytest.mark.parametrize("answer, label, want", [
+    ("The male speaker is talking.", "female", "The female speaker is talking."),
+    ("It is a man; he sounds calm.", "female", "It is a woman; she sounds calm."),
+    ("She is a woman. Her voice is high.", "male", "He is a man. His voice is high."),
+    ("MALE", "female", "Female"),
+    ("The speaker is female.", "female", None),  # nothing to swap
+    ("Fast and clear.", "male", None),
+])
+def test_swap_to_label(answer, label, want):
+    from speech_adapter.eval.scoring import swap_to_label
+
+    assert swap_to_label(answer, "gender", label) == want
+
+
+def test_swap_to_label_keeps_quoted_transcript_words_and_knows_only_gender():
+    from speech_adapter.eval.scoring import swap_to_label
+
+    said = 'A man says "the man left"; he is calm.'
+    assert swap_to_label(said, "gender", "female", keep="The man left.") == 'A man says "the man left"; she is calm.'
+    assert swap_to_label("The accent is British.", "accent", "American English") is None
 
 
 def test_rejects_carry_structured_fields_and_stats_read_them_not_the_text(tmp_path):
