@@ -85,6 +85,27 @@ def voices_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def phrasing_table(gender_rows: dict[str, list[dict]]) -> str:
+    """Gender answers right / asked per phrasing (template; ':bare' = asked without the option
+    list), women and men apart, over every suite: a phrasing answered "male" whatever the voice
+    shows up here as 0/5 women, 5/5 men."""
+    def cell(rows, label):
+        got = [r["score"] for r in rows if str(r.get("label")).lower() == label]
+        return f"{int(sum(got))}/{len(got)}" if got else "–"
+
+    names = list(gender_rows)
+    templates = sorted({r["template_id"] for rows in gender_rows.values() for r in rows})
+    lines = ["| phrasing | " + " | ".join(f"{n}: women · men" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for t in templates:
+        cells = []
+        for n in names:
+            rows = [r for r in gender_rows[n] if r["template_id"] == t]
+            cells.append(f"{cell(rows, 'female')} · {cell(rows, 'male')}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def one_row_per_clip(path: Path) -> None:
     """Keep one row per (clip, task), seen and unseen phrasings alternating by clip: every clip
     asked once, half the cost of asking both splits."""
@@ -159,6 +180,7 @@ def main(argv=None) -> int:
                   for c in read_jsonl(work / "heldout_clips" / "clips.jsonl")}
     results = {key: {} for key in suites}
     by_group: dict[str, dict[str, dict]] = {}
+    gender_rows: dict[str, list[dict]] = {}  # model -> its scored gender rows of every suite
     for name, path in pairs:
         for key, suite_path in suites.items():
             out = work / name if key == "real" else work / key / name
@@ -167,6 +189,8 @@ def main(argv=None) -> int:
                  *(["--limit", str(args.limit)] if args.limit else []))
             scored = [r for r in read_jsonl(out / "scores.jsonl") if r.get("mode") == "speech"]
             results[key][name] = summarize(scored)
+            gender_rows.setdefault(name, []).extend(
+                r for r in scored if r.get("task") == "gender" and r.get("score") is not None)
             if key == "heldout_clips":
                 clip_of = {r["id"]: r["clip_id"] for r in read_jsonl(suite_path)}
                 for group in sorted(set(groups.values())):
@@ -182,6 +206,8 @@ def main(argv=None) -> int:
     if "heldout_clips" in results:
         text += ("\n\nGender on every gendered clip of the held-out split (`--heldout-clips`), then per "
                  "voice group:\n\n" + voices_table({**results["heldout_clips"], **by_group}))
+    text += ("\n\nGender right / asked per phrasing, women · men, all suites above together:\n\n"
+             + phrasing_table(gender_rows))
     if args.out:
         write_text_atomic(args.out, text + "\n")
     print(text)

@@ -29,6 +29,18 @@ def test_summarize_splits_gender_and_speech_by_label():
     assert "| m | 66.7 (3) | 100.0 (1) | 50.0 (2) | 50.0 (2) | 0.0 (1) | 100.0 (1) | 25.0 % |" in table
 
 
+def test_phrasing_table_counts_women_and_men_per_phrasing():
+    mod = _module()
+    rows = {"a": [{"template_id": "gender.06:bare", "label": "female", "score": 0.0},
+                  {"template_id": "gender.06:bare", "label": "female", "score": 0.0},
+                  {"template_id": "gender.06:bare", "label": "male", "score": 1.0},
+                  {"template_id": "gender.01", "label": "female", "score": 1.0}],
+            "b": [{"template_id": "gender.06:bare", "label": "female", "score": 1.0}]}
+    table = mod.phrasing_table(rows)
+    assert "| gender.06:bare | 0/2 · 1/1 | 1/1 · – |" in table
+    assert "| gender.01 | 1/1 · – | – · – |" in table and "a: women · men" in table
+
+
 def test_runs_the_eval_commands_on_real_clips(tmp_path):
     mod = _module()
     model = perturbed_tiny()
