@@ -133,16 +133,23 @@ class VoiceToken(nn.Module):
     probability) of the first tap: the voicing-weighted mean and spread of log F0 and the mean
     voicing over the clip's frames, through a small MLP.
 
+    With `timbre_dim` D' > 0 (adapter.voice_timbre) the MLP also reads the clip's time-averaged
+    standardized Whisper channels of the first tap (the adapter's FeatureNorm output, passed as
+    `normed`): a speaker's timbre, averaged over the clip so the words said mostly cancel out. A
+    logistic regression on exactly these averages reads gender at 88 % on held-out clips where
+    the pitch alone gives 91 % of the clips it finds a pitch in (README, session 23).
+
     With `words` (K, H_llm), the LLM's own embeddings of K words (model.voice_words, e.g. " male"
     and " female"), the MLP gives K logits and the token is their softmax mixture of those
     embeddings (LegoSLM's soft tokens: encoder posteriors times the LLM's embedding table): the
     token can only say something the LLM already reads as a word, in proportions it learns from
     the distillation loss, instead of a free vector the frozen LLM must learn to interpret."""
 
-    def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None):
+    def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None, timbre_dim: int = 0):
         super().__init__()
         out = llm_dim if words is None else words.shape[0]
-        self.mlp = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, out))
+        self.timbre_dim = timbre_dim
+        self.mlp = nn.Sequential(nn.Linear(3 + timbre_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
         if words is not None:
             if words.ndim != 2 or words.shape[0] < 2 or words.shape[1] != llm_dim:
                 raise ValueError(f"voice words: want (K >= 2, {llm_dim}) embeddings, got {tuple(words.shape)}")
@@ -162,14 +169,27 @@ class VoiceToken(nn.Module):
         voiced = w.sum(-1) / valid.sum(-1).clamp_min(1)
         return torch.stack([mean, spread, voiced], -1)
 
-    def mixture(self, states, lengths) -> torch.Tensor:
-        """(B, K): each clip's weights over the voice words (only with `words`)."""
-        return self.mlp(self.statistics(states, lengths)).softmax(-1)
+    def inputs(self, states, lengths, normed=None) -> torch.Tensor:
+        """(B, 3 + timbre_dim): the pitch statistics, then (with timbre) the first tap's Whisper
+        channels of `normed` averaged over the clip's valid frames."""
+        stats = self.statistics(states, lengths)
+        if not self.timbre_dim:
+            return stats
+        if normed is None:
+            raise ValueError("voice timbre: pass the adapter's standardized states as `normed`")
+        valid = _valid_mask(lengths, normed.shape[2]).to(normed.dtype)  # (B, T)
+        whisper = normed[:, 0, :, : self.timbre_dim]  # (B, T, D'): the pitch channels left out
+        timbre = (whisper * valid[..., None]).sum(1) / valid.sum(-1, keepdim=True).clamp_min(1)
+        return torch.cat([stats, timbre.to(stats.dtype)], -1)
 
-    def forward(self, states, lengths):
+    def mixture(self, states, lengths, normed=None) -> torch.Tensor:
+        """(B, K): each clip's weights over the voice words (only with `words`)."""
+        return self.mlp(self.inputs(states, lengths, normed)).softmax(-1)
+
+    def forward(self, states, lengths, normed=None):
         if self.words is None:
-            return self.mlp(self.statistics(states, lengths))
-        mix = self.mixture(states, lengths)  # (B, K), in the MLP's dtype (the adapter stays fp32)
+            return self.mlp(self.inputs(states, lengths, normed))
+        mix = self.mixture(states, lengths, normed)  # (B, K), in the MLP's dtype (the adapter stays fp32)
         return mix @ self.words.to(mix.dtype)  # (B, K) @ (K, H) -> (B, H)
 
 
@@ -184,8 +204,10 @@ class Adapter(nn.Module):
     feature_norm: nn.Module
     voice: VoiceToken | None  # set by _init_voice (a class-level default would hide the submodule)
 
-    def _init_voice(self, voice: bool, llm_dim: int, words: torch.Tensor | None = None) -> None:
-        self.voice = VoiceToken(llm_dim, words=words) if voice else None
+    def _init_voice(self, voice: bool, llm_dim: int, words: torch.Tensor | None = None,
+                    cfg: AdapterConfig | None = None, encoder_dim: int = 0) -> None:
+        timbre = _whisper_dim(encoder_dim, voice) if voice and cfg is not None and cfg.voice_timbre else 0
+        self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre) if voice else None
 
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0
@@ -194,7 +216,8 @@ class Adapter(nn.Module):
         """Prepend the voice token (normalized like the others) to each clip's tokens."""
         if self.voice is None:
             return out, n_tok
-        token = self.output_norm(self.voice(states, lengths))[:, None].to(out.dtype)  # (B, 1, H)
+        normed = self.feature_norm(states) if self.voice.timbre_dim else None
+        token = self.output_norm(self.voice(states, lengths, normed))[:, None].to(out.dtype)  # (B, 1, H)
         return torch.cat([token, out], 1), n_tok + 1
 
     def _init_feature_norm(self, cfg: AdapterConfig, n_layers: int, encoder_dim: int) -> None:
@@ -237,7 +260,7 @@ class QFormerAdapter(Adapter):
                  voice_words: torch.Tensor | None = None):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        self._init_voice(voice, llm_dim, voice_words)
+        self._init_voice(voice, llm_dim, voice_words, cfg, encoder_dim)
         dim = cfg.qformer_hidden or _whisper_dim(encoder_dim, voice)
         self.n_queries = cfg.num_queries
         self.in_proj = nn.Linear(encoder_dim, dim) if dim != encoder_dim else nn.Identity()
@@ -271,7 +294,7 @@ class WindowQFormerAdapter(Adapter):
                  voice_words: torch.Tensor | None = None):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        self._init_voice(voice, llm_dim, voice_words)
+        self._init_voice(voice, llm_dim, voice_words, cfg, encoder_dim)
         dim = cfg.qformer_hidden or _whisper_dim(encoder_dim, voice)
         self.window = max(1, round(cfg.window_seconds * frame_rate))  # SALMONN: 17 frames
         self.q_per_window = cfg.queries_per_window
@@ -315,7 +338,7 @@ class StackMLPAdapter(Adapter):
                  voice_words: torch.Tensor | None = None):
         super().__init__()
         self._init_feature_norm(cfg, n_layers, encoder_dim)
-        self._init_voice(voice, llm_dim, voice_words)
+        self._init_voice(voice, llm_dim, voice_words, cfg, encoder_dim)
         self.k = cfg.stack_factor
         self.pool = LayerPool(n_layers, cfg.layer_pool)
         dim_in = encoder_dim * self.k

@@ -41,6 +41,11 @@ class AdapterConfig:
     output_norm: bool = help_field(
         True, "RMS-normalize each output token (Ultravox's ln_post), its learned scale starting at the "
                "LLM's own token-embedding RMS, so audio tokens start as loud as text tokens")
+    voice_timbre: bool = help_field(
+        False, "with model.voice_features: the voice token also reads the first tapped layer's "
+               "standardized Whisper channels averaged over the clip (the speaker's timbre, the words "
+               "mostly averaged out), not only the pitch statistics; a linear probe reads gender from "
+               "those averages at 88 % on held-out clips (README, session 23)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
@@ -120,6 +125,8 @@ class ModelConfig:
         if self.transcript_line.count("{transcript}") != 1:
             raise ConfigError("transcript_line: must contain '{transcript}' exactly once, got "
                               f"{self.transcript_line!r}")
+        if self.adapter.voice_timbre and not self.voice_features:
+            raise ConfigError("adapter.voice_timbre: needs voice_features: true (the timbre goes into the voice token)")
         if self.voice_words:
             if not self.voice_features:
                 raise ConfigError("voice_words: needs voice_features: true (the words mix into the voice token)")

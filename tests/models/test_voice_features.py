@@ -24,9 +24,10 @@ def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
     return (x + np.random.default_rng(seed).standard_normal(t.size) * 0.005).astype(np.float32)
 
 
-def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None) -> SpeechLM:
+def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None, timbre: bool = False) -> SpeechLM:
     config = tiny_config(kind)
     config.voice_features, config.voice_words = True, list(words or [])
+    config.adapter.voice_timbre = timbre
     whisper, fe, wtok = tiny_whisper()
     llm, tok = tiny_llm()
     with torch.random.fork_rng():
@@ -200,3 +201,57 @@ def test_voice_words_are_saved_loaded_and_validated(tmp_path):
                 {"voice_features": True, "voice_words": [" male", " "]}):
         with pytest.raises(ConfigError, match="voice_words"):
             ModelConfig(**bad).validate()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_voice_timbre_feeds_the_clip_averaged_standardized_whisper_channels(kind):
+    """adapter.voice_timbre: the voice token reads the pitch statistics and the first tap's
+    Whisper channels (standardized, pitch channels left out) averaged over the clip's frames;
+    two clips of one pitch but different timbre get different tokens; padding changes nothing."""
+    m = tiny_voice_model(kind, timbre=True)
+    d = m.encoder.dim - 2
+    assert m.adapter.voice.timbre_dim == d and m.adapter.voice.mlp[0].in_features == 3 + d
+    with torch.no_grad():  # a fitted-looking norm, so standardizing is not the identity
+        m.adapter.feature_norm.mean.normal_()
+        m.adapter.feature_norm.std.uniform_(0.5, 2.0)
+    states = torch.randn(2, m.adapter.feature_norm.mean.shape[0], 7, m.encoder.dim)
+    lengths = torch.tensor([4, 7])
+    normed = m.adapter.feature_norm(states)
+    x = m.adapter.voice.inputs(states, lengths, normed)
+    torch.testing.assert_close(x[:, :3], VoiceToken.statistics(states, lengths))
+    torch.testing.assert_close(x[0, 3:], normed[0, 0, :4, :d].mean(0))  # frames 4.. are padding
+    torch.testing.assert_close(x[1, 3:], normed[1, 0, :, :d].mean(0))
+    with pytest.raises(ValueError, match="normed"):
+        m.adapter.voice.inputs(states, lengths)
+    same_pitch = states.clone()
+    same_pitch[1, :, :, -2:] = states[0, :, :, -2:]
+    same_pitch[1, :, 4:] = 0
+    with torch.no_grad():
+        out, _ = m.adapter(same_pitch, torch.tensor([4, 4]))
+    assert not torch.allclose(out[0, 0], out[1, 0], atol=1e-4)  # the timbre alone tells them apart
+    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
+           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+    batch = m.processor.collate(exs)
+    m.all_logits(batch).loss.backward()
+    assert m.adapter.voice.mlp[0].weight.grad[:, 3:].abs().sum() > 0  # the timbre inputs learn
+    with torch.no_grad():  # each clip's logits are those it gets alone
+        together = m.all_logits(batch).logits
+        for i, ex in enumerate(exs):
+            alone = m.all_logits(m.processor.collate([ex])).logits
+            torch.testing.assert_close(together[i, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_voice_timbre_is_saved_loaded_and_needs_voice_features(tmp_path):
+    from speech_adapter.errors import ConfigError
+
+    m = tiny_voice_model("stack_mlp", seed=2, timbre=True)
+    m.save_adapter(tmp_path / "ad")
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.config.adapter.voice_timbre and again.adapter.voice.timbre_dim == m.adapter.voice.timbre_dim
+    batch = m.processor.collate([{"audio": voice(150, 0.8), "instruction": "Who?", "response": "x"}])
+    with torch.no_grad():
+        torch.testing.assert_close(again.all_logits(batch).logits, m.all_logits(batch).logits)
+    from speech_adapter.config import from_dict
+
+    with pytest.raises(ConfigError, match="voice_timbre: needs voice_features"):
+        from_dict(ModelConfig, {"adapter": {"voice_timbre": True}}).validate()
