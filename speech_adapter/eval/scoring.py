@@ -151,6 +151,8 @@ def swap_to_label(answer: str, task: str, label: str, keep: str = "") -> str | N
         if said.lower() in quoted:
             return said
         word = table[said.lower()]
+        if said.isupper() and len(said) > 1:  # "MALE" under an all-capitals rule stays in capitals
+            return word.upper()
         return word.capitalize() if said[:1].isupper() else word
 
     swapped = pattern.sub(swap, answer)

@@ -485,7 +485,8 @@ def test_label_fallback_swaps_the_gender_words_of_a_generated_answer(tmp_path):
     ("The male speaker is talking.", "female", "The female speaker is talking."),
     ("It is a man; he sounds calm.", "female", "It is a woman; she sounds calm."),
     ("She is a woman. Her voice is high.", "male", "He is a man. His voice is high."),
-    ("MALE", "female", "Female"),
+    ("MALE", "female", "FEMALE"),  # an all-capitals rule stays kept
+    ("He said it. HE is a MAN.", "female", "She said it. SHE is a WOMAN."),
     ("The speaker is female.", "female", None),  # nothing to swap
     ("Fast and clear.", "male", None),
 ])
