@@ -136,8 +136,9 @@ class VoiceToken(nn.Module):
     With `timbre_dim` D' > 0 (adapter.voice_timbre) the MLP also reads the clip's time-averaged
     standardized Whisper channels of the first tap (the adapter's FeatureNorm output, passed as
     `normed`): a speaker's timbre, averaged over the clip so the words said mostly cancel out. A
-    logistic regression on exactly these averages reads gender at 88 % on held-out clips where
-    the pitch alone gives 91 % of the clips it finds a pitch in (README, session 23).
+    logistic regression on these averages (whisper-tiny.en's layer 1, the first default tap)
+    reads gender at 88 % on the standard's held-out clips; the pitch alone at 91 % of the clips
+    pyin finds a pitch in (README, session 23).
 
     With `words` (K, H_llm), the LLM's own embeddings of K words (model.voice_words, e.g. " male"
     and " female"), the MLP gives K logits and the token is their softmax mixture of those
