@@ -10,11 +10,13 @@ from tests.scripts_import import load_script
 
 
 class _Constant(torch.nn.Module):
+    timbre_dim = 0  # a VoiceToken without adapter.voice_timbre
+
     def __init__(self, v):
         super().__init__()
         self.v = torch.nn.Parameter(v.clone())
 
-    def forward(self, states, lengths):
+    def forward(self, states, lengths, normed=None):
         return self.v.expand(len(lengths), -1)
 
 
