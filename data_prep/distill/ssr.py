@@ -158,12 +158,13 @@ def run_batch(items: list[WorkItem], teacher: Teacher, cfg: DistillConfig) -> li
         label = TASKS[task].label(it.row) if task in cfg.label_fallback_tasks else None
         if not label:
             continue
-        if is_choice(it.template, cfg):
+        choice = is_choice(it.template, cfg)
+        if choice:
             answer = choice_reply(label, task, cfg.choice_replies)
         else:
             answer = swap_to_label(it.last_answer, task, label, keep=str(it.row.get("transcript") or ""))
         if answer is not None and judge(answer, it.template, it.row, cfg) is None:
             it.answer, it.sampling = answer, {**it.sampling, "label_fallback": [reason_kind(r) for r in it.reasons]}
-            if not is_choice(it.template, cfg):
+            if not choice:
                 it.sampling["swapped"] = it.last_answer
     return items

@@ -213,11 +213,11 @@ class Adapter(nn.Module):
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0
 
-    def _with_voice(self, states, lengths, out, n_tok):
-        """Prepend the voice token (normalized like the others) to each clip's tokens."""
+    def _with_voice(self, states, normed, lengths, out, n_tok):
+        """Prepend the voice token (normalized like the others) to each clip's tokens; `normed` is
+        `feature_norm(states)`, which the adapter computed already (the timbre reads it)."""
         if self.voice is None:
             return out, n_tok
-        normed = self.feature_norm(states) if self.voice.timbre_dim else None
         token = self.output_norm(self.voice(states, lengths, normed))[:, None].to(out.dtype)  # (B, 1, H)
         return torch.cat([token, out], 1), n_tok + 1
 
@@ -277,14 +277,15 @@ class QFormerAdapter(Adapter):
 
     def forward(self, states, lengths):
         b, n_l, t, _ = states.shape
-        kv = self.in_proj(self.feature_norm(states)).flatten(0, 1)  # (B, L, T, D) -> (B*L, T, H)
+        normed = self.feature_norm(states)
+        kv = self.in_proj(normed).flatten(0, 1)  # (B, L, T, D) -> (B*L, T, H)
         pad = ~_valid_mask(lengths, t).repeat_interleave(n_l, 0)  # (B*L, T)
         q = self.queries[None].expand(b, -1, -1, -1).flatten(0, 1)  # (L, N, H) -> (B*L, N, H)
         q = self.qformer(q, kv, pad).unflatten(0, (b, n_l))  # (B, L, N, H)
         w = self.layer_weights.softmax(-1)  # (N, L)
         q = torch.einsum("blnh,nl->bnh", q, w)  # (B, N, H)
         out = self.output_norm(self.proj(self.norm(q)))  # (B, N, H_llm)
-        return self._with_voice(states, lengths, out, torch.full_like(torch.as_tensor(lengths), self.n_queries))
+        return self._with_voice(states, normed, lengths, out, torch.full_like(torch.as_tensor(lengths), self.n_queries))
 
 
 class WindowQFormerAdapter(Adapter):
@@ -316,7 +317,8 @@ class WindowQFormerAdapter(Adapter):
 
     def forward(self, states, lengths):
         b, _, t, _ = states.shape
-        x = self.in_proj(self.pool(self.feature_norm(states)))  # (B, T, H)
+        normed = self.feature_norm(states)
+        x = self.in_proj(self.pool(normed))  # (B, T, H)
         w = self.window
         n_win = math.ceil(t / w)
         x = nn.functional.pad(x, (0, 0, 0, n_win * w - t))  # (B, nW*W, H)
@@ -329,7 +331,7 @@ class WindowQFormerAdapter(Adapter):
         n_tok = self._window_tokens(lengths)
         out = self.output_norm(self.proj(self.norm(q)))  # (B, N, H_llm)
         out = out * _valid_mask(n_tok, out.shape[1])[..., None].to(out.dtype)
-        return self._with_voice(states, lengths, out, n_tok)
+        return self._with_voice(states, normed, lengths, out, n_tok)
 
 
 class StackMLPAdapter(Adapter):
@@ -359,7 +361,8 @@ class StackMLPAdapter(Adapter):
 
     def forward(self, states, lengths):
         b, _, t, d = states.shape
-        x = self.pool(self.feature_norm(states))  # (B, L, T, D) -> (B, T, D)
+        normed = self.feature_norm(states)
+        x = self.pool(normed)  # (B, L, T, D) -> (B, T, D)
         x = x * _valid_mask(lengths, t)[..., None].to(x.dtype)  # padded frames are exactly zero
         n = math.ceil(t / self.k)
         x = nn.functional.pad(x, (0, 0, 0, n * self.k - t))  # (B, n*k, D)
@@ -368,7 +371,7 @@ class StackMLPAdapter(Adapter):
         x = self.ln_mid(self.act(x))  # (B, T/k, hidden/2)
         x = self.output_norm(self.linear_2(self.dropout(x)))  # (B, T/k, H_llm)
         n_tok = self._frame_tokens(lengths)
-        return self._with_voice(states, lengths, x * _valid_mask(n_tok, n)[..., None].to(x.dtype), n_tok)
+        return self._with_voice(states, normed, lengths, x * _valid_mask(n_tok, n)[..., None].to(x.dtype), n_tok)
 
 
 def build_adapter(config: AdapterConfig, encoder_dim: int, n_layers: int, llm_dim: int,

@@ -35,6 +35,21 @@ def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None, t
         return SpeechLM(config, whisper, fe, llm, tok, whisper_tokenizer=wtok)
 
 
+def low_and_high_voices() -> list[dict]:
+    """A man's and a woman's pitch, of different lengths, as two training examples."""
+    return [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
+            {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+
+
+def assert_batch_independent(m: SpeechLM, exs: list[dict]) -> None:
+    """Each example's logits in a batch are those it gets alone."""
+    with torch.no_grad():
+        together = m.all_logits(m.processor.collate(exs)).logits
+        for i, ex in enumerate(exs):
+            alone = m.all_logits(m.processor.collate([ex])).logits
+            torch.testing.assert_close(together[i, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+
+
 def test_pitch_track_reads_f0_in_octaves_and_voicing():
     low, high = pitch_track(voice(120), 160, 100), pitch_track(voice(220), 160, 100)
     assert low.shape == high.shape == (2, 100)
@@ -94,8 +109,7 @@ def test_one_more_token_per_clip_that_tells_low_from_high_voices(kind):
     plain = SpeechLM(tiny_config(kind), *tiny_whisper()[:2], *tiny_llm(), whisper_tokenizer=tiny_whisper()[2])
     n = 16000
     assert m.processor.num_audio_tokens(n) == plain.processor.num_audio_tokens(n) + 1
-    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
-           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+    exs = low_and_high_voices()
     batch = m.processor.collate(exs)
     states, lengths = m.encode_audio(batch)
     with torch.no_grad():
@@ -105,11 +119,7 @@ def test_one_more_token_per_clip_that_tells_low_from_high_voices(kind):
     loss = m.all_logits(batch).loss
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.adapter.voice.parameters())
-    with torch.no_grad():  # each clip's logits are those it gets alone
-        together = m.all_logits(batch).logits
-        for i, ex in enumerate(exs):
-            alone = m.all_logits(m.processor.collate([ex])).logits
-            torch.testing.assert_close(together[i, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+    assert_batch_independent(m, exs)
 
 
 def test_save_and_load_keep_the_voice_token(tmp_path):
@@ -169,8 +179,7 @@ def test_voice_words_make_the_token_a_mixture_of_the_words_own_embeddings(kind):
     ids = [m.tokenizer(w, add_special_tokens=False)["input_ids"] for w in (" male", " female")]
     words = torch.stack([table[i].mean(0) for i in ids])
     torch.testing.assert_close(m.adapter.voice.words, words)
-    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
-           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+    exs = low_and_high_voices()
     batch = m.processor.collate(exs)
     states, lengths = m.encode_audio(batch)
     with torch.no_grad():
@@ -229,16 +238,11 @@ def test_voice_timbre_feeds_the_clip_averaged_standardized_whisper_channels(kind
     with torch.no_grad():
         out, _ = m.adapter(same_pitch, torch.tensor([4, 4]))
     assert not torch.allclose(out[0, 0], out[1, 0], atol=1e-4)  # the timbre alone tells them apart
-    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
-           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+    exs = low_and_high_voices()
     batch = m.processor.collate(exs)
     m.all_logits(batch).loss.backward()
     assert m.adapter.voice.mlp[0].weight.grad[:, 3:].abs().sum() > 0  # the timbre inputs learn
-    with torch.no_grad():  # each clip's logits are those it gets alone
-        together = m.all_logits(batch).logits
-        for i, ex in enumerate(exs):
-            alone = m.all_logits(m.processor.collate([ex])).logits
-            torch.testing.assert_close(together[i, : alone.shape[1]], alone[0], atol=1e-4, rtol=1e-4)
+    assert_batch_independent(m, exs)
 
 
 def test_voice_timbre_is_saved_loaded_and_needs_voice_features(tmp_path):
