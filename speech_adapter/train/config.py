@@ -71,6 +71,11 @@ class TrainConfig:
     voice_only_fraction: float = help_field(
         0.5, "with voice_only_tasks: the share of those rows trained voice-only (a fixed draw per row "
              "and seed, the same every epoch and on resume)")
+    voice_only_keep: Literal["mean", "clip_average"] = help_field(
+        "mean", "what a voice-only row keeps of its Whisper channels: mean (the fitted training mean: "
+        "nothing of the clip but the pitch track) | clip_average (each layer's channels averaged over "
+        "the clip's own frames on every frame: the voice's timbre stays, the words and their order "
+        "go; with model.adapter.voice_timbre the voice token reads that same timbre)")
     save_every: int = help_field(100, "checkpoint every N optimizer steps; 0 = only at the end")
     keep_last: int = help_field(3, "checkpoints to keep (oldest deleted); 0 = keep all")
     eval_every: int = help_field(0, "dev loss every N steps; 0 = off")

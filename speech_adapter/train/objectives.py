@@ -134,19 +134,31 @@ def require_voice_features(core) -> None:
                           "is what a voice-only row keeps)")
 
 
-def voice_only_states(core, encoder_states, clips: torch.Tensor):
+def voice_only_states(core, encoder_states, clips: torch.Tensor, keep: str = "mean"):
     """`encoder_states` (states (A, L, T, D), lengths) with the Whisper channels of the `clips`
-    (A,) bool set to the adapter's fitted mean (0 once standardized), the pitch channels kept:
-    those clips reach the LLM as their pitch track and voice token only (train.voice_only_tasks)."""
+    (A,) bool replaced, the pitch channels kept (train.voice_only_tasks). `keep="mean"`: by the
+    adapter's fitted mean (0 once standardized), so those clips reach the LLM as their pitch track
+    and voice token only; `keep="clip_average"`: on every frame by the clip's own average over its
+    valid frames, per layer, so its timbre stays and the words said go (train.voice_only_keep)."""
+    from speech_adapter.models.adapters import _valid_mask
     from speech_adapter.models.encoder import PITCH_CHANNELS
 
     require_voice_features(core)
     states, lengths = encoder_states
-    norm = getattr(core.adapter, "feature_norm", None)
     d = states.shape[-1] - PITCH_CHANNELS
-    mean = norm.mean[:, :d] if hasattr(norm, "mean") else torch.zeros(states.shape[1], d)  # (L, d)
+    if keep == "clip_average":
+        valid = _valid_mask(lengths.to(states.device), states.shape[2]).to(states.dtype)  # (A, T)
+        total = valid.sum(-1).clamp_min(1)[:, None, None, None]
+        fill = (states[..., :d] * valid[:, None, :, None]).sum(2, keepdim=True) / total  # (A, L, 1, d)
+    elif keep == "mean":
+        norm = getattr(core.adapter, "feature_norm", None)
+        mean = norm.mean[:, :d] if hasattr(norm, "mean") else torch.zeros(states.shape[1], d)  # (L, d)
+        fill = mean[None, :, None].to(states.device, states.dtype).expand(states.shape[0], -1, -1, -1)
+    else:
+        raise ValueError(f"voice_only_states: keep must be 'mean' or 'clip_average', got {keep!r}")
     states = states.clone()
-    states[clips.to(states.device), ..., :d] = mean[None, :, None].to(states.device, states.dtype)
+    picked = clips.to(states.device)
+    states[picked, ..., :d] = fill[picked].expand(-1, -1, states.shape[2], -1)
     return states, lengths
 
 
@@ -172,7 +184,7 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
     voice_only = [bool(ex.get("voice_only")) for ex in examples if ex.get("audio") is not None]
     if any(voice_only) and not text_only:
         states = voice_only_states(core, states if states is not None else core.encode_audio(batch),
-                                   torch.tensor(voice_only))
+                                   torch.tensor(voice_only), keep=cfg.voice_only_keep)
     _, logits, labels = _out(model(batch, encoder_states=states))  # (N, V), (N,)
     am = batch.get("attention_mask")
     stats = {"seq_tokens": int(am.sum()) if am is not None else int(labels.numel())}

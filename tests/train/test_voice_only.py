@@ -70,6 +70,52 @@ def test_masked_clips_keep_only_their_pitch_and_reach_the_llm_alike():
     assert not torch.allclose(plain[0], plain[1], atol=1e-4)
 
 
+def test_clip_average_keeps_each_clips_timbre_and_drops_the_order_of_its_frames():
+    m = tiny_voice_model("stack_mlp", timbre=True)
+    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
+           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
+    batch = m.processor.collate(exs)
+    states, lengths = m.encode_audio(batch)
+    d = states.shape[-1] - PITCH_CHANNELS
+    kept, _ = voice_only_states(m, (states, lengths), torch.tensor([True, True]), keep="clip_average")
+    for i in range(2):
+        n = int(lengths[i])
+        average = states[i, :, :n, :d].mean(1, keepdim=True)  # (L, 1, d): the valid frames only
+        torch.testing.assert_close(kept[i, ..., :d], average.expand_as(kept[i, ..., :d]))
+        assert torch.equal(kept[i, ..., d:], states[i, ..., d:])  # the pitch track stays
+    assert not torch.allclose(kept[0, :, 0, :d], kept[1, :, 0, :d])  # each clip its own average
+    with torch.no_grad():  # the voice token's timbre is the clip's, not the training mean's
+        norm = m.adapter.feature_norm
+        torch.testing.assert_close(m.adapter.voice.inputs(kept, lengths, norm(kept)),
+                                   m.adapter.voice.inputs(states, lengths, norm(states)))
+
+    # the same Whisper frames in another order (the pitch track as it was) reach the LLM alike
+    # once averaged, not before
+    n = int(lengths[0])
+    shuffled = states[:1].clone()
+    shuffled[0, :, :n, :d] = shuffled[0, :, torch.randperm(n, generator=torch.Generator().manual_seed(0)), :d]
+    pair, pair_lengths = torch.cat([states[:1], shuffled]), lengths[:1].repeat(2)
+    both, _ = voice_only_states(m, (pair, pair_lengths), torch.tensor([True, True]), keep="clip_average")
+    with torch.no_grad():
+        out, _ = m.adapter(both, pair_lengths)
+        plain, _ = m.adapter(pair, pair_lengths)
+    torch.testing.assert_close(out[0], out[1])
+    assert not torch.allclose(plain[0], plain[1], atol=1e-4)
+    with pytest.raises(ValueError, match="keep"):
+        voice_only_states(m, (states, lengths), torch.tensor([True, False]), keep="zeros")
+
+
+def test_compute_loss_passes_voice_only_keep():
+    m = tiny_voice_model("stack_mlp")
+    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male.", "voice_only": True},
+           {"audio": voice(220, 0.8, seed=1), "instruction": "Gender?", "response": "Female."}]
+    with torch.no_grad():
+        m.adapter.feature_norm.mean.normal_()
+        mean, _ = compute_loss(m, exs, TrainConfig(voice_only_keep="mean"))
+        average, _ = compute_loss(m, exs, TrainConfig(voice_only_keep="clip_average"))
+    assert not torch.equal(mean, average)
+
+
 def test_compute_loss_masks_only_the_rows_drawn_voice_only():
     m = tiny_voice_model("stack_mlp")
     exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
