@@ -40,6 +40,16 @@ def _valid_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     return torch.arange(t, device=lengths.device)[None] < lengths[:, None]  # (B, T)
 
 
+def valid_frame_mean(x: torch.Tensor, lengths: torch.Tensor, dim: int) -> torch.Tensor:
+    """`x` (B, ..., T, ...) averaged over each clip's first `lengths` (B,) frames along `dim`,
+    which is kept (size 1); padded frames do not count."""
+    valid = _valid_mask(lengths.to(x.device), x.shape[dim]).to(x.dtype)  # (B, T)
+    shape = [1] * x.ndim
+    shape[0], shape[dim] = valid.shape
+    valid = valid.reshape(shape)
+    return (x * valid).sum(dim, keepdim=True) / valid.sum(dim, keepdim=True).clamp_min(1)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -178,9 +188,8 @@ class VoiceToken(nn.Module):
             return stats
         if normed is None:
             raise ValueError("voice timbre: pass the adapter's standardized states as `normed`")
-        valid = _valid_mask(lengths, normed.shape[2]).to(normed.dtype)  # (B, T)
         whisper = normed[:, 0, :, : self.timbre_dim]  # (B, T, D'): the pitch channels left out
-        timbre = (whisper * valid[..., None]).sum(1) / valid.sum(-1, keepdim=True).clamp_min(1)
+        timbre = valid_frame_mean(whisper, lengths, 1)[:, 0]  # (B, D')
         return torch.cat([stats, timbre.to(stats.dtype)], -1)
 
     def mixture(self, states, lengths, normed=None) -> torch.Tensor:

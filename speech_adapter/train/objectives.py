@@ -140,16 +140,14 @@ def voice_only_states(core, encoder_states, clips: torch.Tensor, keep: str = "me
     adapter's fitted mean (0 once standardized), so those clips reach the LLM as their pitch track
     and voice token only; `keep="clip_average"`: on every frame by the clip's own average over its
     valid frames, per layer, so its timbre stays and the words said go (train.voice_only_keep)."""
-    from speech_adapter.models.adapters import _valid_mask
+    from speech_adapter.models.adapters import valid_frame_mean
     from speech_adapter.models.encoder import PITCH_CHANNELS
 
     require_voice_features(core)
     states, lengths = encoder_states
     d = states.shape[-1] - PITCH_CHANNELS
     if keep == "clip_average":
-        valid = _valid_mask(lengths.to(states.device), states.shape[2]).to(states.dtype)  # (A, T)
-        total = valid.sum(-1).clamp_min(1)[:, None, None, None]
-        fill = (states[..., :d] * valid[:, None, :, None]).sum(2, keepdim=True) / total  # (A, L, 1, d)
+        fill = valid_frame_mean(states[..., :d], lengths, 2)  # (A, L, 1, d)
     elif keep == "mean":
         norm = getattr(core.adapter, "feature_norm", None)
         mean = norm.mean[:, :d] if hasattr(norm, "mean") else torch.zeros(states.shape[1], d)  # (L, d)

@@ -13,7 +13,7 @@ from speech_adapter.models.tiny import tiny_speechlm
 from speech_adapter.train.config import TrainConfig
 from speech_adapter.train.data import TrainData
 from speech_adapter.train.objectives import compute_loss, voice_only_states
-from tests.models.test_voice_features import tiny_voice_model, voice
+from tests.models.test_voice_features import low_and_high_voices, tiny_voice_model, voice
 
 
 def _data(cfg, n=400, task="gender"):
@@ -72,9 +72,7 @@ def test_masked_clips_keep_only_their_pitch_and_reach_the_llm_alike():
 
 def test_clip_average_keeps_each_clips_timbre_and_drops_the_order_of_its_frames():
     m = tiny_voice_model("stack_mlp", timbre=True)
-    exs = [{"audio": voice(120, 1.0), "instruction": "Gender?", "response": "Male."},
-           {"audio": voice(220, 0.6, seed=1), "instruction": "Gender?", "response": "Female."}]
-    batch = m.processor.collate(exs)
+    batch = m.processor.collate(low_and_high_voices())
     states, lengths = m.encode_audio(batch)
     d = states.shape[-1] - PITCH_CHANNELS
     kept, _ = voice_only_states(m, (states, lengths), torch.tensor([True, True]), keep="clip_average")
