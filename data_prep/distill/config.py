@@ -31,7 +31,7 @@ class DistillConfig:
         "task_weights). Such a clip supports few tasks (speech, sound, duration ...), so a weight "
         "that makes the speech question common on spoken clips makes it most of a silent clip's "
         "questions (the standard's yes/no rows: 57 'yes', 60 'no'). Lowering it there to even them "
-        "out made the standard worse at telling speech from non-speech (README, session 17)")
+        "out made the standard worse at telling speech from non-speech (docs/RESULTS_HISTORY.md, session 17)")
     templates: list[str] = help_field(
         default_factory=list, help="only these seen template ids for the pool tasks, e.g. [gender.01] "
         "(empty = every seen template); a short run learns faster from one phrasing per task")
@@ -62,12 +62,12 @@ class DistillConfig:
         "spoken real clips. gender answered free (not a scored choice) falls back on the teacher's last answer "
         "with its gender words swapped ('The male speaker is talking.' -> 'The female ...'): it answered the "
         "bare 'Who is talking here, a male or a female speaker?' 'male' for all 23 women, so SSR kept 29 men "
-        "and no women for it and the model learned 'this phrasing means male' (README, session 23)")
+        "and no women for it and the model learned 'this phrasing means male' (docs/RESULTS_HISTORY.md, session 23)")
     choice_replies: Literal["word", "sentence"] = help_field(
         "word", "the form of a scored choice's reply: word ('Female.', label first) | sentence ('The "
         "speaker is female.' for the attributes of a speaker: gender, pitch, speed, accent, language; "
         "other tasks keep the word). Many one-word gender targets leaked into other tasks' replies "
-        "('Write down exactly what is said.' -> 'Female.', README session 13)")
+        "('Write down exactly what is said.' -> 'Female.', docs/RESULTS_HISTORY.md, session 13)")
     transcript_answers: bool = help_field(
         False, "transcription questions asked without a format rule take the transcript the "
         "teacher's description holds as their answer, instead of the teacher's generated one: "

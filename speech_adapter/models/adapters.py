@@ -148,7 +148,7 @@ class VoiceToken(nn.Module):
     `normed`): a speaker's timbre, averaged over the clip so the words said mostly cancel out. A
     logistic regression on these averages (whisper-tiny.en's layer 1, the first default tap)
     reads gender at 88 % on the standard's held-out clips; the pitch alone at 91 % of the clips
-    pyin finds a pitch in (README, session 23).
+    pyin finds a pitch in (docs/RESULTS_HISTORY.md, session 23).
 
     With `words` (K, H_llm), the LLM's own embeddings of K words (model.voice_words, e.g. " male"
     and " female"), the MLP gives K logits and the token is their softmax mixture of those

@@ -45,7 +45,7 @@ class AdapterConfig:
         False, "with model.voice_features: the voice token also reads the first tapped layer's "
                "standardized Whisper channels averaged over the clip (the speaker's timbre, the words "
                "mostly averaged out), not only the pitch statistics; a linear probe reads gender from "
-               "those averages at 88 % on held-out clips (README, session 23)")
+               "those averages at 88 % on held-out clips (docs/RESULTS_HISTORY.md, session 23)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
@@ -94,17 +94,17 @@ class ModelConfig:
     transcript_line: str = help_field(
         TRANSCRIPT_LINE, "with use_transcript: the line after the audio tokens that carries the "
         "transcript, '{transcript}' marking where it goes (the default quotes it as heard; the "
-        "cascade's 'Transcript of the audio: {transcript}' cost transcription WER, README)")
+        "cascade's 'Transcript of the audio: {transcript}' cost transcription WER, docs/RESULTS_HISTORY.md)")
     voice_features: bool = help_field(
         False, "append a pitch track (librosa pyin: log F0, voicing) to the encoder states and give the "
         "adapter one voice token from its statistics: Whisper's states carry a voice's gender less "
-        "clearly than its pitch does (README); costs ~0.05 s of CPU a second of audio")
+        "clearly than its pitch does (docs/RESULTS_HISTORY.md); costs ~0.05 s of CPU a second of audio")
     voice_words: list[str] = help_field(
         default_factory=list, help="with voice_features: the voice token becomes a learned softmax "
         "mixture of these words' own LLM embeddings (a word of several tokens: their mean), e.g. "
         "[' male', ' female'], instead of a free vector the frozen LLM must learn to read "
         "(LegoSLM-style soft tokens); [] = a free vector. On the standard the token followed the "
-        "pitch, yet the model's gender answers got worse (one run, README session 18)")
+        "pitch, yet the model's gender answers got worse (one run, docs/RESULTS_HISTORY.md, session 18)")
     max_audio_seconds: float = help_field(
         MAX_AUDIO_SECONDS, "longest clip accepted; clips over 30 s are encoded in 30 s Whisper windows and joined")
     placeholder: str = help_field("<|AUDIO|>", "special token expanded into the adapter outputs")
