@@ -52,6 +52,22 @@ def param_groups(model, cfg) -> list[dict]:
     return [g for g in ({"params": rest}, {"params": lora, "lr": cfg.lora_lr}) if g["params"]]
 
 
+
+def native_bf16() -> bool:
+    """Does this machine multiply bf16 in hardware: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX tiles? (Elsewhere torch emulates bf16 matmuls, slower than fp32.)"""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str) -> str:
+    """`train.precision` as run: "auto" becomes "bf16" on native-bf16 hardware, else "fp32"."""
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return precision
+
 class _MicroBatches(torch.utils.data.Dataset):
     """This rank's micro-batches (row indices) → (ids, examples, text_only, collated batch).
 
@@ -105,7 +121,7 @@ class Trainer:
         self.acc = Accelerator(
             # no CUDA: run on the CPU, and under torchrun join a gloo group (accelerate's MULTI_CPU)
             cpu=not torch.cuda.is_available(),
-            mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+            mixed_precision="bf16" if resolve_precision(cfg.precision) == "bf16" else "no",
             # text-only micro-batches leave the adapter unused
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(cfg.seed, device_specific=True)
@@ -113,6 +129,9 @@ class Trainer:
             raise ConfigError("train.grad_accum: DeepSpeed steps inside backward(); use grad_accum=1 "
                               "and set gradient_accumulation_steps in the DeepSpeed config instead")
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
+        if cfg.precision == "auto":
+            self.acc.print(f"precision auto: {resolve_precision('auto')} on this "
+                           f"{'GPU' if torch.cuda.is_available() else 'CPU'}")
 
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=tuple(cfg.betas),
                                            weight_decay=cfg.weight_decay)

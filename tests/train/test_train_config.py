@@ -18,7 +18,7 @@ BAD = [
     ({"hard_token_filter": 1.5}, "train.hard_token_filter: must be a fraction"),
     ({"betas": [0.9]}, "train.betas: must be two numbers"),
     ({"text_mix": 0.2}, "text_mix: > 0 needs text_file"),
-    ({"precision": "fp16"}, "is not one of ['fp32', 'bf16']"),
+    ({"precision": "fp16"}, "is not one of ['fp32', 'bf16', 'auto']"),
     ({"eval_every": 5}, "eval_every: > 0 needs dev_file"),
 ]
 

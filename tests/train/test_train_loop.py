@@ -164,6 +164,29 @@ def test_bf16_autocast_step_runs(tmp_path):
     assert 0 < row["loss"] < 20
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
+                                                        (False, False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16(monkeypatch, avx512_bf16, amx, expected):
+    from speech_adapter.train import loop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert loop.resolve_precision("auto") == expected
+    assert loop.resolve_precision("fp32") == "fp32" and loop.resolve_precision("bf16") == "bf16"
+
+
+def test_auto_precision_trains_in_what_it_resolves_to(tmp_path, monkeypatch, capsys):
+    from speech_adapter.train import loop
+
+    monkeypatch.setattr(loop, "native_bf16", lambda: True)
+    tr = make_trainer(tmp_path, max_steps=1, precision="auto")
+    assert tr.acc.mixed_precision == "bf16"
+    assert tr.train() == "done"
+    tr.cleanup()
+    assert "precision auto: bf16 on this CPU" in capsys.readouterr().out
+
+
 def test_dataloader_workers_give_the_same_step(tmp_path):
     """Loading + collating in a worker process changes nothing about the training."""
     weights = []
