@@ -118,10 +118,11 @@ class Trainer:
         from transformers import get_cosine_schedule_with_warmup
 
         cfg = self.cfg
+        precision = resolve_precision(cfg.precision)
         self.acc = Accelerator(
             # no CUDA: run on the CPU, and under torchrun join a gloo group (accelerate's MULTI_CPU)
             cpu=not torch.cuda.is_available(),
-            mixed_precision="bf16" if resolve_precision(cfg.precision) == "bf16" else "no",
+            mixed_precision="bf16" if precision == "bf16" else "no",
             # text-only micro-batches leave the adapter unused
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(cfg.seed, device_specific=True)
@@ -130,7 +131,7 @@ class Trainer:
                               "and set gradient_accumulation_steps in the DeepSpeed config instead")
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         if cfg.precision == "auto":
-            self.acc.print(f"precision auto: {resolve_precision('auto')} on this "
+            self.acc.print(f"precision auto: {precision} on this "
                            f"{'GPU' if torch.cuda.is_available() else 'CPU'}")
 
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=tuple(cfg.betas),
