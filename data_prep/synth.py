@@ -280,11 +280,15 @@ def build_row(cfg: SynthConfig, plan: dict, num_samples: int, clipped: bool) -> 
             "language": plan["language"], "meta": meta}
 
 
+# settings that change how clips are made, not which: Kokoro's audio is cached by content and
+# comes out bit-identical at 1 or 2 onnxruntime threads (python -m benchmarks.kokoro_threads)
+NOT_SHAPING = ("cache_dir", "kokoro_threads")
+
+
 def _check_same_config(cfg: SynthConfig) -> None:
     """A resumed or sharded run must use the settings that made the existing files."""
     path = Path(cfg.out_dir) / CONFIG_NAME
-    mine = {k: v for k, v in to_dict(cfg).items() if k not in ("shard_index", "out_dir", "cache_dir",
-                                                                   "kokoro_threads")}
+    mine = {k: v for k, v in to_dict(cfg).items() if k not in ("shard_index", "out_dir", *NOT_SHAPING)}
     if path.exists():
         theirs = json.loads(path.read_text(encoding="utf-8"))
         # settings added since that run was made read as their defaults there

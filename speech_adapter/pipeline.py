@@ -24,7 +24,7 @@ from data_prep.describe import run_describe
 from data_prep.distill import distill
 from data_prep.importers import run_import
 from data_prep.magpie import magpie
-from data_prep.synth import synth_corpus
+from data_prep.synth import NOT_SHAPING, synth_corpus
 from speech_adapter.config import to_dict
 from speech_adapter.errors import DataError
 from speech_adapter.eval import suite as S
@@ -168,7 +168,9 @@ def _unfilled(recipe, section: str, values: dict) -> dict:
 
 def _stage_config(recipe, stage: str):
     data = to_dict(recipe.data)
-    data["synth"] = _unfilled(recipe, "data.synth", data.get("synth") or {})
+    # a thread count or cache folder makes the same clips: changing it resynthesizes nothing
+    data["synth"] = {k: v for k, v in _unfilled(recipe, "data.synth", data.get("synth") or {}).items()
+                     if k not in NOT_SHAPING}
     train = _unfilled(recipe, "train", recipe.train)
     return {
         "models": [recipe.model.encoder, recipe.model.llm],

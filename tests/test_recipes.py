@@ -138,6 +138,16 @@ def test_writing_out_a_value_the_pipeline_fills_keeps_the_stage_fingerprints(tmp
     assert other[:2] == plain[:2] and other[2] != plain[2] and other[3] != plain[3]
 
 
+def test_a_thread_count_or_cache_folder_reruns_no_synthesis(tmp_path):
+    """Kokoro's thread count and the TTS cache make the same clips: a recipe that raises
+    `kokoro_threads` keeps its data; one that changes the clips does not."""
+    p = _write(tmp_path, "name: x\nseed: 0\n")
+    plain = _stage_config(load_recipe(p), "data")
+    assert _stage_config(load_recipe(p, ["data.synth.kokoro_threads=2",
+                                         f"data.synth.cache_dir={tmp_path / 'tts'}"]), "data") == plain
+    assert _stage_config(load_recipe(p, ["data.synth.num_clips=7"]), "data") != plain
+
+
 def test_a_failing_stage_leaves_no_marker(tmp_path):
     runner = StageRunner(tmp_path, log=lambda m: None)
     with pytest.raises(RuntimeError):
