@@ -154,12 +154,17 @@ class VoiceToken(nn.Module):
     and " female"), the MLP gives K logits and the token is their softmax mixture of those
     embeddings (LegoSLM's soft tokens: encoder posteriors times the LLM's embedding table): the
     token can only say something the LLM already reads as a word, in proportions it learns from
-    the distillation loss, instead of a free vector the frozen LLM must learn to interpret."""
+    the distillation loss, instead of a free vector the frozen LLM must learn to interpret.
 
-    def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None, timbre_dim: int = 0):
+    `timbre_dropout` p (adapter.voice_timbre_dropout): in training, each clip's timbre is zeroed
+    (its standardized training mean) with chance p, so the pitch statistics must carry the voice
+    on their own; in eval mode the timbre is always read."""
+
+    def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None, timbre_dim: int = 0,
+                 timbre_dropout: float = 0.0):
         super().__init__()
         out = llm_dim if words is None else words.shape[0]
-        self.timbre_dim = timbre_dim
+        self.timbre_dim, self.timbre_dropout = timbre_dim, timbre_dropout
         self.mlp = nn.Sequential(nn.Linear(3 + timbre_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
         if words is not None:
             if words.ndim != 2 or words.shape[0] < 2 or words.shape[1] != llm_dim:
@@ -190,6 +195,9 @@ class VoiceToken(nn.Module):
             raise ValueError("voice timbre: pass the adapter's standardized states as `normed`")
         whisper = normed[:, 0, :, : self.timbre_dim]  # (B, T, D'): the pitch channels left out
         timbre = valid_frame_mean(whisper, lengths, 1)[:, 0]  # (B, D')
+        if self.training and self.timbre_dropout > 0:
+            kept = torch.rand(timbre.shape[0], device=timbre.device) >= self.timbre_dropout  # (B,)
+            timbre = timbre * kept[:, None].to(timbre.dtype)
         return torch.cat([stats, timbre.to(stats.dtype)], -1)
 
     def mixture(self, states, lengths, normed=None) -> torch.Tensor:
@@ -217,7 +225,8 @@ class Adapter(nn.Module):
     def _init_voice(self, voice: bool, llm_dim: int, words: torch.Tensor | None = None,
                     cfg: AdapterConfig | None = None, encoder_dim: int = 0) -> None:
         timbre = _whisper_dim(encoder_dim, voice) if voice and cfg is not None and cfg.voice_timbre else 0
-        self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre) if voice else None
+        dropout = cfg.voice_timbre_dropout if timbre else 0.0
+        self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, timbre_dropout=dropout) if voice else None
 
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0

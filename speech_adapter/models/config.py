@@ -46,6 +46,11 @@ class AdapterConfig:
                "standardized Whisper channels averaged over the clip (the speaker's timbre, the words "
                "mostly averaged out), not only the pitch statistics; a linear probe reads gender from "
                "those averages at 88 % on held-out clips (docs/RESULTS_HISTORY.md, session 23)")
+    voice_timbre_dropout: float = help_field(
+        0.0, "with voice_timbre: the chance, per training clip and step, that the voice token reads "
+             "no timbre (the standardized average set to 0, the training mean), so the pitch has to "
+             "name the voice alone and an unfamiliar timbre cannot overrule a clear pitch; the "
+             "Whisper tokens stay (0 = off; inference always reads the timbre)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
@@ -61,6 +66,8 @@ class AdapterConfig:
             raise ConfigError(f"window_seconds: must be in (0, 30], got {self.window_seconds}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.voice_timbre_dropout <= 1:
+            raise ConfigError(f"voice_timbre_dropout: must be in [0, 1], got {self.voice_timbre_dropout}")
 
 
 @dataclass
@@ -127,6 +134,8 @@ class ModelConfig:
                               f"{self.transcript_line!r}")
         if self.adapter.voice_timbre and not self.voice_features:
             raise ConfigError("adapter.voice_timbre: needs voice_features: true (the timbre goes into the voice token)")
+        if self.adapter.voice_timbre_dropout and not self.adapter.voice_timbre:
+            raise ConfigError("adapter.voice_timbre_dropout: needs adapter.voice_timbre: true (it drops the timbre)")
         if self.voice_words:
             if not self.voice_features:
                 raise ConfigError("voice_words: needs voice_features: true (the words mix into the voice token)")

@@ -24,10 +24,11 @@ def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
     return (x + np.random.default_rng(seed).standard_normal(t.size) * 0.005).astype(np.float32)
 
 
-def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None, timbre: bool = False) -> SpeechLM:
+def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None, timbre: bool = False,
+                     timbre_dropout: float = 0.0) -> SpeechLM:
     config = tiny_config(kind)
     config.voice_features, config.voice_words = True, list(words or [])
-    config.adapter.voice_timbre = timbre
+    config.adapter.voice_timbre, config.adapter.voice_timbre_dropout = timbre, timbre_dropout
     whisper, fe, wtok = tiny_whisper()
     llm, tok = tiny_llm()
     with torch.random.fork_rng():
@@ -259,3 +260,42 @@ def test_voice_timbre_is_saved_loaded_and_needs_voice_features(tmp_path):
 
     with pytest.raises(ConfigError, match="voice_timbre: needs voice_features"):
         from_dict(ModelConfig, {"adapter": {"voice_timbre": True}}).validate()
+
+
+def test_voice_timbre_dropout_zeroes_the_timbre_of_some_training_clips_only():
+    """adapter.voice_timbre_dropout: in train mode a share of the clips' voice tokens read a zero
+    timbre (the standardized training mean) with their pitch statistics unchanged; eval mode (and
+    so inference) always reads the timbre; the setting is saved with the adapter."""
+    m = tiny_voice_model("stack_mlp", timbre=True, timbre_dropout=0.5)
+    assert m.adapter.voice.timbre_dropout == 0.5
+    states = torch.randn(400, m.adapter.feature_norm.mean.shape[0], 6, m.encoder.dim)
+    lengths = torch.full((400,), 6)
+    normed = m.adapter.feature_norm(states)
+    m.eval()
+    full = m.adapter.voice.inputs(states, lengths, normed)
+    m.train()
+    torch.manual_seed(0)
+    dropped = m.adapter.voice.inputs(states, lengths, normed)
+    torch.testing.assert_close(dropped[:, :3], full[:, :3])  # the pitch statistics stay
+    zero = (dropped[:, 3:] == 0).all(-1)
+    torch.testing.assert_close(dropped[~zero], full[~zero])
+    assert 140 < int(zero.sum()) < 260  # about half of 400
+    assert (full[:, 3:] != 0).any(-1).all()  # nothing was zero before
+    m.eval()
+    torch.testing.assert_close(m.adapter.voice.inputs(states, lengths, normed), full)
+
+
+def test_voice_timbre_dropout_is_saved_and_checked(tmp_path):
+    from speech_adapter.config import from_dict
+    from speech_adapter.errors import ConfigError
+
+    m = tiny_voice_model("stack_mlp", seed=3, timbre=True, timbre_dropout=0.3)
+    m.save_adapter(tmp_path / "ad")
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.config.adapter.voice_timbre_dropout == 0.3 and again.adapter.voice.timbre_dropout == 0.3
+    assert not again.training  # loaded for inference: the timbre is always read
+    with pytest.raises(ConfigError, match="voice_timbre_dropout: needs adapter.voice_timbre"):
+        from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_timbre_dropout": 0.5}}).validate()
+    with pytest.raises(ConfigError, match="voice_timbre_dropout: must be in"):
+        from_dict(ModelConfig, {"voice_features": True,
+                                "adapter": {"voice_timbre": True, "voice_timbre_dropout": 1.5}}).validate()
