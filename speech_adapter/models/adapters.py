@@ -158,13 +158,14 @@ class VoiceToken(nn.Module):
 
     `timbre_dropout` p (adapter.voice_timbre_dropout): in training, each clip's timbre is zeroed
     (its standardized training mean) with chance p, so the pitch statistics must carry the voice
-    on their own; in eval mode the timbre is always read."""
+    on their own; `channel_dropout` q (adapter.voice_timbre_channel_dropout): dropout on each timbre
+    channel. In eval mode the timbre is always read whole."""
 
     def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None, timbre_dim: int = 0,
-                 timbre_dropout: float = 0.0):
+                 timbre_dropout: float = 0.0, channel_dropout: float = 0.0):
         super().__init__()
         out = llm_dim if words is None else words.shape[0]
-        self.timbre_dim, self.timbre_dropout = timbre_dim, timbre_dropout
+        self.timbre_dim, self.timbre_dropout, self.channel_dropout = timbre_dim, timbre_dropout, channel_dropout
         self.mlp = nn.Sequential(nn.Linear(3 + timbre_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
         if words is not None:
             if words.ndim != 2 or words.shape[0] < 2 or words.shape[1] != llm_dim:
@@ -198,6 +199,8 @@ class VoiceToken(nn.Module):
         if self.training and self.timbre_dropout > 0:
             kept = torch.rand(timbre.shape[0], device=timbre.device) >= self.timbre_dropout  # (B,)
             timbre = timbre * kept[:, None].to(timbre.dtype)
+        if self.training and self.channel_dropout > 0:
+            timbre = nn.functional.dropout(timbre, self.channel_dropout)
         return torch.cat([stats, timbre.to(stats.dtype)], -1)
 
     def mixture(self, states, lengths, normed=None) -> torch.Tensor:
@@ -225,8 +228,9 @@ class Adapter(nn.Module):
     def _init_voice(self, voice: bool, llm_dim: int, words: torch.Tensor | None = None,
                     cfg: AdapterConfig | None = None, encoder_dim: int = 0) -> None:
         timbre = _whisper_dim(encoder_dim, voice) if voice and cfg is not None and cfg.voice_timbre else 0
-        dropout = cfg.voice_timbre_dropout if timbre else 0.0
-        self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, timbre_dropout=dropout) if voice else None
+        drops = dict(timbre_dropout=cfg.voice_timbre_dropout,
+                     channel_dropout=cfg.voice_timbre_channel_dropout) if timbre else {}
+        self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, **drops) if voice else None
 
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0

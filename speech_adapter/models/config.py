@@ -51,6 +51,11 @@ class AdapterConfig:
              "no timbre (the standardized average set to 0, the training mean), so the pitch has to "
              "name the voice alone and an unfamiliar timbre cannot overrule a clear pitch; the "
              "Whisper tokens stay (0 = off; inference always reads the timbre)")
+    voice_timbre_channel_dropout: float = help_field(
+        0.0, "with voice_timbre: dropout on each channel of the timbre the voice token reads, in "
+             "training (a speaker's 384 averages are nearly a fingerprint: with most of them dropped "
+             "at random the token cannot name a training voice from its timbre and leans on pitch; "
+             "0 = off)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
@@ -68,6 +73,9 @@ class AdapterConfig:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         if not 0 <= self.voice_timbre_dropout <= 1:
             raise ConfigError(f"voice_timbre_dropout: must be in [0, 1], got {self.voice_timbre_dropout}")
+        if not 0 <= self.voice_timbre_channel_dropout < 1:
+            raise ConfigError("voice_timbre_channel_dropout: must be in [0, 1), got "
+                              f"{self.voice_timbre_channel_dropout}")
 
 
 @dataclass
@@ -134,8 +142,9 @@ class ModelConfig:
                               f"{self.transcript_line!r}")
         if self.adapter.voice_timbre and not self.voice_features:
             raise ConfigError("adapter.voice_timbre: needs voice_features: true (the timbre goes into the voice token)")
-        if self.adapter.voice_timbre_dropout and not self.adapter.voice_timbre:
-            raise ConfigError("adapter.voice_timbre_dropout: needs adapter.voice_timbre: true (it drops the timbre)")
+        for key in ("voice_timbre_dropout", "voice_timbre_channel_dropout"):
+            if getattr(self.adapter, key) and not self.adapter.voice_timbre:
+                raise ConfigError(f"adapter.{key}: needs adapter.voice_timbre: true (it drops the timbre)")
         if self.voice_words:
             if not self.voice_features:
                 raise ConfigError("voice_words: needs voice_features: true (the words mix into the voice token)")

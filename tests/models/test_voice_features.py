@@ -25,10 +25,11 @@ def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
 
 
 def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None, timbre: bool = False,
-                     timbre_dropout: float = 0.0) -> SpeechLM:
+                     timbre_dropout: float = 0.0, channel_dropout: float = 0.0) -> SpeechLM:
     config = tiny_config(kind)
     config.voice_features, config.voice_words = True, list(words or [])
     config.adapter.voice_timbre, config.adapter.voice_timbre_dropout = timbre, timbre_dropout
+    config.adapter.voice_timbre_channel_dropout = channel_dropout
     whisper, fe, wtok = tiny_whisper()
     llm, tok = tiny_llm()
     with torch.random.fork_rng():
@@ -289,13 +290,40 @@ def test_voice_timbre_dropout_is_saved_and_checked(tmp_path):
     from speech_adapter.config import from_dict
     from speech_adapter.errors import ConfigError
 
-    m = tiny_voice_model("stack_mlp", seed=3, timbre=True, timbre_dropout=0.3)
+    m = tiny_voice_model("stack_mlp", seed=3, timbre=True, timbre_dropout=0.3, channel_dropout=0.9)
     m.save_adapter(tmp_path / "ad")
     again = SpeechLM.from_pretrained(tmp_path / "ad")
     assert again.config.adapter.voice_timbre_dropout == 0.3 and again.adapter.voice.timbre_dropout == 0.3
+    assert again.adapter.voice.channel_dropout == 0.9
     assert not again.training  # loaded for inference: the timbre is always read
     with pytest.raises(ConfigError, match="voice_timbre_dropout: needs adapter.voice_timbre"):
         from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_timbre_dropout": 0.5}}).validate()
     with pytest.raises(ConfigError, match="voice_timbre_dropout: must be in"):
         from_dict(ModelConfig, {"voice_features": True,
                                 "adapter": {"voice_timbre": True, "voice_timbre_dropout": 1.5}}).validate()
+    with pytest.raises(ConfigError, match="voice_timbre_channel_dropout: needs adapter.voice_timbre"):
+        from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_timbre_channel_dropout": 0.5}}).validate()
+    with pytest.raises(ConfigError, match="voice_timbre_channel_dropout: must be in"):
+        from_dict(ModelConfig, {"voice_features": True,
+                                "adapter": {"voice_timbre": True, "voice_timbre_channel_dropout": 1.0}}).validate()
+
+
+def test_voice_timbre_channel_dropout_drops_single_channels_in_training_only():
+    """adapter.voice_timbre_channel_dropout: in train mode single timbre channels are zeroed (the
+    rest scaled by 1/(1-q), inverted dropout), the pitch statistics untouched; eval reads it whole."""
+    m = tiny_voice_model("stack_mlp", timbre=True, channel_dropout=0.75)
+    states = torch.randn(50, m.adapter.feature_norm.mean.shape[0], 6, m.encoder.dim)
+    lengths = torch.full((50,), 6)
+    normed = m.adapter.feature_norm(states)
+    m.eval()
+    full = m.adapter.voice.inputs(states, lengths, normed)
+    m.train()
+    torch.manual_seed(1)
+    dropped = m.adapter.voice.inputs(states, lengths, normed)
+    torch.testing.assert_close(dropped[:, :3], full[:, :3])
+    zero = dropped[:, 3:] == 0
+    assert 0.6 < zero.float().mean() < 0.9  # about 3 in 4 channels
+    assert zero.any(-1).all() and (~zero).any(-1).any()  # channels of a clip, not whole clips
+    torch.testing.assert_close(dropped[:, 3:][~zero], 4 * full[:, 3:][~zero])
+    m.eval()
+    torch.testing.assert_close(m.adapter.voice.inputs(states, lengths, normed), full)
