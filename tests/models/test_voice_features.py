@@ -263,27 +263,35 @@ def test_voice_timbre_is_saved_loaded_and_needs_voice_features(tmp_path):
         from_dict(ModelConfig, {"adapter": {"voice_timbre": True}}).validate()
 
 
-def test_voice_timbre_dropout_zeroes_the_timbre_of_some_training_clips_only():
-    """adapter.voice_timbre_dropout: in train mode a share of the clips' voice tokens read a zero
-    timbre (the standardized training mean) with their pitch statistics unchanged; eval mode (and
-    so inference) always reads the timbre; the setting is saved with the adapter."""
-    m = tiny_voice_model("stack_mlp", timbre=True, timbre_dropout=0.5)
-    assert m.adapter.voice.timbre_dropout == 0.5
-    states = torch.randn(400, m.adapter.feature_norm.mean.shape[0], 6, m.encoder.dim)
-    lengths = torch.full((400,), 6)
+def voice_inputs_eval_and_train(m: SpeechLM, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The voice token's inputs for `n` random clips in eval mode (`full`) and in train mode drawn
+    under `seed` (`dropped`), checking that training leaves the pitch statistics alone and that eval
+    mode reads the same inputs again afterwards."""
+    states = torch.randn(n, m.adapter.feature_norm.mean.shape[0], 6, m.encoder.dim)
+    lengths = torch.full((n,), 6)
     normed = m.adapter.feature_norm(states)
     m.eval()
     full = m.adapter.voice.inputs(states, lengths, normed)
     m.train()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     dropped = m.adapter.voice.inputs(states, lengths, normed)
     torch.testing.assert_close(dropped[:, :3], full[:, :3])  # the pitch statistics stay
+    m.eval()
+    torch.testing.assert_close(m.adapter.voice.inputs(states, lengths, normed), full)
+    return full, dropped
+
+
+def test_voice_timbre_dropout_zeroes_the_timbre_of_some_training_clips_only():
+    """adapter.voice_timbre_dropout: in train mode a share of the clips' voice tokens read a zero
+    timbre (the standardized training mean) with their pitch statistics unchanged; eval mode (and
+    so inference) always reads the timbre."""
+    m = tiny_voice_model("stack_mlp", timbre=True, timbre_dropout=0.5)
+    assert m.adapter.voice.timbre_dropout == 0.5
+    full, dropped = voice_inputs_eval_and_train(m, 400, seed=0)
     zero = (dropped[:, 3:] == 0).all(-1)
     torch.testing.assert_close(dropped[~zero], full[~zero])
     assert 140 < int(zero.sum()) < 260  # about half of 400
     assert (full[:, 3:] != 0).any(-1).all()  # nothing was zero before
-    m.eval()
-    torch.testing.assert_close(m.adapter.voice.inputs(states, lengths, normed), full)
 
 
 def test_voice_timbre_dropout_is_saved_and_checked(tmp_path):
@@ -312,18 +320,8 @@ def test_voice_timbre_channel_dropout_drops_single_channels_in_training_only():
     """adapter.voice_timbre_channel_dropout: in train mode single timbre channels are zeroed (the
     rest scaled by 1/(1-q), inverted dropout), the pitch statistics untouched; eval reads it whole."""
     m = tiny_voice_model("stack_mlp", timbre=True, channel_dropout=0.75)
-    states = torch.randn(50, m.adapter.feature_norm.mean.shape[0], 6, m.encoder.dim)
-    lengths = torch.full((50,), 6)
-    normed = m.adapter.feature_norm(states)
-    m.eval()
-    full = m.adapter.voice.inputs(states, lengths, normed)
-    m.train()
-    torch.manual_seed(1)
-    dropped = m.adapter.voice.inputs(states, lengths, normed)
-    torch.testing.assert_close(dropped[:, :3], full[:, :3])
+    full, dropped = voice_inputs_eval_and_train(m, 50, seed=1)
     zero = dropped[:, 3:] == 0
     assert 0.6 < zero.float().mean() < 0.9  # about 3 in 4 channels
     assert zero.any(-1).all() and (~zero).any(-1).any()  # channels of a clip, not whole clips
     torch.testing.assert_close(dropped[:, 3:][~zero], 4 * full[:, 3:][~zero])
-    m.eval()
-    torch.testing.assert_close(m.adapter.voice.inputs(states, lengths, normed), full)
