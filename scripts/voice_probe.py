@@ -106,6 +106,20 @@ def phrasing_table(gender_rows: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def per_voice_table(scored: dict[str, list[dict]], voice_of: dict[str, str]) -> str:
+    """Gender right / asked per held-out voice (columns) and model (rows): one voice a model
+    keeps getting wrong shows up here, where the group averages hide it."""
+    voices = sorted(set(voice_of.values()))
+    lines = ["| model | " + " | ".join(f"`{v}`" for v in voices) + " |", "|---|" + "---|" * len(voices)]
+    for name, rows in scored.items():
+        cells = []
+        for v in voices:
+            got = [r["score"] for r in rows if voice_of.get(r["clip_id"]) == v]
+            cells.append(f"{int(sum(got))}/{len(got)}" if got else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def one_row_per_clip(path: Path) -> None:
     """Keep one row per (clip, task), seen and unseen phrasings alternating by clip: every clip
     asked once, half the cost of asking both splits."""
@@ -173,11 +187,15 @@ def main(argv=None) -> int:
         suites["heldout_voices"] = gender_suite("heldout_voices", args.heldout_voices,
                                                 lambda m: m.get("voice_split") == "heldout", "meta.voice_split = heldout")
     groups: dict[str, str] = {}  # clip id -> voice group, for --heldout-clips
+    held_voice: dict[str, str] = {}  # clip id -> its held-out Kokoro voice, for --heldout-clips
     if args.heldout_clips:
         suites["heldout_clips"] = gender_suite("heldout_clips", args.heldout_clips, lambda m: m.get("gender"),
                                                "meta.gender")
-        groups = {c["id"]: voice_group(c.get("meta") or {})
-                  for c in read_jsonl(work / "heldout_clips" / "clips.jsonl")}
+        clips = read_jsonl(work / "heldout_clips" / "clips.jsonl")
+        groups = {c["id"]: voice_group(c.get("meta") or {}) for c in clips}
+        held_voice = {c["id"]: str(c["meta"].get("voice")) for c in clips
+                      if (c.get("meta") or {}).get("voice_split") == "heldout"}
+    heldout_scored: dict[str, list[dict]] = {}  # model -> its scored gender rows of the held-out split
     results = {key: {} for key in suites}
     by_group: dict[str, dict[str, dict]] = {}
     gender_rows: dict[str, list[dict]] = {}  # model -> its scored gender rows of every suite
@@ -193,6 +211,8 @@ def main(argv=None) -> int:
                 r for r in scored if r.get("task") == "gender" and r.get("score") is not None)
             if key == "heldout_clips":
                 clip_of = {r["id"]: r["clip_id"] for r in read_jsonl(suite_path)}
+                heldout_scored[name] = [{**r, "clip_id": clip_of.get(r["id"])} for r in scored
+                                        if r.get("task") == "gender" and r.get("score") is not None]
                 for group in sorted(set(groups.values())):
                     by_group[f"{name} · {group}"] = summarize(
                         [r for r in scored if groups.get(clip_of.get(r["id"])) == group])
@@ -206,6 +226,9 @@ def main(argv=None) -> int:
     if "heldout_clips" in results:
         text += ("\n\nGender on every gendered clip of the held-out split (`--heldout-clips`), then per "
                  "voice group:\n\n" + voices_table({**results["heldout_clips"], **by_group}))
+        if held_voice:
+            text += ("\n\nGender right / asked per held-out Kokoro voice (no model trained on these "
+                     "voices):\n\n" + per_voice_table(heldout_scored, held_voice))
     text += ("\n\nGender right / asked per phrasing, women · men, all suites above together:\n\n"
              + phrasing_table(gender_rows))
     if args.out:

@@ -101,7 +101,7 @@ def test_heldout_clips_are_scored_per_voice_group(tmp_path):
     real = [json.loads(x) for x in (res / "manifest.jsonl").read_text().splitlines() if x.strip()]
     clips = []
     for i, r in enumerate([r for r in real if (r.get("meta") or {}).get("gender")][:4]):
-        meta = {"gender": r["meta"]["gender"], **({"voice_split": "heldout"} if i < 2 else {})}
+        meta = {"gender": r["meta"]["gender"], **({"voice_split": "heldout", "voice": f"v{i}"} if i < 2 else {})}
         clips.append({"id": f"k{i}", "audio": str(res / r["audio"]), "transcript": "hello", "duration": 2.0,
                       "description": "[00:00-00:02] hello (Gender: Female, Duration: 2s)", "meta": meta})
     clips.append({"id": "noise", "audio": str(res / real[0]["audio"]), "transcript": "", "duration": 2.0,
@@ -116,3 +116,14 @@ def test_heldout_clips_are_scored_per_voice_group(tmp_path):
     assert "every gendered clip of the held-out split" in text
     assert "| tiny · Kokoro, held-out voices | " in text and "| tiny · espeak-ng | " in text
     assert "(4) |" in text.split("held-out split")[1]  # all four clips in the overall row
+    per_voice = text.split("per held-out Kokoro voice")[1].split("per phrasing")[0]
+    assert "| model | `v0` | `v1` |" in per_voice and per_voice.count("/1 |") == 2  # one clip each
+
+
+def test_per_voice_table_counts_right_over_asked_per_held_out_voice():
+    rows = {"a": [{"clip_id": "c1", "score": 1.0}, {"clip_id": "c2", "score": 0.0},
+                  {"clip_id": "c3", "score": 1.0}, {"clip_id": "other", "score": 1.0}],
+            "b": [{"clip_id": "c3", "score": 0.0}]}
+    table = _module().per_voice_table(rows, {"c1": "bm_fable", "c2": "bm_fable", "c3": "af_nova"})
+    assert "| model | `af_nova` | `bm_fable` |" in table
+    assert "| a | 1/1 | 1/2 |" in table and "| b | 0/1 | – |" in table

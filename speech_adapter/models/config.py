@@ -56,6 +56,12 @@ class AdapterConfig:
              "training (a speaker's 384 averages are nearly a fingerprint: with most of them dropped "
              "at random the token cannot name a training voice from its timbre and leans on pitch; "
              "0 = off)")
+    voice_timbre_gate: float = help_field(
+        0.0, "with voice_timbre: the voice token becomes a pitch-only MLP plus the timbre MLP weighted by "
+             "exp(-(octaves between the clip's mean pitch and 150 Hz / this)^2): the timbre refines the "
+             "voice where men's and women's pitches overlap and cannot overrule a clearly low or high "
+             "pitch (a held-out man with a clearly male pitch was called a woman from his timbre, "
+             "README session 27); in octaves, e.g. 0.15; 0 = off (the timbre is read at every pitch)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
@@ -76,6 +82,8 @@ class AdapterConfig:
         if not 0 <= self.voice_timbre_channel_dropout < 1:
             raise ConfigError("voice_timbre_channel_dropout: must be in [0, 1), got "
                               f"{self.voice_timbre_channel_dropout}")
+        if not 0 <= self.voice_timbre_gate <= 4:
+            raise ConfigError(f"voice_timbre_gate: must be in [0, 4] octaves, got {self.voice_timbre_gate}")
 
 
 @dataclass
@@ -142,9 +150,9 @@ class ModelConfig:
                               f"{self.transcript_line!r}")
         if self.adapter.voice_timbre and not self.voice_features:
             raise ConfigError("adapter.voice_timbre: needs voice_features: true (the timbre goes into the voice token)")
-        for key in ("voice_timbre_dropout", "voice_timbre_channel_dropout"):
+        for key in ("voice_timbre_dropout", "voice_timbre_channel_dropout", "voice_timbre_gate"):
             if getattr(self.adapter, key) and not self.adapter.voice_timbre:
-                raise ConfigError(f"adapter.{key}: needs adapter.voice_timbre: true (it drops the timbre)")
+                raise ConfigError(f"adapter.{key}: needs adapter.voice_timbre: true (it acts on the timbre)")
         if self.voice_words:
             if not self.voice_features:
                 raise ConfigError("voice_words: needs voice_features: true (the words mix into the voice token)")

@@ -25,11 +25,11 @@ def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
 
 
 def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None, timbre: bool = False,
-                     timbre_dropout: float = 0.0, channel_dropout: float = 0.0) -> SpeechLM:
+                     timbre_dropout: float = 0.0, channel_dropout: float = 0.0, timbre_gate: float = 0.0) -> SpeechLM:
     config = tiny_config(kind)
     config.voice_features, config.voice_words = True, list(words or [])
     config.adapter.voice_timbre, config.adapter.voice_timbre_dropout = timbre, timbre_dropout
-    config.adapter.voice_timbre_channel_dropout = channel_dropout
+    config.adapter.voice_timbre_channel_dropout, config.adapter.voice_timbre_gate = channel_dropout, timbre_gate
     whisper, fe, wtok = tiny_whisper()
     llm, tok = tiny_llm()
     with torch.random.fork_rng():
@@ -325,3 +325,58 @@ def test_voice_timbre_channel_dropout_drops_single_channels_in_training_only():
     assert 0.6 < zero.float().mean() < 0.9  # about 3 in 4 channels
     assert zero.any(-1).all() and (~zero).any(-1).any()  # channels of a clip, not whole clips
     torch.testing.assert_close(dropped[:, 3:][~zero], 4 * full[:, 3:][~zero])
+
+
+def pitch_states(hz: list[float], timbre: torch.Tensor, frames: int = 20) -> tuple:
+    """States (B, 1, T, D' + 2) whose pitch channels hold a steady voiced `hz` per clip, and the
+    standardized states `normed` whose first D' channels are each clip's `timbre` (B, D')."""
+    b, d = timbre.shape
+    states = torch.zeros(b, 1, frames, d + 2)
+    states[:, 0, :, -2] = torch.log2(torch.tensor(hz) / 150.0)[:, None]
+    states[:, 0, :, -1] = 1.0
+    normed = torch.zeros_like(states)
+    normed[:, 0, :, :d] = timbre[:, None]
+    return states, torch.full((b,), frames), normed
+
+
+def test_voice_timbre_gate_lets_timbre_move_the_token_only_near_the_overlap():
+    """adapter.voice_timbre_gate: the timbre's weight is 1 at 150 Hz, exp(-1) at the gate's width
+    in octaves, and next to nothing at a clearly male or female pitch, where two very different
+    timbres give almost the same token; at 150 Hz they give clearly different ones."""
+    torch.manual_seed(0)
+    tok = VoiceToken(16, hidden=32, timbre_dim=6, timbre_gate=0.15).eval()
+    gate = tok.gate(torch.log2(torch.tensor([150.0, 150 * 2 ** -0.15, 100.0, 260.0]) / 150))
+    torch.testing.assert_close(gate[:2], torch.tensor([1.0, float(np.exp(-1))]))
+    assert (gate[2:] < 1e-4).all()
+    a, b = torch.randn(1, 6) * 3, torch.randn(1, 6) * 3
+    for hz, moved in ((100.0, False), (260.0, False), (150.0, True)):
+        with torch.no_grad():
+            out_a, out_b = (tok(*pitch_states([hz], t)) for t in (a, b))
+        change = float((out_a - out_b).norm() / out_a.norm())
+        assert (change > 0.05) if moved else (change < 1e-3), (hz, change)
+    with torch.no_grad():  # the pitch still moves the token where the timbre is shut out
+        low, high = (tok(*pitch_states([hz], a)) for hz in (100.0, 260.0))
+    assert float((low - high).norm() / low.norm()) > 0.05
+
+
+def test_voice_timbre_gate_is_saved_and_checked(tmp_path):
+    from speech_adapter.config import from_dict
+    from speech_adapter.errors import ConfigError
+
+    m = tiny_voice_model("stack_mlp", seed=3, timbre=True, timbre_gate=0.2)
+    assert m.adapter.voice.pitch_mlp is not None and m.adapter.voice.timbre_gate == 0.2
+    exs = low_and_high_voices()
+    m.save_adapter(tmp_path / "ad")
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.config.adapter.voice_timbre_gate == 0.2 and again.adapter.voice.timbre_gate == 0.2
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again.all_logits(again.processor.collate(exs)).logits,
+                                   m.all_logits(m.processor.collate(exs)).logits)
+    assert_batch_independent(again, exs)
+    assert tiny_voice_model("stack_mlp", timbre=True).adapter.voice.pitch_mlp is None  # off: as before
+    with pytest.raises(ConfigError, match="voice_timbre_gate: needs adapter.voice_timbre"):
+        from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_timbre_gate": 0.15}}).validate()
+    with pytest.raises(ConfigError, match="voice_timbre_gate: must be in"):
+        from_dict(ModelConfig, {"voice_features": True,
+                                "adapter": {"voice_timbre": True, "voice_timbre_gate": -0.1}}).validate()
