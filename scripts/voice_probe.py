@@ -85,13 +85,17 @@ def voices_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _right_over_asked(scores: list[float]) -> str:
+    """"right/asked" of 0/1 scores, or – when none was asked."""
+    return f"{int(sum(scores))}/{len(scores)}" if scores else "–"
+
+
 def phrasing_table(gender_rows: dict[str, list[dict]]) -> str:
     """Gender answers right / asked per phrasing (template; ':bare' = asked without the option
     list), women and men apart, over every suite: a phrasing answered "male" whatever the voice
     shows up here as 0/5 women, 5/5 men."""
     def cell(rows, label):
-        got = [r["score"] for r in rows if str(r.get("label")).lower() == label]
-        return f"{int(sum(got))}/{len(got)}" if got else "–"
+        return _right_over_asked([r["score"] for r in rows if str(r.get("label")).lower() == label])
 
     names = list(gender_rows)
     templates = sorted({r["template_id"] for rows in gender_rows.values() for r in rows})
@@ -112,10 +116,7 @@ def per_voice_table(scored: dict[str, list[dict]], voice_of: dict[str, str]) -> 
     voices = sorted(set(voice_of.values()))
     lines = ["| model | " + " | ".join(f"`{v}`" for v in voices) + " |", "|---|" + "---|" * len(voices)]
     for name, rows in scored.items():
-        cells = []
-        for v in voices:
-            got = [r["score"] for r in rows if voice_of.get(r["clip_id"]) == v]
-            cells.append(f"{int(sum(got))}/{len(got)}" if got else "–")
+        cells = [_right_over_asked([r["score"] for r in rows if voice_of.get(r["clip_id"]) == v]) for v in voices]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -207,12 +208,11 @@ def main(argv=None) -> int:
                  *(["--limit", str(args.limit)] if args.limit else []))
             scored = [r for r in read_jsonl(out / "scores.jsonl") if r.get("mode") == "speech"]
             results[key][name] = summarize(scored)
-            gender_rows.setdefault(name, []).extend(
-                r for r in scored if r.get("task") == "gender" and r.get("score") is not None)
+            gendered = [r for r in scored if r.get("task") == "gender" and r.get("score") is not None]
+            gender_rows.setdefault(name, []).extend(gendered)
             if key == "heldout_clips":
                 clip_of = {r["id"]: r["clip_id"] for r in read_jsonl(suite_path)}
-                heldout_scored[name] = [{**r, "clip_id": clip_of.get(r["id"])} for r in scored
-                                        if r.get("task") == "gender" and r.get("score") is not None]
+                heldout_scored[name] = [{**r, "clip_id": clip_of.get(r["id"])} for r in gendered]
                 for group in sorted(set(groups.values())):
                     by_group[f"{name} · {group}"] = summarize(
                         [r for r in scored if groups.get(clip_of.get(r["id"])) == group])
