@@ -166,12 +166,22 @@ class VoiceToken(nn.Module):
     speaks fully where the pitch sits where men's and women's voices meet (the standard's training
     clips: 90 % of the men below 155 Hz, 90 % of the women above 147) and fades to nothing where
     the pitch is clearly one or the other, so an unfamiliar timbre cannot overrule a clear pitch.
-    A clip without a voiced frame has mean 0, inside the band: its timbre speaks."""
+    A clip without a voiced frame has mean 0, inside the band: its timbre speaks.
+
+    `gender_head` (adapter.voice_gender_loss > 0): a linear head (out -> 2: male, female) on the MLP
+    output. In training each forward keeps its logits in `last_gender_logits` (B, 2) for the
+    trainer's auxiliary loss (`train.objectives.voice_gender_loss`), from the same pass, and so the
+    same timbre dropout, as the token the LLM reads; in eval mode nothing is kept."""
+
+    GENDERS = ("male", "female")  # the head's classes, in order
 
     def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None, timbre_dim: int = 0,
-                 timbre_dropout: float = 0.0, channel_dropout: float = 0.0, timbre_gate: float = 0.0):
+                 timbre_dropout: float = 0.0, channel_dropout: float = 0.0, timbre_gate: float = 0.0,
+                 gender_head: bool = False):
         super().__init__()
         out = llm_dim if words is None else words.shape[0]
+        self.gender = nn.Linear(out, len(self.GENDERS)) if gender_head else None
+        self.last_gender_logits: torch.Tensor | None = None
         self.timbre_dim, self.timbre_dropout, self.channel_dropout = timbre_dim, timbre_dropout, channel_dropout
         self.timbre_gate = timbre_gate if timbre_dim else 0.0
         self.mlp = nn.Sequential(nn.Linear(3 + timbre_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
@@ -230,9 +240,11 @@ class VoiceToken(nn.Module):
         return self._out(states, lengths, normed).softmax(-1)
 
     def forward(self, states, lengths, normed=None):
+        out = self._out(states, lengths, normed)  # (B, H) or, with words, (B, K) logits
+        self.last_gender_logits = self.gender(out) if self.gender is not None and self.training else None
         if self.words is None:
-            return self._out(states, lengths, normed)
-        mix = self.mixture(states, lengths, normed)  # (B, K), in the MLP's dtype (the adapter stays fp32)
+            return out
+        mix = out.softmax(-1)  # (B, K), in the MLP's dtype (the adapter stays fp32)
         return mix @ self.words.to(mix.dtype)  # (B, K) @ (K, H) -> (B, H)
 
 
@@ -252,7 +264,8 @@ class Adapter(nn.Module):
         timbre = _whisper_dim(encoder_dim, voice) if voice and cfg is not None and cfg.voice_timbre else 0
         drops = dict(timbre_dropout=cfg.voice_timbre_dropout, channel_dropout=cfg.voice_timbre_channel_dropout,
                      timbre_gate=cfg.voice_timbre_gate) if timbre else {}
-        self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, **drops) if voice else None
+        head = bool(cfg is not None and cfg.voice_gender_loss > 0)
+        self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, gender_head=head, **drops) if voice else None
 
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0

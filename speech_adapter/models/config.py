@@ -62,6 +62,13 @@ class AdapterConfig:
              "voice where men's and women's pitches overlap and cannot overrule a clearly low or high "
              "pitch (a held-out man with a clearly male pitch was called a woman from his timbre, "
              "README session 27); in octaves, e.g. 0.15; 0 = off (the timbre is read at every pitch)")
+    voice_gender_loss: float = help_field(
+        0.0, "with model.voice_features: the weight of an auxiliary loss in training: a linear head on "
+             "the voice token names the clip's gender (male/female from the training row's description "
+             "fields or metadata; clips without one, such as mixed or no speech, are left out) and its "
+             "cross-entropy is added to the distillation loss, so the token carries gender as a label "
+             "rather than only through the LLM's answers. The head is saved with the adapter and unused "
+             "at inference; 0 = off (no head)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
@@ -84,6 +91,8 @@ class AdapterConfig:
                               f"{self.voice_timbre_channel_dropout}")
         if not 0 <= self.voice_timbre_gate <= 4:
             raise ConfigError(f"voice_timbre_gate: must be in [0, 4] octaves, got {self.voice_timbre_gate}")
+        if not self.voice_gender_loss >= 0:
+            raise ConfigError(f"voice_gender_loss: must be >= 0, got {self.voice_gender_loss}")
 
 
 @dataclass
@@ -153,6 +162,8 @@ class ModelConfig:
         for key in ("voice_timbre_dropout", "voice_timbre_channel_dropout", "voice_timbre_gate"):
             if getattr(self.adapter, key) and not self.adapter.voice_timbre:
                 raise ConfigError(f"adapter.{key}: needs adapter.voice_timbre: true (it acts on the timbre)")
+        if self.adapter.voice_gender_loss and not self.voice_features:
+            raise ConfigError("adapter.voice_gender_loss: needs voice_features: true (the head reads the voice token)")
         if self.voice_words:
             if not self.voice_features:
                 raise ConfigError("voice_words: needs voice_features: true (the words mix into the voice token)")

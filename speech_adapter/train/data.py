@@ -54,15 +54,23 @@ def target_text(row: dict, objective: str) -> str | None:
     return row.get("response")
 
 
-def key_words(row: dict) -> list[str] | None:
-    """Words that name the clip's gender in an answer about it (`scoring.GENDER_WORDS`), or None
-    when the row does not say it (a clip without speech, a text row). Read from
-    `description_fields` (what the teacher was told), else `meta`."""
+def clip_gender(row: dict) -> str | None:
+    """"male" or "female": the clip's gender from `description_fields` (what the teacher was
+    told), else `meta`; None when the row does not say one (no speech, mixed speakers, a text row)."""
     from speech_adapter.eval.scoring import GENDER_WORDS
 
     gender = (row.get("description_fields") or {}).get("gender") or (row.get("meta") or {}).get("gender")
     gender = str(gender).strip().lower() if gender else None
-    return list(GENDER_WORDS[gender]) if gender in GENDER_WORDS else None
+    return gender if gender in GENDER_WORDS else None
+
+
+def key_words(row: dict) -> list[str] | None:
+    """Words that name the clip's gender in an answer about it (`scoring.GENDER_WORDS`), or None
+    when the row does not say it (`clip_gender`)."""
+    from speech_adapter.eval.scoring import GENDER_WORDS
+
+    gender = clip_gender(row)
+    return list(GENDER_WORDS[gender]) if gender else None
 
 
 def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> list[dict]:
@@ -93,7 +101,7 @@ def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> lis
                      # `data transcribe`, never the ground truth (None: decoded on the fly)
                      "transcript": row.get("asr_transcript"), "description": row.get("description"),
                      "duration": row.get("duration"), "key_words": None if is_text else key_words(row),
-                     "task": row.get("task")})
+                     "gender": None if is_text else clip_gender(row), "task": row.get("task")})
     for e in errors:
         rejects.add(e["reason"], source=path, line=e["line"])
     return rows
@@ -207,6 +215,7 @@ class TrainData:
                              "system": row["system"], "transcript": row["transcript"],
                              "description": row["description"],
                              "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None,
+                             "gender": row.get("gender"),
                              "voice_only": wav is not None and self.voice_only(row)})
         return ids, examples, text_only
 

@@ -252,6 +252,8 @@ class Trainer:
             loss_sum += float(loss.detach()) / accum
             for k in ("tokens", "seq_tokens"):
                 stats_sum[k] += stats.get(k, 0)
+            if "voice_gender" in stats:  # the auxiliary gender loss, weighted, mean over micro-batches
+                stats_sum["voice_gender"] = stats_sum.get("voice_gender", 0.0) + stats["voice_gender"] / accum
         grad_norm = None
         if self.cfg.max_grad_norm > 0:
             # all of model.parameters(): accelerate then routes FSDP to its sharded clipping;

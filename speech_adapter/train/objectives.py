@@ -160,6 +160,28 @@ def voice_only_states(core, encoder_states, clips: torch.Tensor, keep: str = "me
     return states, lengths
 
 
+def voice_gender_loss(core, examples: list[dict]) -> torch.Tensor | None:
+    """The auxiliary gender loss (model.adapter.voice_gender_loss > 0): cross-entropy of the voice
+    token's gender head, from the forward pass just run, against each audio example's `gender`
+    ("male"/"female"; examples without one are left out), times the weight; None when the model
+    has no head or the pass kept no logits. Clears the kept logits."""
+    voice = getattr(getattr(core, "adapter", None), "voice", None)
+    logits = getattr(voice, "last_gender_logits", None)
+    if logits is None:
+        return None
+    voice.last_gender_logits = None
+    genders = [ex.get("gender") for ex in examples if ex.get("audio") is not None]
+    if len(genders) != logits.shape[0]:
+        raise ValueError(f"voice gender head: {logits.shape[0]} clips in the pass, {len(genders)} audio examples")
+    classes = {g: i for i, g in enumerate(voice.GENDERS)}
+    picked = [i for i, g in enumerate(genders) if g in classes]
+    if not picked:
+        return logits.sum() * 0.0  # keeps the graph
+    target = torch.tensor([classes[genders[i]] for i in picked], device=logits.device)
+    ce = F.cross_entropy(logits[picked].float(), target)
+    return core.config.adapter.voice_gender_loss * ce
+
+
 def _out(o):
     """(loss, logits, labels) from a SpeechLMOutput or a plain tuple."""
     return o if isinstance(o, tuple) else (o.loss, o.logits, o.labels)
@@ -184,6 +206,7 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
         states = voice_only_states(core, states if states is not None else core.encode_audio(batch),
                                    torch.tensor(voice_only), keep=cfg.voice_only_keep)
     _, logits, labels = _out(model(batch, encoder_states=states))  # (N, V), (N,)
+    aux = None if text_only else voice_gender_loss(core, examples)  # read before any other pass
     am = batch.get("attention_mask")
     stats = {"seq_tokens": int(am.sum()) if am is not None else int(labels.numel())}
 
@@ -214,5 +237,8 @@ def compute_loss(model, examples: list[dict], cfg, text_only: bool = False, enco
     else:
         loss = response_ce(logits, labels, keep, weights)
         stats["ce"] = float(loss.detach())
+    if aux is not None:
+        stats["voice_gender"] = float(aux.detach())
+        loss = loss + aux
     stats["tokens"] = int(keep.sum()) if keep is not None else int(labels.numel())
     return loss, stats

@@ -25,8 +25,10 @@ def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
 
 
 def tiny_voice_model(kind: str, seed: int = 0, words: list[str] | None = None, timbre: bool = False,
-                     timbre_dropout: float = 0.0, channel_dropout: float = 0.0, timbre_gate: float = 0.0) -> SpeechLM:
+                     timbre_dropout: float = 0.0, channel_dropout: float = 0.0, timbre_gate: float = 0.0,
+                     gender_loss: float = 0.0) -> SpeechLM:
     config = tiny_config(kind)
+    config.adapter.voice_gender_loss = gender_loss
     config.voice_features, config.voice_words = True, list(words or [])
     config.adapter.voice_timbre, config.adapter.voice_timbre_dropout = timbre, timbre_dropout
     config.adapter.voice_timbre_channel_dropout, config.adapter.voice_timbre_gate = channel_dropout, timbre_gate

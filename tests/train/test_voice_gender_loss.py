@@ -1,0 +1,116 @@
+"""model.adapter.voice_gender_loss: an auxiliary head on the voice token names the clip's gender in
+training, its cross-entropy added to the distillation loss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from speech_adapter.config import from_dict
+from speech_adapter.errors import ConfigError
+from speech_adapter.models.config import ModelConfig
+from speech_adapter.models.speechlm import SpeechLM
+from speech_adapter.train.config import TrainConfig
+from speech_adapter.train.data import Rejects, TrainData, read_rows
+from speech_adapter.train.objectives import compute_loss
+from tests.models.test_voice_features import low_and_high_voices, tiny_voice_model, voice
+
+
+def gender_model(weight: float, seed: int = 0) -> SpeechLM:
+    return tiny_voice_model("stack_mlp", seed=seed, timbre=True, gender_loss=weight)
+
+
+def labelled(genders) -> list[dict]:
+    exs = low_and_high_voices()
+    return [dict(ex, gender=g) for ex, g in zip(exs, genders)]
+
+
+def test_the_head_exists_only_when_weighted_and_keeps_logits_in_training_only():
+    assert tiny_voice_model("stack_mlp", timbre=True).adapter.voice.gender is None
+    m = gender_model(0.5)
+    head = m.adapter.voice.gender
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 2
+    batch = m.processor.collate(labelled(["male", "female"]))
+    m.train()
+    m(batch)
+    assert m.adapter.voice.last_gender_logits.shape == (2, 2)
+    m.eval()
+    with torch.no_grad():
+        m(batch)
+    assert m.adapter.voice.last_gender_logits is None  # inference keeps nothing
+
+
+def test_the_loss_adds_the_weighted_cross_entropy_of_labelled_clips_only():
+    m = gender_model(2.0)
+    m.train()  # no dropout in the voice token here: a second pass gives the same head logits
+    cfg = TrainConfig()
+    exs = labelled(["male", None])  # the second clip has no gender (no speech, mixed speakers)
+    loss, stats = compute_loss(m, exs, cfg)
+    assert m.adapter.voice.last_gender_logits is None  # read and cleared
+    with torch.no_grad():
+        m(m.processor.collate(exs))
+    logits = m.adapter.voice.last_gender_logits
+    expected = 2.0 * torch.nn.functional.cross_entropy(logits[:1], torch.tensor([0]))  # "male" is class 0
+    assert stats["voice_gender"] == pytest.approx(float(expected), rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(stats["ce"] + stats["voice_gender"], rel=1e-5)
+    none, stats = compute_loss(m, labelled([None, None]), cfg)
+    assert stats["voice_gender"] == 0.0 and float(none) == pytest.approx(stats["ce"], rel=1e-5)
+    assert "voice_gender" not in compute_loss(gender_model(0.0), exs, cfg)[1]
+
+
+def test_the_head_learns_gender_and_its_gradient_reaches_the_voice_token():
+    """Trained on the whole loss, only the voice token's parameters free: the auxiliary loss falls
+    and the head tells the low voices from the high ones."""
+    torch.manual_seed(0)
+    m = gender_model(1.0)
+    before = [p.detach().clone() for p in m.adapter.voice.mlp.parameters()]
+    opt = torch.optim.Adam(m.adapter.voice.parameters(), lr=3e-2)
+    pitches = [100, 115, 125, 210, 230, 250]
+    exs = [{"audio": voice(hz, 0.8, seed=i), "instruction": "Gender?", "response": "x",
+            "gender": "male" if hz < 150 else "female"} for i, hz in enumerate(pitches)]
+    m.train()
+    first = None
+    for _ in range(30):
+        opt.zero_grad()
+        loss, stats = compute_loss(m, exs, TrainConfig())
+        first = stats["voice_gender"] if first is None else first
+        loss.backward()
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.adapter.voice.mlp.parameters()))
+    with torch.no_grad():
+        m(m.processor.collate(exs))
+    assert m.adapter.voice.last_gender_logits.argmax(-1).tolist() == [0, 0, 0, 1, 1, 1]
+    assert compute_loss(m, exs, TrainConfig())[1]["voice_gender"] < first / 4
+
+
+def test_rows_carry_the_clip_gender_into_training_examples(tmp_path):
+    wav = tmp_path / "a.wav"
+    import soundfile as sf
+
+    sf.write(wav, voice(120, 0.5), 16000)
+    rows = [{"id": "a/g", "audio": str(wav), "instruction": "q", "response": "r",
+             "description_fields": {"gender": "Male"}},
+            {"id": "b/g", "audio": str(wav), "instruction": "q", "response": "r", "meta": {"gender": "female"}},
+            {"id": "c/g", "audio": str(wav), "instruction": "q", "response": "r",
+             "description_fields": {"gender": "Mixed"}},
+            {"id": "d/s", "audio": str(wav), "instruction": "q", "response": "r"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = read_rows(path, "self_distill", Rejects(None))
+    assert [r["gender"] for r in read] == ["male", "female", None, None]
+    _, examples, _ = TrainData(read, TrainConfig()).load([0, 1, 2, 3])
+    assert [ex["gender"] for ex in examples] == ["male", "female", None, None]
+
+
+def test_the_option_is_saved_loaded_and_checked(tmp_path):
+    m = gender_model(0.7, seed=3)
+    m.save_adapter(tmp_path / "ad")
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.config.adapter.voice_gender_loss == 0.7 and again.adapter.voice.gender is not None
+    torch.testing.assert_close(again.adapter.voice.gender.weight, m.adapter.voice.gender.weight)
+    with pytest.raises(ConfigError, match="voice_gender_loss: needs voice_features"):
+        from_dict(ModelConfig, {"adapter": {"voice_gender_loss": 1.0}}).validate()
+    with pytest.raises(ConfigError, match="voice_gender_loss: must be >= 0"):
+        from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_gender_loss": -1.0}}).validate()
