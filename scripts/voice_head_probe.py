@@ -49,7 +49,7 @@ def head_verdicts(model: SpeechLM, clips: list[dict]) -> dict[str, tuple[str, st
                                           "response": ""}])
         states, lengths = model.encode_audio(batch)
         states = states.to(torch.float32)
-        logits = voice.gender(voice._out(states, lengths, model.adapter.feature_norm(states)))
+        logits = voice.gender_logits(states, lengths, model.adapter.feature_norm(states))
         out[clip["id"]] = (voice.GENDERS[int(logits.argmax())], truth, voice_name(meta))
     return out
 

@@ -239,6 +239,10 @@ class VoiceToken(nn.Module):
         """(B, K): each clip's weights over the voice words (only with `words`)."""
         return self._out(states, lengths, normed).softmax(-1)
 
+    def gender_logits(self, states, lengths, normed=None) -> torch.Tensor:
+        """(B, 2): the gender head's logits over `GENDERS` (only with the head)."""
+        return self.gender(self._out(states, lengths, normed))
+
     def forward(self, states, lengths, normed=None):
         out = self._out(states, lengths, normed)  # (B, H) or, with words, (B, K) logits
         self.last_gender_logits = self.gender(out) if self.gender is not None and self.training else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import soundfile as sf
 import torch
 
 from speech_adapter.config import from_dict
@@ -87,8 +88,6 @@ def test_the_head_learns_gender_and_its_gradient_reaches_the_voice_token():
 
 def test_rows_carry_the_clip_gender_into_training_examples(tmp_path):
     wav = tmp_path / "a.wav"
-    import soundfile as sf
-
     sf.write(wav, voice(120, 0.5), 16000)
     rows = [{"id": "a/g", "audio": str(wav), "instruction": "q", "response": "r",
              "description_fields": {"gender": "Male"}},
