@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,9 +32,9 @@ def voice_name(meta: dict) -> str:
     return str(meta.get("voice")) if meta.get("source") == "kokoro" else str(meta.get("source") or "?")
 
 
-@torch.no_grad()
 def head_verdicts(model: SpeechLM, clips: list[dict]) -> dict[str, tuple[str, str, str]]:
-    """{clip id: (head's gender, true gender, voice)} for clips whose `meta.gender` is male/female."""
+    """{clip id: (head's verdict, true gender, voice)} for clips whose `meta.gender` is male/female;
+    the verdict is one of the head's classes (male, female, none = no speech)."""
     voice = model.adapter.voice
     if voice is None or voice.gender is None:
         raise SystemExit("this adapter has no gender head: train with model.adapter.voice_gender_loss > 0")
@@ -43,14 +42,10 @@ def head_verdicts(model: SpeechLM, clips: list[dict]) -> dict[str, tuple[str, st
     for clip in clips:
         meta = clip.get("meta") or {}
         truth = meta.get("gender")
-        if truth not in voice.GENDERS:
+        if truth not in ("male", "female"):
             continue
-        batch = model.processor.collate([{"audio": load_audio(clip["audio"]), "instruction": "",
-                                          "response": ""}])
-        states, lengths = model.encode_audio(batch)
-        states = states.to(torch.float32)
-        logits = voice.gender_logits(states, lengths, model.adapter.feature_norm(states))
-        out[clip["id"]] = (voice.GENDERS[int(logits.argmax())], truth, voice_name(meta))
+        probs = model.voice_probabilities([load_audio(clip["audio"])])[0]
+        out[clip["id"]] = (voice.GENDERS[int(probs.argmax())], truth, voice_name(meta))
     return out
 
 

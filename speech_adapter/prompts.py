@@ -112,12 +112,18 @@ CASCADE_TRANSCRIPT_LINE = "Transcript of the audio: {transcript}"
 
 
 def student_user_message(instruction: str, placeholder: str, transcript: str | None = None,
-                         transcript_line: str = TRANSCRIPT_LINE) -> str:
+                         transcript_line: str = TRANSCRIPT_LINE, voice: str | None = None,
+                         voice_line: str | None = None) -> str:
     """What the speech model reads: `placeholder` (expanded to audio embeddings) in the audio
-    slot, optionally the Whisper transcript after it (laid out by `transcript_line`), then the
+    slot, optionally the Whisper transcript after it (laid out by `transcript_line`) and the
+    voice in words (`voice_line` with `voice`, e.g. "male"; `ModelConfig.voice_line`), then the
     instruction."""
-    audio = placeholder if transcript is None else \
-        f"{placeholder}\n{transcript_line.replace('{transcript}', transcript)}"
+    lines = [placeholder]
+    if transcript is not None:
+        lines.append(transcript_line.replace("{transcript}", transcript))
+    if voice is not None and voice_line is not None:
+        lines.append(voice_line.replace("{voice}", voice))
+    audio = "\n".join(lines)
     return f"[Audio]\n{audio}\n\n{instruction}"
 
 

@@ -57,7 +57,8 @@ class Conversation:
         pieces = []
         for t in self.turns:
             if t["role"] == "user":
-                msgs.append({"role": "user", "content": proc.user_turn(t["instruction"], t["clips"], t["transcript"])})
+                content = proc.user_turn(t["instruction"], t["clips"], t["transcript"], t.get("voice"))
+                msgs.append({"role": "user", "content": content})
                 pieces += [p for clip in t["clips"] for p in clip]
             else:
                 msgs.append({"role": "assistant", "content": t["content"]})
@@ -73,7 +74,8 @@ class Conversation:
         m = self.model
         clips = self.pending
         self.turns.append({"role": "user", "instruction": instruction, "clips": clips,
-                           "transcript": self.transcribe(clips)})
+                           "transcript": self.transcribe(clips),
+                           "voice": self.model.processor.turn_voice(clips)})
         try:
             batch = self._batch()
         except Exception:

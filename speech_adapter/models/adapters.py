@@ -32,6 +32,7 @@ import math
 import torch
 from torch import nn
 
+from speech_adapter.errors import ConfigError
 from speech_adapter.models.config import AdapterConfig
 from speech_adapter.models.encoder import PITCH_CHANNELS
 
@@ -168,12 +169,13 @@ class VoiceToken(nn.Module):
     the pitch is clearly one or the other, so an unfamiliar timbre cannot overrule a clear pitch.
     A clip without a voiced frame has mean 0, inside the band: its timbre speaks.
 
-    `gender_head` (adapter.voice_gender_loss > 0): a linear head (out -> 2: male, female) on the MLP
-    output. In training each forward keeps its logits in `last_gender_logits` (B, 2) for the
+    `gender_head` (adapter.voice_gender_loss > 0): a linear head (out -> 3: male, female, none =
+    no speech) on the MLP output. In training each forward keeps its logits in `last_gender_logits` (B, 2) for the
     trainer's auxiliary loss (`train.objectives.voice_gender_loss`), from the same pass, and so the
-    same timbre dropout, as the token the LLM reads; in eval mode nothing is kept."""
+    same timbre dropout, as the token the LLM reads; in eval mode nothing is kept. model.voice_line
+    writes its verdict into the prompt as a word (`Adapter.voice_probabilities`)."""
 
-    GENDERS = ("male", "female")  # the head's classes, in order
+    GENDERS = ("male", "female", "none")  # the head's classes, in order ("none": no speech)
 
     def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None, timbre_dim: int = 0,
                  timbre_dropout: float = 0.0, channel_dropout: float = 0.0, timbre_gate: float = 0.0,
@@ -240,7 +242,7 @@ class VoiceToken(nn.Module):
         return self._out(states, lengths, normed).softmax(-1)
 
     def gender_logits(self, states, lengths, normed=None) -> torch.Tensor:
-        """(B, 2): the gender head's logits over `GENDERS` (only with the head)."""
+        """(B, 3): the gender head's logits over `GENDERS` (only with the head)."""
         return self.gender(self._out(states, lengths, normed))
 
     def forward(self, states, lengths, normed=None):
@@ -270,6 +272,15 @@ class Adapter(nn.Module):
                      timbre_gate=cfg.voice_timbre_gate) if timbre else {}
         head = bool(cfg is not None and cfg.voice_gender_loss > 0)
         self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, gender_head=head, **drops) if voice else None
+
+    def voice_probabilities(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, 3): the voice token's gender head's probabilities over `VoiceToken.GENDERS` for
+        encoder states (B, L, T, D), as the forward pass reads them (the adapter's mode decides
+        the timbre dropout: call it in eval mode)."""
+        if self.voice is None or self.voice.gender is None:
+            raise ConfigError("this adapter has no voice gender head (model.adapter.voice_gender_loss > 0 "
+                              "with voice_features)")
+        return self.voice.gender_logits(states, lengths, self.feature_norm(states)).softmax(-1)
 
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0

@@ -64,11 +64,11 @@ class AdapterConfig:
              "README session 27); in octaves, e.g. 0.15; 0 = off (the timbre is read at every pitch)")
     voice_gender_loss: float = help_field(
         0.0, "with model.voice_features: the weight of an auxiliary loss in training: a linear head on "
-             "the voice token names the clip's gender (male/female from the training row's description "
-             "fields or metadata; clips without one, such as mixed or no speech, are left out) and its "
+             "the voice token names the clip's voice (male/female from the training row's description "
+             "fields or metadata, none for a clip without speech; mixed speakers are left out) and its "
              "cross-entropy is added to the distillation loss, so the token carries gender as a label "
-             "rather than only through the LLM's answers. The head is saved with the adapter and unused "
-             "at inference; 0 = off (no head)")
+             "rather than only through the LLM's answers. The head is saved with the adapter; at "
+             "inference only model.voice_line reads it; 0 = off (no head)")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
@@ -127,6 +127,12 @@ class ModelConfig:
         TRANSCRIPT_LINE, "with use_transcript: the line after the audio tokens that carries the "
         "transcript, '{transcript}' marking where it goes (the default quotes it as heard; the "
         "cascade's 'Transcript of the audio: {transcript}' cost transcription WER, docs/RESULTS_HISTORY.md)")
+    voice_line: Optional[str] = help_field(
+        None, "with adapter.voice_gender_loss: a line after the transcript line that says the voice in "
+        "words, '{voice}' marking where ('male' or 'female'), e.g. \"The speaker's voice is {voice}.\": in "
+        "training the clip's label, at inference the voice token's gender head's verdict (no line "
+        "where the head hears no speech): the frozen LLM reads the gender as text, as it reads "
+        "Whisper's words, instead of from one soft token among the clip's others; null = no line")
     voice_features: bool = help_field(
         False, "append a pitch track (librosa pyin: log F0, voicing) to the encoder states and give the "
         "adapter one voice token from its statistics: Whisper's states carry a voice's gender less "
@@ -164,6 +170,13 @@ class ModelConfig:
                 raise ConfigError(f"adapter.{key}: needs adapter.voice_timbre: true (it acts on the timbre)")
         if self.adapter.voice_gender_loss and not self.voice_features:
             raise ConfigError("adapter.voice_gender_loss: needs voice_features: true (the head reads the voice token)")
+        if self.voice_line is not None:
+            if self.voice_line.count("{voice}") != 1 or "\n" in self.voice_line:
+                raise ConfigError("voice_line: must be one line containing '{voice}' exactly once, got "
+                                  f"{self.voice_line!r}")
+            if not self.adapter.voice_gender_loss:
+                raise ConfigError("voice_line: needs adapter.voice_gender_loss > 0 (the line says the "
+                                  "gender head's verdict)")
         if self.voice_words:
             if not self.voice_features:
                 raise ConfigError("voice_words: needs voice_features: true (the words mix into the voice token)")

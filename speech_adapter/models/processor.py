@@ -27,6 +27,7 @@ import torch
 
 from speech_adapter.audio import MIN_SECONDS, SAMPLE_RATE, chunk_audio, load_audio
 from speech_adapter.errors import ConfigError, DataError
+from speech_adapter.models.adapters import VoiceToken
 from speech_adapter.models.config import ModelConfig
 from speech_adapter.models.encoder import AudioEncoder, transcribe
 from speech_adapter.prompts import chat_messages, student_user_message, teacher_user_message
@@ -63,6 +64,16 @@ def audio_pieces(audio) -> list[np.ndarray]:
     return pieces
 
 
+VOICES = VoiceToken.GENDERS  # the voice token's gender head's classes: male, female, none
+
+
+def voice_word(probabilities: torch.Tensor) -> str | None:
+    """The voice line's word for one clip's head probabilities over VOICES: "male" or "female",
+    None where "none" (no speech) is likeliest."""
+    word = VOICES[int(probabilities.argmax())]
+    return None if word == "none" else word
+
+
 class SpeechProcessor:
     """Builds a SpeechLM's batches: prompts, placeholder expansion, padding, audio features."""
 
@@ -75,6 +86,9 @@ class SpeechProcessor:
         self.encoder = encoder
         self._num_tokens = num_tokens
         self.whisper, self.whisper_tokenizer = whisper, whisper_tokenizer
+        # clips -> (N, 3) probabilities of the voice token's gender head over VOICES (male, female,
+        # none); set by SpeechLM for model.voice_line
+        self.voice_probabilities: Callable[[list[np.ndarray]], torch.Tensor] | None = None
         if config.placeholder not in tokenizer.get_vocab():
             tokenizer.add_tokens([config.placeholder], special_tokens=True)
         self.placeholder_id = tokenizer.convert_tokens_to_ids(config.placeholder)
@@ -90,18 +104,19 @@ class SpeechProcessor:
         return int(self._num_tokens(torch.tensor([frames]))[0])
 
     # ---- one example -> prompt ids ------------------------------------------------------------
-    def user_message(self, ex: dict, mode: str, transcript: str | None = None) -> str:
+    def user_message(self, ex: dict, mode: str, transcript: str | None = None, voice: str | None = None) -> str:
         instruction = ex.get("instruction") or ""
         if mode == "text":
             desc = ex.get("description")
             return teacher_user_message(desc, instruction) if desc else instruction
         if ex.get("audio") is None:
             return instruction
-        return self._student_message(instruction, self.config.placeholder, transcript)
+        return self._student_message(instruction, self.config.placeholder, transcript, voice)
 
-    def prompt_ids(self, ex: dict, mode: str = "audio", transcript: str | None = None) -> list[int]:
+    def prompt_ids(self, ex: dict, mode: str = "audio", transcript: str | None = None,
+                   voice: str | None = None) -> list[int]:
         """Chat-template prompt ids ending with the assistant header; placeholders expanded."""
-        ids = self._chat_ids(chat_messages(ex.get("system"), self.user_message(ex, mode, transcript)))
+        ids = self._chat_ids(chat_messages(ex.get("system"), self.user_message(ex, mode, transcript, voice)))
         n_ph = ids.count(self.placeholder_id)
         if mode == "audio" and ex.get("audio") is not None:
             if n_ph != 1:
@@ -138,6 +153,33 @@ class SpeechProcessor:
                 out[i] = t
         return out
 
+    def voices(self, examples) -> list[str | None]:
+        """Each example's word for the voice line (model.voice_line; None = no line): the
+        example's own `voice` when it has that key (training rows: the clip's label), else the
+        voice token's gender head's verdict on its audio."""
+        if self.config.voice_line is None:
+            return [None] * len(examples)
+        out = [ex.get("voice") for ex in examples]
+        todo = [i for i, ex in enumerate(examples) if ex.get("audio") is not None and "voice" not in ex]
+        if todo:
+            probs = self._voice_probabilities([examples[i]["audio"] for i in todo])
+            for i, p in zip(todo, probs):
+                out[i] = voice_word(p)
+        return out
+
+    def turn_voice(self, clips: list[list[np.ndarray]]) -> str | None:
+        """The voice line's word for a conversation turn's clips (each a list of <= 30 s pieces):
+        the gender head's probabilities averaged over every piece; None without voice_line."""
+        pieces = [p for clip in clips for p in clip]
+        if self.config.voice_line is None or not pieces:
+            return None
+        return voice_word(self._voice_probabilities(pieces).mean(0))
+
+    def _voice_probabilities(self, clips) -> torch.Tensor:
+        if self.voice_probabilities is None:
+            raise ConfigError("voice_line needs the voice token's gender head (build with SpeechLM)")
+        return self.voice_probabilities(clips)
+
     def transcribe(self, clips) -> list[str]:
         if self.whisper_tokenizer is None:
             raise ConfigError("use_transcript needs the Whisper tokenizer (build with SpeechLM.build)")
@@ -159,9 +201,10 @@ class SpeechProcessor:
         for i, ex in enumerate(examples):
             _check_example(i, ex)
         transcripts = self.transcripts(examples) if mode == "audio" else [None] * len(examples)
+        voices = self.voices(examples) if mode == "audio" else [None] * len(examples)
         seqs, labs, keys = [], [], []
-        for ex, tr in zip(examples, transcripts):
-            ids = self.prompt_ids(ex, mode, tr)
+        for ex, tr, voice in zip(examples, transcripts, voices):
+            ids = self.prompt_ids(ex, mode, tr, voice)
             lab, key = [IGNORE] * len(ids), [False] * len(ids)
             if ex.get("response") is not None:
                 resp, resp_key = self._response_ids(ex["response"], ex.get("key_words"))
@@ -199,18 +242,20 @@ class SpeechProcessor:
         ids = self._expand(ids, clips)
         return self._batch([ids], [[IGNORE] * len(ids)], clips, [0] * len(clips), "left")
 
-    def user_turn(self, instruction: str, clips: list[list[np.ndarray]], transcript: str | None = None) -> str:
+    def user_turn(self, instruction: str, clips: list[list[np.ndarray]], transcript: str | None = None,
+                  voice: str | None = None) -> str:
         """A conversation's user message: one placeholder per piece, one line per clip."""
         if not clips:
             return instruction
         slot = "\n".join(self.config.placeholder * len(clip) for clip in clips)
-        return self._student_message(instruction, slot, transcript)
+        return self._student_message(instruction, slot, transcript, voice)
 
-    def _student_message(self, instruction: str, slot: str, transcript: str | None) -> str:
+    def _student_message(self, instruction: str, slot: str, transcript: str | None, voice: str | None = None) -> str:
         """The speech prompt's user text: `slot` where the audio goes, then the transcript on this
-        model's `transcript_line` when it reads one (use_transcript), then the instruction."""
+        model's `transcript_line` when it reads one (use_transcript), the voice on its
+        `voice_line` when it has one, then the instruction."""
         return student_user_message(instruction, slot, transcript if self.config.use_transcript else None,
-                                    self.config.transcript_line)
+                                    self.config.transcript_line, voice, self.config.voice_line)
 
     def _batch(self, seqs, labs, clips, rows, padding: str, keys=None) -> dict:
         b, s = len(seqs), max(len(x) for x in seqs)

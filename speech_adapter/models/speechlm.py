@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import DynamicCache
@@ -76,6 +77,8 @@ class SpeechLM(nn.Module):
             self.adapter.set_output_scale(_rms(table))
         self.processor = SpeechProcessor(config, tokenizer, self.encoder, self.adapter.num_tokens,
                                          whisper, whisper_tokenizer)
+        if config.voice_line is not None:
+            self.processor.voice_probabilities = self.voice_probabilities
         self.placeholder_id, self.pad_id = self.processor.placeholder_id, self.processor.pad_id
         self.eot_id = self.processor.eot_id
         if config.lora is not None:
@@ -155,6 +158,21 @@ class SpeechLM(nn.Module):
         """The frozen encoder's tapped states for the batch's clips: (A, L, T, D), lengths (A,)."""
         with torch.no_grad():
             return self.encoder(batch["input_features"], batch["mel_lengths"])
+
+    @torch.no_grad()
+    def voice_probabilities(self, clips: list) -> torch.Tensor:
+        """(N, 3) on the CPU: the voice token's gender head's probabilities over male, female and
+        none (no speech) for each 16 kHz clip, in eval mode (model.voice_line writes the verdict)."""
+        feats, mel_lengths = self.encoder.features([np.asarray(c, dtype=np.float32) for c in clips])
+        states, lengths = self.encoder(feats, mel_lengths)
+        was = self.adapter.training
+        self.adapter.eval()
+        try:
+            a_dtype = next(self.adapter.parameters()).dtype
+            probs = self.adapter.voice_probabilities(states.to(self.device, a_dtype), lengths.to(self.device))
+        finally:
+            self.adapter.train(was)
+        return probs.float().cpu()
 
     def embed(self, batch: dict, encoder_states=None) -> torch.Tensor:
         """inputs_embeds (B, S, H) with the adapter outputs at the placeholder positions."""
@@ -297,13 +315,15 @@ class SpeechLM(nn.Module):
         """Replies to `examples` (responses ignored): one left-padded batch, decoded by `stream`.
 
         With `return_stop`, (replies, stops): each stop is "eos" (an end-of-turn token ended the
-        reply) or "length" (cut at max_new_tokens)."""
+        reply) or "length" (cut at max_new_tokens). A model with voice_line always hears the voice
+        itself here: an example's `voice` key (a training label) is ignored."""
         if not examples:
             return ([], []) if return_stop else []
         was_training = self.training
         self.eval()
         try:
-            batch = self.processor.collate([{**ex, "response": None} for ex in examples], mode, padding="left")
+            asked = [{**{k: v for k, v in ex.items() if k != "voice"}, "response": None} for ex in examples]
+            batch = self.processor.collate(asked, mode, padding="left")
             steps = list(self.stream(batch, max_new_tokens, do_sample, temperature, top_p, seed, repetition_penalty))
             texts, stops = self.processor.decode(torch.stack(steps, 1).tolist())
         finally:
@@ -317,7 +337,8 @@ class SpeechLM(nn.Module):
         clips = [audio_pieces(audio)] if audio is not None else []
         transcript = " ".join(t.strip() for t in self.processor.transcribe(clips[0])) \
             if clips and self.config.use_transcript else None
-        msgs = chat_messages(system, self.processor.user_turn(instruction, clips, transcript))
+        msgs = chat_messages(system, self.processor.user_turn(instruction, clips, transcript,
+                                                              self.processor.turn_voice(clips)))
         batch = self.processor.chat_batch(msgs, [p for clip in clips for p in clip])
         tokens = (int(t) for t in self.stream(batch, max_new_tokens, temperature > 0, temperature, top_p, seed,
                                               repetition_penalty))

@@ -47,7 +47,8 @@ def _conversation(model, request: ChatRequest):
         if isinstance(turn, UserTurn):
             clips = [_pieces(c) for c in turn.clips]
             conv.turns.append({"role": "user", "instruction": turn.instruction, "clips": clips,
-                               "transcript": conv.transcribe(clips)})
+                               "transcript": conv.transcribe(clips),
+                               "voice": model.processor.turn_voice(clips)})
         else:
             conv.turns.append({"role": "assistant", "content": turn})
     for clip in request.turns[-1].clips:

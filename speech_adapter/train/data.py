@@ -64,6 +64,18 @@ def clip_gender(row: dict) -> str | None:
     return gender if gender in GENDER_WORDS else None
 
 
+def clip_voice(row: dict) -> str | None:
+    """The voice gender head's label for a row's clip (model.adapter.voice_gender_loss): "male" or
+    "female" (`clip_gender`), "none" for a clip without speech, None where unknown (mixed
+    speakers, a text row, no labels)."""
+    gender = clip_gender(row)
+    if gender:
+        return gender
+    said = (row.get("description_fields") or {}).get("speech")
+    no_speech = (row.get("meta") or {}).get("speech") is False or str(said).strip().lower() == "no"
+    return "none" if no_speech else None
+
+
 def key_words(row: dict) -> list[str] | None:
     """Words that name the clip's gender in an answer about it (`scoring.GENDER_WORDS`), or None
     when the row does not say it (`clip_gender`)."""
@@ -101,7 +113,7 @@ def read_rows(path, objective: str, rejects: Rejects, text: bool = False) -> lis
                      # `data transcribe`, never the ground truth (None: decoded on the fly)
                      "transcript": row.get("asr_transcript"), "description": row.get("description"),
                      "duration": row.get("duration"), "key_words": None if is_text else key_words(row),
-                     "gender": None if is_text else clip_gender(row), "task": row.get("task")})
+                     "gender": None if is_text else clip_voice(row), "task": row.get("task")})
     for e in errors:
         rejects.add(e["reason"], source=path, line=e["line"])
     return rows
@@ -216,6 +228,9 @@ class TrainData:
                              "description": row["description"],
                              "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None,
                              "gender": row.get("gender"),
+                             # model.voice_line's word in training: the clip's label, not the head's
+                             # verdict (None: no line, e.g. no speech or mixed speakers)
+                             "voice": row.get("gender") if row.get("gender") in ("male", "female") else None,
                              "voice_only": wav is not None and self.voice_only(row)})
         return ids, examples, text_only
 

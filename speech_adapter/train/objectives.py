@@ -163,7 +163,7 @@ def voice_only_states(core, encoder_states, clips: torch.Tensor, keep: str = "me
 def voice_gender_loss(core, examples: list[dict]) -> torch.Tensor | None:
     """The auxiliary gender loss (model.adapter.voice_gender_loss > 0): cross-entropy of the voice
     token's gender head, from the forward pass just run, against each audio example's `gender`
-    ("male"/"female"; examples without one are left out), times the weight; None when the model
+    ("male"/"female", "none" for no speech; examples without one are left out), times the weight; None when the model
     has no head or the pass kept no logits. Clears the kept logits."""
     voice = getattr(getattr(core, "adapter", None), "voice", None)
     logits = getattr(voice, "last_gender_logits", None)

@@ -32,11 +32,11 @@ def test_the_head_exists_only_when_weighted_and_keeps_logits_in_training_only():
     assert tiny_voice_model("stack_mlp", timbre=True).adapter.voice.gender is None
     m = gender_model(0.5)
     head = m.adapter.voice.gender
-    assert isinstance(head, torch.nn.Linear) and head.out_features == 2
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 3  # male, female, none
     batch = m.processor.collate(labelled(["male", "female"]))
     m.train()
     m(batch)
-    assert m.adapter.voice.last_gender_logits.shape == (2, 2)
+    assert m.adapter.voice.last_gender_logits.shape == (2, 3)
     m.eval()
     with torch.no_grad():
         m(batch)
@@ -94,13 +94,18 @@ def test_rows_carry_the_clip_gender_into_training_examples(tmp_path):
             {"id": "b/g", "audio": str(wav), "instruction": "q", "response": "r", "meta": {"gender": "female"}},
             {"id": "c/g", "audio": str(wav), "instruction": "q", "response": "r",
              "description_fields": {"gender": "Mixed"}},
-            {"id": "d/s", "audio": str(wav), "instruction": "q", "response": "r"}]
+            {"id": "d/s", "audio": str(wav), "instruction": "q", "response": "r"},
+            {"id": "e/s", "audio": str(wav), "instruction": "q", "response": "r", "meta": {"speech": False}},
+            {"id": "f/s", "audio": str(wav), "instruction": "q", "response": "r",
+             "description_fields": {"speech": "No"}}]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     read = read_rows(path, "self_distill", Rejects(None))
-    assert [r["gender"] for r in read] == ["male", "female", None, None]
-    _, examples, _ = TrainData(read, TrainConfig()).load([0, 1, 2, 3])
-    assert [ex["gender"] for ex in examples] == ["male", "female", None, None]
+    assert [r["gender"] for r in read] == ["male", "female", None, None, "none", "none"]
+    _, examples, _ = TrainData(read, TrainConfig()).load(list(range(6)))
+    assert [ex["gender"] for ex in examples] == ["male", "female", None, None, "none", "none"]
+    # model.voice_line's word in training is the label itself; no line without a gender
+    assert [ex["voice"] for ex in examples] == ["male", "female", None, None, None, None]
 
 
 def test_the_option_is_saved_loaded_and_checked(tmp_path):

@@ -1,0 +1,131 @@
+"""model.voice_line: the voice token's gender head's verdict as a line of the speech prompt (the
+clip's label in training), so the frozen LLM reads the gender as text."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speech_adapter.config import from_dict
+from speech_adapter.errors import ConfigError
+from speech_adapter.inference.api import Conversation
+from speech_adapter.models.config import ModelConfig
+from speech_adapter.models.processor import VOICES, voice_word
+from speech_adapter.models.speechlm import SpeechLM
+from speech_adapter.prompts import student_user_message
+from tests.models.test_voice_features import tiny_voice_model, voice
+
+LINE = "The speaker's voice is {voice}."
+
+
+def line_model(seed: int = 0) -> SpeechLM:
+    m = tiny_voice_model("stack_mlp", seed=seed, timbre=True, gender_loss=1.0)
+    m.config.voice_line = LINE
+    m.processor.voice_probabilities = m.voice_probabilities  # what SpeechLM.__init__ wires with the option
+    return m
+
+
+def force_head(m: SpeechLM, verdict: str) -> None:
+    """Make the gender head say `verdict` for every clip (zero weights, a bias for that class)."""
+    head = m.adapter.voice.gender
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-5.0)
+        head.bias[VOICES.index(verdict)] = 5.0
+
+
+def prompt_text(m: SpeechLM, batch: dict) -> str:
+    ids = batch["input_ids"][0]
+    return m.tokenizer.decode(ids[ids != m.placeholder_id])
+
+
+def test_the_line_follows_the_transcript_line_and_is_left_out_without_a_voice():
+    text = student_user_message("Who speaks?", "<A>", "hello", 'I heard: "{transcript}"', "female", LINE)
+    assert text == "[Audio]\n<A>\nI heard: \"hello\"\nThe speaker's voice is female.\n\nWho speaks?"
+    assert student_user_message("Q", "<A>", None, "{transcript}", "male", LINE) == \
+        "[Audio]\n<A>\nThe speaker's voice is male.\n\nQ"
+    assert student_user_message("Q", "<A>", "hi", "{transcript}", None, LINE) == "[Audio]\n<A>\nhi\n\nQ"
+
+
+def test_training_examples_carry_their_label_and_never_ask_the_head():
+    m = line_model()
+
+    def no_head(clips):
+        raise AssertionError("the head was asked for a training example's voice")
+
+    m.processor.voice_probabilities = no_head
+    ex = {"audio": voice(120), "instruction": "Gender?", "response": "Male.", "transcript": "hi", "voice": "male"}
+    text = prompt_text(m, m.processor.collate([ex]))
+    assert "The speaker's voice is male." in text
+    unlabelled = dict(ex, voice=None)  # mixed speakers, no speech: no line
+    assert "voice is" not in prompt_text(m, m.processor.collate([unlabelled]))
+
+
+@pytest.mark.parametrize("verdict", ["male", "female", "none"])
+def test_at_inference_the_line_says_the_heads_verdict(verdict):
+    m = line_model()
+    force_head(m, verdict)
+    m.eval()
+    ex = {"audio": voice(220), "instruction": "Gender?", "transcript": "hi"}
+    text = prompt_text(m, m.processor.collate([ex], padding="left"))
+    if verdict == "none":  # the head hears no speech: no line at all
+        assert "voice is" not in text
+    else:
+        assert f"The speaker's voice is {verdict}." in text
+    # a conversation turn reads the same verdict
+    conv = Conversation(m)
+    conv.add_audio(voice(220))
+    assert m.processor.turn_voice(conv.pending) == (None if verdict == "none" else verdict)
+
+
+def test_the_head_probabilities_decide_the_word_and_ignore_the_train_mode_dropout():
+    m = line_model(seed=1)
+    m.config.adapter.voice_timbre_dropout = 1.0
+    clips = [voice(110), voice(240, 0.7, seed=2)]
+    m.eval()
+    probs = m.voice_probabilities(clips)
+    assert probs.shape == (2, 3) and torch.allclose(probs.sum(-1), torch.ones(2))
+    m.train()  # asked in train mode (a trainer's eval pass): the same eval-mode verdict, the mode kept
+    torch.testing.assert_close(m.voice_probabilities(clips), probs)
+    assert m.training and m.adapter.training
+    assert voice_word(torch.tensor([0.2, 0.7, 0.1])) == "female"
+    assert voice_word(torch.tensor([0.3, 0.3, 0.4])) is None
+    # a turn of several pieces: the mean of their probabilities
+    expected = voice_word(probs.mean(0))
+    assert m.processor.turn_voice([[clips[0]], [clips[1]]]) == expected
+
+
+def test_the_option_is_checked_saved_and_loaded(tmp_path):
+    base = {"voice_features": True, "adapter": {"voice_gender_loss": 1.0}}
+    from_dict(ModelConfig, {**base, "voice_line": LINE}).validate()
+    for bad in ("no slot", "{voice} and {voice}", "two\nlines {voice}"):
+        with pytest.raises(ConfigError, match="voice_line: must be one line"):
+            from_dict(ModelConfig, {**base, "voice_line": bad}).validate()
+    with pytest.raises(ConfigError, match="voice_line: needs adapter.voice_gender_loss"):
+        from_dict(ModelConfig, {"voice_features": True, "voice_line": LINE}).validate()
+    m = line_model(seed=2)
+    m.save_adapter(tmp_path / "ad")
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.config.voice_line == LINE
+    assert again.processor.voice_probabilities is not None  # wired at build from the saved config
+    clip = voice(200)
+    torch.testing.assert_close(again.voice_probabilities([clip]), m.eval().voice_probabilities([clip]))
+
+
+def test_without_the_option_the_prompt_is_unchanged():
+    m = tiny_voice_model("stack_mlp", timbre=True, gender_loss=1.0)
+    ex = {"audio": voice(120), "instruction": "Gender?", "response": "Male.", "transcript": "hi", "voice": "male"}
+    assert "voice is" not in prompt_text(m, m.processor.collate([ex]))
+    assert m.processor.turn_voice([[voice(120)]]) is None
+
+
+def test_generation_hears_the_voice_even_when_an_example_carries_a_label(monkeypatch):
+    m = line_model()
+    force_head(m, "female")
+    seen = []
+    collate = m.processor.collate
+    monkeypatch.setattr(m.processor, "collate", lambda exs, *a, **k: seen.append(
+        prompt_text(m, batch := collate(exs, *a, **k))) or batch)
+    m.generate([{"audio": voice(120), "instruction": "Gender?", "transcript": "hi", "voice": "male"}],
+               max_new_tokens=1)
+    assert "The speaker's voice is female." in seen[0] and "voice is male" not in seen[0]
