@@ -169,10 +169,13 @@ class VoiceToken(nn.Module):
     the pitch is clearly one or the other, so an unfamiliar timbre cannot overrule a clear pitch.
     A clip without a voiced frame has mean 0, inside the band: its timbre speaks.
 
-    `gender_head` (adapter.voice_gender_loss > 0): a linear head (out -> 3: male, female, none =
-    no speech) on the MLP output. In training each forward keeps its logits in `last_gender_logits` (B, 2) for the
-    trainer's auxiliary loss (`train.objectives.voice_gender_loss`), from the same pass, and so the
-    same timbre dropout, as the token the LLM reads; in eval mode nothing is kept. model.voice_line
+    `gender_head` (adapter.voice_gender_loss > 0): a head of its own (an MLP like the token's, 3
+    logits: male, female, none = no speech) on the same inputs (pitch statistics and timbre); it
+    shares no weights with the token, so its labels do not reshape what the LLM reads (a linear
+    head on the token's output, sessions 30-31, cost speech vs non-speech on real recordings
+    97 -> 71-76 %). In training each forward keeps its logits in `last_gender_logits` (B, 3) for
+    the trainer's auxiliary loss (`train.objectives.voice_gender_loss`), from the same pass, and so
+    the same timbre dropout, as the token the LLM reads; in eval mode nothing is kept. model.voice_line
     writes its verdict into the prompt as a word (`Adapter.voice_probabilities`)."""
 
     GENDERS = ("male", "female", "none")  # the head's classes, in order ("none": no speech)
@@ -182,7 +185,8 @@ class VoiceToken(nn.Module):
                  gender_head: bool = False):
         super().__init__()
         out = llm_dim if words is None else words.shape[0]
-        self.gender = nn.Linear(out, len(self.GENDERS)) if gender_head else None
+        self.gender = (nn.Sequential(nn.Linear(3 + timbre_dim, hidden), nn.SiLU(), nn.Linear(hidden, len(self.GENDERS)))
+                       if gender_head else None)
         self.last_gender_logits: torch.Tensor | None = None
         self.timbre_dim, self.timbre_dropout, self.channel_dropout = timbre_dim, timbre_dropout, channel_dropout
         self.timbre_gate = timbre_gate if timbre_dim else 0.0
@@ -230,24 +234,24 @@ class VoiceToken(nn.Module):
         pitch reference (150 Hz): 1 there, exp(-1) at `timbre_gate` octaves from it."""
         return torch.exp(-(mean_octaves / self.timbre_gate).pow(2))
 
-    def _out(self, states, lengths, normed=None) -> torch.Tensor:
-        """The MLP output: (B, llm_dim) or, with `words`, (B, K) logits."""
-        x = self.inputs(states, lengths, normed)
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP output for `inputs` x: (B, llm_dim) or, with `words`, (B, K) logits."""
         if not self.timbre_gate:
             return self.mlp(x)
         return self.pitch_mlp(x[:, :3]) + self.gate(x[:, 0])[:, None] * self.mlp(x)
 
     def mixture(self, states, lengths, normed=None) -> torch.Tensor:
         """(B, K): each clip's weights over the voice words (only with `words`)."""
-        return self._out(states, lengths, normed).softmax(-1)
+        return self._out(self.inputs(states, lengths, normed)).softmax(-1)
 
     def gender_logits(self, states, lengths, normed=None) -> torch.Tensor:
         """(B, 3): the gender head's logits over `GENDERS` (only with the head)."""
-        return self.gender(self._out(states, lengths, normed))
+        return self.gender(self.inputs(states, lengths, normed))
 
     def forward(self, states, lengths, normed=None):
-        out = self._out(states, lengths, normed)  # (B, H) or, with words, (B, K) logits
-        self.last_gender_logits = self.gender(out) if self.gender is not None and self.training else None
+        x = self.inputs(states, lengths, normed)
+        out = self._out(x)  # (B, H) or, with words, (B, K) logits
+        self.last_gender_logits = self.gender(x) if self.gender is not None and self.training else None
         if self.words is None:
             return out
         mix = out.softmax(-1)  # (B, K), in the MLP's dtype (the adapter stays fp32)

@@ -27,7 +27,7 @@ def line_model(seed: int = 0) -> SpeechLM:
 
 def force_head(m: SpeechLM, verdict: str) -> None:
     """Make the gender head say `verdict` for every clip (zero weights, a bias for that class)."""
-    head = m.adapter.voice.gender
+    head = m.adapter.voice.gender[-1]
     with torch.no_grad():
         head.weight.zero_()
         head.bias.fill_(-5.0)

@@ -15,7 +15,7 @@ from speech_adapter.models.config import ModelConfig
 from speech_adapter.models.speechlm import SpeechLM
 from speech_adapter.train.config import TrainConfig
 from speech_adapter.train.data import Rejects, TrainData, read_rows
-from speech_adapter.train.objectives import compute_loss
+from speech_adapter.train.objectives import compute_loss, voice_gender_loss
 from tests.models.test_voice_features import low_and_high_voices, tiny_voice_model, voice
 
 
@@ -32,7 +32,11 @@ def test_the_head_exists_only_when_weighted_and_keeps_logits_in_training_only():
     assert tiny_voice_model("stack_mlp", timbre=True).adapter.voice.gender is None
     m = gender_model(0.5)
     head = m.adapter.voice.gender
-    assert isinstance(head, torch.nn.Linear) and head.out_features == 3  # male, female, none
+    assert isinstance(head, torch.nn.Sequential) and head[-1].out_features == 3  # male, female, none
+    # a head of its own on the token's inputs: it shares no parameter with the token's MLP
+    token_params = {id(p) for p in m.adapter.voice.mlp.parameters()}
+    assert head[0].in_features == m.adapter.voice.mlp[0].in_features
+    assert not token_params & {id(p) for p in head.parameters()}
     batch = m.processor.collate(labelled(["male", "female"]))
     m.train()
     m(batch)
@@ -61,11 +65,20 @@ def test_the_loss_adds_the_weighted_cross_entropy_of_labelled_clips_only():
     assert "voice_gender" not in compute_loss(gender_model(0.0), exs, cfg)[1]
 
 
-def test_the_head_learns_gender_and_its_gradient_reaches_the_voice_token():
+def test_the_head_learns_gender_and_its_gradient_leaves_the_voice_token_alone():
     """Trained on the whole loss, only the voice token's parameters free: the auxiliary loss falls
-    and the head tells the low voices from the high ones."""
+    and the head tells the low voices from the high ones; the auxiliary loss alone sends no
+    gradient into the token the LLM reads."""
     torch.manual_seed(0)
     m = gender_model(1.0)
+    exs0 = [{"audio": voice(hz, 0.8, seed=i), "instruction": "Gender?", "response": "x",
+             "gender": g} for i, (hz, g) in enumerate([(110, "male"), (230, "female")])]
+    m.train()
+    m(m.processor.collate(exs0))
+    voice_gender_loss(m, exs0).backward()
+    assert all(p.grad is None or not p.grad.any() for p in m.adapter.voice.mlp.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in m.adapter.voice.gender.parameters())
+    m.zero_grad()
     before = [p.detach().clone() for p in m.adapter.voice.mlp.parameters()]
     opt = torch.optim.Adam(m.adapter.voice.parameters(), lr=3e-2)
     pitches = [100, 115, 125, 210, 230, 250]
@@ -113,7 +126,7 @@ def test_the_option_is_saved_loaded_and_checked(tmp_path):
     m.save_adapter(tmp_path / "ad")
     again = SpeechLM.from_pretrained(tmp_path / "ad")
     assert again.config.adapter.voice_gender_loss == 0.7 and again.adapter.voice.gender is not None
-    torch.testing.assert_close(again.adapter.voice.gender.weight, m.adapter.voice.gender.weight)
+    torch.testing.assert_close(again.adapter.voice.gender[0].weight, m.adapter.voice.gender[0].weight)
     with pytest.raises(ConfigError, match="voice_gender_loss: needs voice_features"):
         from_dict(ModelConfig, {"adapter": {"voice_gender_loss": 1.0}}).validate()
     with pytest.raises(ConfigError, match="voice_gender_loss: must be >= 0"):
