@@ -3,7 +3,8 @@
 A stage is complete when its marker `<run_dir>/.stages/<name>.json` exists and records the
 same fingerprint (a hash of the config section and inputs that shaped it). Markers are written
 atomically after the stage's outputs, so a stage killed midway reruns (and resumes, where the
-stage itself is resumable); a changed config reruns it.
+stage itself is resumable); a changed config reruns it, and so does a deleted output (the
+adapter, export or output path its summary names).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# summary keys that name a stage's output on disk: a stage whose output was moved or deleted runs again
+OUTPUT_KEYS = ("adapter", "export", "output")
+
+
 class StageRunner:
     def __init__(self, run_dir, log: Callable[[str], None] = print):
         self.run_dir = Path(run_dir)
@@ -32,13 +37,22 @@ class StageRunner:
         return self.marker_dir / f"{name}.json"
 
     def is_done(self, name: str, fp: str) -> bool:
+        """The marker records `fp` and every output its summary names (OUTPUT_KEYS) still exists."""
         m = self._marker(name)
         if not m.exists():
             return False
         try:
-            return json.loads(m.read_text()).get("fingerprint") == fp
+            marker = json.loads(m.read_text())
         except (OSError, ValueError):
             return False
+        if marker.get("fingerprint") != fp:
+            return False
+        summary = marker.get("summary") or {}
+        gone = [str(summary[k]) for k in OUTPUT_KEYS if isinstance(summary.get(k), str) and not Path(summary[k]).exists()]
+        if gone:
+            self.log(f"[{name}] was complete, but {', '.join(gone)} is gone: running it again")
+            return False
+        return True
 
     def run(self, name: str, fp: str, fn: Callable[[], dict | None]) -> dict:
         """Run `fn` unless stage `name` is done with fingerprint `fp`; return its summary."""

@@ -124,6 +124,25 @@ def test_stage_runner_skips_complete_stage_and_reruns_on_change(tmp_path):
     assert calls == [1, 3]
 
 
+def test_a_stage_whose_output_was_deleted_runs_again(tmp_path):
+    out = tmp_path / "adapter"
+    calls, logs = [], []
+    runner = StageRunner(tmp_path, log=logs.append)
+
+    def train():
+        calls.append(1)
+        out.mkdir(exist_ok=True)
+        return {"status": "done", "adapter": str(out)}
+
+    runner.run("train", "fp", train)
+    runner.run("train", "fp", train)
+    assert calls == [1]  # the adapter is there: skipped
+    out.rmdir()
+    runner.run("train", "fp", train)
+    assert calls == [1, 1] and out.is_dir()
+    assert any("is gone: running it again" in m for m in logs)
+
+
 def test_writing_out_a_value_the_pipeline_fills_keeps_the_stage_fingerprints(tmp_path):
     """`train.seed=0` in a recipe whose seed is 0 reruns nothing; another seed reruns training."""
     p = _write(tmp_path, "name: x\nseed: 0\n")
