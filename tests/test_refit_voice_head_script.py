@@ -1,0 +1,55 @@
+"""scripts/refit_voice_head.py: refit an adapter's voice gender head alone on labelled clips."""
+
+import json
+
+import soundfile as sf
+import torch
+
+from speech_adapter.models.speechlm import SpeechLM
+from tests.models.test_voice_features import tiny_voice_model, voice
+from tests.scripts_import import load_script
+
+
+def _write_clips(tmp_path, name, specs) -> str:
+    lines = []
+    for i, (hz, meta) in enumerate(specs):
+        path = tmp_path / f"{name}{i}.wav"
+        sf.write(path, voice(hz, 0.6, seed=i), 16000)
+        lines.append(json.dumps({"id": f"{name}{i}", "audio": str(path), "meta": meta}))
+    out = tmp_path / f"{name}.jsonl"
+    out.write_text("\n".join(lines) + "\n")
+    return str(out)
+
+
+def test_labels_and_inputs_leave_out_unknown_clips(tmp_path):
+    mod = load_script("refit_voice_head")
+    assert [mod.clip_label(m) for m in ({"gender": "Male"}, {"gender": "female"}, {"speech": False},
+                                        {"gender": "mixed"}, {})] == ["male", "female", "none", None, None]
+    model = tiny_voice_model("stack_mlp", timbre=True, gender_loss=1.0).eval()
+    _write_clips(tmp_path, "c", [(110, {"gender": "male"}), (150, {"gender": "mixed"}),
+                                         (230, {"gender": "female"})])
+    x, y = mod.head_inputs(model, tmp_path / "c.jsonl")
+    assert y.tolist() == [0, 1] and x.shape == (2, model.adapter.voice.mlp[0].in_features)
+
+
+def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
+    mod = load_script("refit_voice_head")
+    model = tiny_voice_model("stack_mlp", timbre=True, gender_loss=1.0)
+    model.save_adapter(tmp_path / "ad")
+    low = [(hz, {"gender": "male"}) for hz in (100, 110, 120, 130)]
+    high = [(hz, {"gender": "female"}) for hz in (210, 225, 240, 255)]
+    _write_clips(tmp_path, "train", low + high)
+    _write_clips(tmp_path, "held", [(105, {"gender": "male"}), (245, {"gender": "female"})])
+    x, y = mod.head_inputs(model.eval(), tmp_path / "train.jsonl")
+    head = mod.fit_head(model.adapter.voice.gender, x, y, epochs=60, seed=0, timbre_dropout=0.5,
+                        channel_dropout=0.9, lr=1e-2)
+    xh, yh = mod.head_inputs(model, tmp_path / "held.jsonl")
+    assert mod.accuracy(head, xh, yh) == (2, 2)
+    assert head is not model.adapter.voice.gender  # the template is left alone
+    out = tmp_path / "refit"
+    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
+                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "3", "--out", str(out)]) == 0
+    again = SpeechLM.from_pretrained(out)
+    before = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert not torch.equal(again.adapter.voice.gender[0].weight, before.adapter.voice.gender[0].weight)
+    torch.testing.assert_close(again.adapter.voice.mlp[0].weight, before.adapter.voice.mlp[0].weight)
