@@ -28,41 +28,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speech_adapter.audio import load_audio  # noqa: E402
 from speech_adapter.models.speechlm import SpeechLM  # noqa: E402
-
-
-def clip_label(meta: dict) -> str | None:
-    """The head's class for a clip: none (no speech), male or female; None when unknown."""
-    if meta.get("speech") is False:
-        return "none"
-    gender = str(meta.get("gender") or "").lower()
-    return gender if gender in ("male", "female") else None
+from speech_adapter.train.data import clip_voice  # noqa: E402 (the labels training gives the head)
 
 
 @torch.no_grad()
 def head_inputs(model: SpeechLM, clips_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(X (N, 3 + D'), y (N,)): the voice token's inputs (eval mode) and class indices of the
-    labelled clips of `clips_path`."""
-    voice = model.adapter.voice
+    labelled clips of `clips_path` (one clip at a time: memory stays flat)."""
     xs, ys = [], []
     for line in clips_path.read_text(encoding="utf-8").splitlines():
         clip = json.loads(line)
-        label = clip_label(clip.get("meta") or {})
+        label = clip_voice(clip)
         if label is None:
             continue
-        feats, mel_lengths = model.encoder.features([load_audio(clip["audio"])])
-        states, lengths = model.encoder(feats, mel_lengths)
-        states = states.float()
-        xs.append(voice.inputs(states, lengths, model.adapter.feature_norm(states))[0])
-        ys.append(voice.GENDERS.index(label))
+        xs.append(model.voice_inputs([load_audio(clip["audio"])])[0].float().cpu())
+        ys.append(model.adapter.voice.GENDERS.index(label))
     if not xs:
         raise SystemExit(f"{clips_path}: no clip with meta.gender male/female or meta.speech false")
     return torch.stack(xs), torch.tensor(ys)
 
 
 def fit_head(template: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
-             timbre_dropout: float, channel_dropout: float, lr: float = 1e-3, batch_size: int = 8) -> nn.Module:
+             drop_timbre, lr: float = 1e-3, batch_size: int = 8) -> nn.Module:
     """A fresh copy of `template`'s architecture fitted on (x, y) with AdamW, the timbre
-    (x[:, 3:]) dropped as the adapter's training drops it."""
+    (x[:, 3:]) dropped by `drop_timbre` as the adapter's training drops it
+    (`VoiceToken.drop_timbre`)."""
     torch.manual_seed(seed)
     head = copy.deepcopy(template)
     for layer in head.modules():
@@ -73,12 +63,7 @@ def fit_head(template: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
     for _ in range(epochs):
         for idx in torch.randperm(len(y)).split(batch_size):
             xb = x[idx]
-            timbre = xb[:, 3:]
-            if timbre_dropout > 0:
-                timbre = timbre * (torch.rand(len(idx)) >= timbre_dropout).to(timbre.dtype)[:, None]
-            if channel_dropout > 0:
-                timbre = nn.functional.dropout(timbre, channel_dropout)
-            loss = nn.functional.cross_entropy(head(torch.cat([xb[:, :3], timbre], -1)), y[idx])
+            loss = nn.functional.cross_entropy(head(torch.cat([xb[:, :3], drop_timbre(xb[:, 3:])], -1)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -114,7 +99,7 @@ def main(argv=None) -> int:
     print(f"the adapter's head: {right}/{n} = {100 * right / n:.1f} % of the held-out spoken clips")
     heads = []
     for seed in range(args.seed, args.seed + args.seeds):
-        head = fit_head(voice.gender, x_train, y_train, args.epochs, seed, voice.timbre_dropout, voice.channel_dropout)
+        head = fit_head(voice.gender, x_train, y_train, args.epochs, seed, voice.drop_timbre)
         right, n = accuracy(head, x_test, y_test)
         print(f"refitted, seed {seed}, {args.epochs} epochs on {len(y_train)} clips: {right}/{n} = "
               f"{100 * right / n:.1f} %")

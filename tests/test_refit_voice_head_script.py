@@ -23,8 +23,8 @@ def _write_clips(tmp_path, name, specs) -> str:
 
 def test_labels_and_inputs_leave_out_unknown_clips(tmp_path):
     mod = load_script("refit_voice_head")
-    assert [mod.clip_label(m) for m in ({"gender": "Male"}, {"gender": "female"}, {"speech": False},
-                                        {"gender": "mixed"}, {})] == ["male", "female", "none", None, None]
+    assert [mod.clip_voice({"meta": m}) for m in ({"gender": "Male"}, {"gender": "female"}, {"speech": False},
+                                                  {"gender": "mixed"}, {})] == ["male", "female", "none", None, None]
     model = tiny_voice_model("stack_mlp", timbre=True, gender_loss=1.0).eval()
     _write_clips(tmp_path, "c", [(110, {"gender": "male"}), (150, {"gender": "mixed"}),
                                          (230, {"gender": "female"})])
@@ -41,8 +41,9 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     _write_clips(tmp_path, "train", low + high)
     _write_clips(tmp_path, "held", [(105, {"gender": "male"}), (245, {"gender": "female"})])
     x, y = mod.head_inputs(model.eval(), tmp_path / "train.jsonl")
-    head = mod.fit_head(model.adapter.voice.gender, x, y, epochs=60, seed=0, timbre_dropout=0.5,
-                        channel_dropout=0.9, lr=1e-2)
+    voice = model.adapter.voice
+    voice.timbre_dropout, voice.channel_dropout = 0.5, 0.9
+    head = mod.fit_head(voice.gender, x, y, epochs=60, seed=0, drop_timbre=voice.drop_timbre, lr=1e-2)
     xh, yh = mod.head_inputs(model, tmp_path / "held.jsonl")
     assert mod.accuracy(head, xh, yh) == (2, 2)
     assert head is not model.adapter.voice.gender  # the template is left alone

@@ -176,7 +176,7 @@ class VoiceToken(nn.Module):
     97 -> 71-76 %). In training each forward keeps its logits in `last_gender_logits` (B, 3) for
     the trainer's auxiliary loss (`train.objectives.voice_gender_loss`), from the same pass, and so
     the same timbre dropout, as the token the LLM reads; in eval mode nothing is kept. model.voice_line
-    writes its verdict into the prompt as a word (`Adapter.voice_probabilities`)."""
+    writes its verdict into the prompt as a word (`SpeechLM.voice_probabilities`)."""
 
     GENDERS = ("male", "female", "none")  # the head's classes, in order ("none": no speech)
 
@@ -222,12 +222,19 @@ class VoiceToken(nn.Module):
             raise ValueError("voice timbre: pass the adapter's standardized states as `normed`")
         whisper = normed[:, 0, :, : self.timbre_dim]  # (B, T, D'): the pitch channels left out
         timbre = valid_frame_mean(whisper, lengths, 1)[:, 0]  # (B, D')
-        if self.training and self.timbre_dropout > 0:
+        if self.training:
+            timbre = self.drop_timbre(timbre)
+        return torch.cat([stats, timbre.to(stats.dtype)], -1)
+
+    def drop_timbre(self, timbre: torch.Tensor) -> torch.Tensor:
+        """(B, D') timbre with training's dropout applied: each clip's whole timbre zeroed with
+        chance `timbre_dropout`, then dropout `channel_dropout` on each channel."""
+        if self.timbre_dropout > 0:
             kept = torch.rand(timbre.shape[0], device=timbre.device) >= self.timbre_dropout  # (B,)
             timbre = timbre * kept[:, None].to(timbre.dtype)
-        if self.training and self.channel_dropout > 0:
+        if self.channel_dropout > 0:
             timbre = nn.functional.dropout(timbre, self.channel_dropout)
-        return torch.cat([stats, timbre.to(stats.dtype)], -1)
+        return timbre
 
     def gate(self, mean_octaves: torch.Tensor) -> torch.Tensor:
         """(B,) the timbre's weight for clips whose mean pitch is `mean_octaves` (B,) above the
@@ -243,10 +250,6 @@ class VoiceToken(nn.Module):
     def mixture(self, states, lengths, normed=None) -> torch.Tensor:
         """(B, K): each clip's weights over the voice words (only with `words`)."""
         return self._out(self.inputs(states, lengths, normed)).softmax(-1)
-
-    def gender_logits(self, states, lengths, normed=None) -> torch.Tensor:
-        """(B, 3): the gender head's logits over `GENDERS` (only with the head)."""
-        return self.gender(self.inputs(states, lengths, normed))
 
     def forward(self, states, lengths, normed=None):
         x = self.inputs(states, lengths, normed)
@@ -277,14 +280,13 @@ class Adapter(nn.Module):
         head = bool(cfg is not None and cfg.voice_gender_loss > 0)
         self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, gender_head=head, **drops) if voice else None
 
-    def voice_probabilities(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, 3): the voice token's gender head's probabilities over `VoiceToken.GENDERS` for
-        encoder states (B, L, T, D), as the forward pass reads them (the adapter's mode decides
-        the timbre dropout: call it in eval mode)."""
-        if self.voice is None or self.voice.gender is None:
-            raise ConfigError("this adapter has no voice gender head (model.adapter.voice_gender_loss > 0 "
-                              "with voice_features)")
-        return self.voice.gender_logits(states, lengths, self.feature_norm(states)).softmax(-1)
+    def voice_inputs(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, 3 + D'): what the voice token and its gender head read for encoder states
+        (B, L, T, D), as the forward pass reads them (the adapter's mode decides the timbre
+        dropout)."""
+        if self.voice is None:
+            raise ConfigError("this adapter has no voice token (model.voice_features)")
+        return self.voice.inputs(states, lengths, self.feature_norm(states))
 
     def _extra_tokens(self) -> int:
         return 1 if self.voice is not None else 0

@@ -160,19 +160,28 @@ class SpeechLM(nn.Module):
             return self.encoder(batch["input_features"], batch["mel_lengths"])
 
     @torch.no_grad()
-    def voice_probabilities(self, clips: list) -> torch.Tensor:
-        """(N, 3) on the CPU: the voice token's gender head's probabilities over male, female and
-        none (no speech) for each 16 kHz clip, in eval mode (model.voice_line writes the verdict)."""
+    def voice_inputs(self, clips: list) -> torch.Tensor:
+        """(N, 3 + D'): the voice token's inputs (pitch statistics, timbre) for each 16 kHz clip,
+        in eval mode (no timbre dropout), on the adapter's device."""
         feats, mel_lengths = self.encoder.features([np.asarray(c, dtype=np.float32) for c in clips])
         states, lengths = self.encoder(feats, mel_lengths)
         was = self.adapter.training
         self.adapter.eval()
         try:
             a_dtype = next(self.adapter.parameters()).dtype
-            probs = self.adapter.voice_probabilities(states.to(self.device, a_dtype), lengths.to(self.device))
+            return self.adapter.voice_inputs(states.to(self.device, a_dtype), lengths.to(self.device))
         finally:
             self.adapter.train(was)
-        return probs.float().cpu()
+
+    @torch.no_grad()
+    def voice_probabilities(self, clips: list) -> torch.Tensor:
+        """(N, 3) on the CPU: the voice token's gender head's probabilities over male, female and
+        none (no speech) for each 16 kHz clip, in eval mode (model.voice_line writes the verdict)."""
+        voice = self.adapter.voice
+        if voice is None or voice.gender is None:
+            raise ConfigError("this adapter has no voice gender head (model.adapter.voice_gender_loss > 0 "
+                              "with voice_features)")
+        return voice.gender(self.voice_inputs(clips)).softmax(-1).float().cpu()
 
     def embed(self, batch: dict, encoder_states=None) -> torch.Tensor:
         """inputs_embeds (B, S, H) with the adapter outputs at the placeholder positions."""
