@@ -1,12 +1,13 @@
-"""Refit an adapter's voice gender head alone, longer than the adapter's training gave it.
+"""Refit an adapter's voice gender head alone on labelled clips and report it on held-out ones.
 
-The head (model.adapter.voice_gender_loss) is an MLP of its own on the voice token's inputs (3
+The head (model.adapter.voice_gender_loss) is MLPs of their own on the voice token's inputs (3
 pitch statistics and the clip's timbre averages), sharing nothing with the token the LLM reads, so
-it can be fitted after the run without touching anything else: this reads those inputs for the
-training clips (eval mode), fits a fresh head on their labels (male / female from `meta.gender`,
-none for `meta.speech: false`; mixed speakers left out) with the adapter's own timbre dropout, and
-reports its accuracy on held-out clips; with `--out` it saves the adapter with the new head (for
-model.voice_line, whose prompt line says the head's verdict).
+it can be fitted without touching anything else; training already does so after its last step
+(model.adapter.voice_gender_fit_epochs). This does the same fit (`VoiceGenderHead.fit`) on the
+clips of a clips JSONL (eval-mode inputs; male / female from `meta.gender`, none for
+`meta.speech: false`; mixed speakers left out) for other epochs or seeds, and reports the held-out
+accuracy of the adapter's head and of each refit; with `--out` it saves the adapter with the first
+seed's head (for model.voice_line, whose prompt line says the head's verdict).
 
     python scripts/refit_voice_head.py runs/standard/train/adapter \
         --train-clips runs/standard/data/train_clips.jsonl \
@@ -22,7 +23,6 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,30 +48,8 @@ def head_inputs(model: SpeechLM, clips_path: Path) -> tuple[torch.Tensor, torch.
     return torch.stack(xs), torch.tensor(ys)
 
 
-def fit_head(template: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int,
-             drop_timbre, lr: float = 1e-3, batch_size: int = 8) -> nn.Module:
-    """A fresh copy of `template`'s architecture fitted on (x, y) with AdamW, the timbre
-    (x[:, 3:]) dropped by `drop_timbre` as the adapter's training drops it
-    (`VoiceToken.drop_timbre`)."""
-    torch.manual_seed(seed)
-    head = copy.deepcopy(template)
-    for layer in head.modules():
-        if isinstance(layer, nn.Linear):
-            layer.reset_parameters()
-    head.train()
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y)).split(batch_size):
-            xb = x[idx]
-            loss = nn.functional.cross_entropy(head(torch.cat([xb[:, :3], drop_timbre(xb[:, 3:])], -1)), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return head.eval()
-
-
 @torch.no_grad()
-def accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+def accuracy(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     """(right, clips) over the spoken (male/female) clips."""
     spoken = y < 2
     right = int((head(x[spoken]).argmax(-1) == y[spoken]).sum())
@@ -99,10 +77,11 @@ def main(argv=None) -> int:
     print(f"the adapter's head: {right}/{n} = {100 * right / n:.1f} % of the held-out spoken clips")
     heads = []
     for seed in range(args.seed, args.seed + args.seeds):
-        head = fit_head(voice.gender, x_train, y_train, args.epochs, seed, voice.drop_timbre)
+        head = copy.deepcopy(voice.gender)
+        head.fit(x_train, y_train, args.epochs, seed, drop_timbre=voice.drop_timbre)
         right, n = accuracy(head, x_test, y_test)
-        print(f"refitted, seed {seed}, {args.epochs} epochs on {len(y_train)} clips: {right}/{n} = "
-              f"{100 * right / n:.1f} %")
+        print(f"refitted ({len(head.members)} heads), seed {seed}, {args.epochs} epochs on {len(y_train)} "
+              f"clips: {right}/{n} = {100 * right / n:.1f} %")
         heads.append(head)
     if args.out:
         voice.gender.load_state_dict(heads[0].state_dict())

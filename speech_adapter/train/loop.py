@@ -202,6 +202,53 @@ class Trainer:
             if frames is not None:
                 self.acc.print(f"adapter feature statistics fitted on {len(picks)} clips ({frames} frames)")
 
+    def _fit_voice_head(self) -> None:
+        """Refit the voice gender head alone after the last step (adapter.voice_gender_fit_epochs):
+        its inputs (pitch statistics, timbre) come from the frozen encoder and the fitted feature
+        statistics only, so it can be fitted on them directly, once per distinct labelled clip
+        (the row's `gender`, train.data.clip_voice), with the seed of the run; a resume after the
+        last checkpoint fits the same head again."""
+        voice = getattr(getattr(self.core, "adapter", None), "voice", None)
+        acfg = getattr(getattr(self.core, "config", None), "adapter", None)
+        if voice is None or voice.gender is None or acfg is None or not acfg.voice_gender_fit_epochs:
+            return
+        picks, seen = [], set()
+        for i, row in enumerate(self.data.rows):
+            if row["audio"] is not None and row.get("gender") in voice.GENDERS and row["audio"] not in seen:
+                seen.add(row["audio"])
+                picks.append(i)
+        if not picks:
+            self.acc.print("voice gender head: no labelled training clip; the jointly trained head is kept")
+            return
+        xs, ys = [], []
+        was = self.core.adapter.training
+        self.core.adapter.eval()  # the inputs as inference reads them; the fit adds the dropout
+        try:
+            with torch.no_grad():
+                for b in tqdm(range(0, len(picks), self.cfg.batch_size), desc="voice gender head: clips",
+                              disable=not self.acc.is_local_main_process, dynamic_ncols=True):
+                    ids, examples, _ = self.data.load(picks[b:b + self.cfg.batch_size])
+                    if not examples:
+                        continue
+                    batch = self.core.processor.collate(examples, mode="audio")
+                    encode = self._encode_fn(ids, examples)
+                    states, lengths = encode(batch) if encode is not None else self.core.encode_audio(batch)
+                    a_dtype = next(self.core.adapter.parameters()).dtype
+                    xs.append(self.core.adapter.voice_inputs(states.to(self.core.device, a_dtype),
+                                                             lengths.to(self.core.device)).float().cpu())
+                    ys += [voice.GENDERS.index(ex["gender"]) for ex in examples]
+        finally:
+            self.core.adapter.train(was)
+        x, y = torch.cat(xs), torch.tensor(ys)
+        voice.gender.fit(x, y, acfg.voice_gender_fit_epochs, seed=self.cfg.seed, drop_timbre=voice.drop_timbre,
+                         progress=self.acc.is_local_main_process)
+        with torch.no_grad():
+            right = int((voice.gender(x).argmax(-1) == y).sum())
+        counts = {g: int((y == i).sum()) for i, g in enumerate(voice.GENDERS)}
+        self.acc.print(f"voice gender head: {len(voice.gender.members)} heads x {acfg.voice_gender_fit_epochs} "
+                       f"passes over {len(y)} clips {counts}; right on {right} of them")
+        self._log({"step": self.global_step, "voice_head_clips": len(y), "voice_head_train_accuracy": right / len(y)})
+
     # settings that fix the data order: a resume with other values would not continue the run
     RESUME_KEYS = ("batch_size", "grad_accum", "seed", "length_bucketing", "bucket_size", "text_mix",
                    "train_file", "text_file", "objective")
@@ -333,6 +380,7 @@ class Trainer:
                     break
         bar.close()
         if status == "done" and self.acc.is_main_process:
+            self._fit_voice_head()
             ckpt.save_final_adapter(self.run_dir, self.core)
         self.acc.wait_for_everyone()
         return status

@@ -27,11 +27,11 @@ def line_model(seed: int = 0) -> SpeechLM:
 
 def force_head(m: SpeechLM, verdict: str) -> None:
     """Make the gender head say `verdict` for every clip (zero weights, a bias for that class)."""
-    head = m.adapter.voice.gender[-1]
     with torch.no_grad():
-        head.weight.zero_()
-        head.bias.fill_(-5.0)
-        head.bias[VOICES.index(verdict)] = 5.0
+        for member in m.adapter.voice.gender.members:
+            member[-1].weight.zero_()
+            member[-1].bias.fill_(-5.0)
+            member[-1].bias[VOICES.index(verdict)] = 5.0
 
 
 def prompt_text(m: SpeechLM, batch: dict) -> str:
