@@ -55,8 +55,10 @@ def prompt_format(model) -> dict:
             "user_template_with_transcript": student_user_message("{instruction}", ph, "{transcript}",
                                                                   model.config.transcript_line),
             **({"voice_line": model.config.voice_line,
-                "voice_words": "male / female from the adapter's voice gender head "
-                               "(SpeechLM.voice_probabilities); no line where it hears no speech"}
+                "voice_words": "{voice}: male / female, {person}: 'a male speaker, a man,' / 'a female "
+                               "speaker, a woman,', from the adapter's voice gender head "
+                               "(SpeechLM.voice_probabilities); where it hears no speech, no voice line (a line "
+                               "holding {transcript} gives way to the transcript line)"}
                if model.config.voice_line is not None else {}),
             "chat_template": "the LLM tokenizer's own", "long_audio": "chunks of <= 30 s, one placeholder each"}
 

@@ -111,18 +111,35 @@ LEGACY_TRANSCRIPT_LINE = TRANSCRIPT_LINE
 CASCADE_TRANSCRIPT_LINE = "Transcript of the audio: {transcript}"
 
 
+# model.voice_line's `{person}`: the words the teacher's description uses for the speaker
+# (`_listener_text`), which the backbone follows where a bare "male" after the transcript loses to its
+# "female" habit (text only, 10 gender phrasings with and without the option list: men 18 of 20 with
+# 'I heard a male speaker, a man, say: "..."', 13 of 20 with "The speaker's voice is male.", README
+# session 32)
+VOICE_PERSON = {"male": "a male speaker, a man,", "female": "a female speaker, a woman,"}
+
+
+def voice_text(voice_line: str, voice: str, transcript: str | None = None) -> str:
+    """`voice_line` filled in: `{voice}` the word ("male"/"female"), `{person}` the teacher's words
+    for that speaker (VOICE_PERSON), `{transcript}` Whisper's words."""
+    return (voice_line.replace("{voice}", voice).replace("{person}", VOICE_PERSON.get(voice, voice))
+            .replace("{transcript}", transcript or ""))
+
+
 def student_user_message(instruction: str, placeholder: str, transcript: str | None = None,
                          transcript_line: str = TRANSCRIPT_LINE, voice: str | None = None,
                          voice_line: str | None = None) -> str:
     """What the speech model reads: `placeholder` (expanded to audio embeddings) in the audio
     slot, optionally the Whisper transcript after it (laid out by `transcript_line`) and the
     voice in words (`voice_line` with `voice`, e.g. "male"; `ModelConfig.voice_line`), then the
-    instruction."""
+    instruction. A `voice_line` holding `{transcript}` takes the transcript line's place where
+    there is a voice (e.g. 'I heard {person} say: "{transcript}"')."""
     lines = [placeholder]
-    if transcript is not None:
+    merged = voice is not None and voice_line is not None and "{transcript}" in voice_line
+    if transcript is not None and not merged:
         lines.append(transcript_line.replace("{transcript}", transcript))
     if voice is not None and voice_line is not None:
-        lines.append(voice_line.replace("{voice}", voice))
+        lines.append(voice_text(voice_line, voice, transcript))
     audio = "\n".join(lines)
     return f"[Audio]\n{audio}\n\n{instruction}"
 

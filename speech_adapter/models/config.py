@@ -142,11 +142,13 @@ class ModelConfig:
         "transcript, '{transcript}' marking where it goes (the default quotes it as heard; the "
         "cascade's 'Transcript of the audio: {transcript}' cost transcription WER, docs/RESULTS_HISTORY.md)")
     voice_line: Optional[str] = help_field(
-        None, "with adapter.voice_gender_loss: a line after the transcript line that says the voice in "
-        "words, '{voice}' marking where ('male' or 'female'), e.g. \"The speaker's voice is {voice}.\": in "
-        "training the clip's label, at inference the voice token's gender head's verdict (no line "
-        "where the head hears no speech): the frozen LLM reads the gender as text, as it reads "
-        "Whisper's words, instead of from one soft token among the clip's others; null = no line")
+        None, "with adapter.voice_gender_loss: a line that says the voice in words, '{voice}' marking "
+        "where 'male' or 'female' goes, '{person}' where 'a male speaker, a man,' (the teacher's words), "
+        "e.g. \"The speaker's voice is {voice}.\" after the transcript line, or, holding '{transcript}', "
+        "in its place: 'I heard {person} say: \"{transcript}\"'. In training the clip's label, at "
+        "inference the voice token's gender head's verdict (where the head hears no speech, no voice: "
+        "the plain transcript line): the frozen LLM reads the gender as text, as it reads Whisper's "
+        "words, instead of from one soft token among the clip's others; null = no line")
     voice_features: bool = help_field(
         False, "append a pitch track (librosa pyin: log F0, voicing) to the encoder states and give the "
         "adapter one voice token from its statistics: Whisper's states carry a voice's gender less "
@@ -185,9 +187,12 @@ class ModelConfig:
         if self.adapter.voice_gender_loss and not self.voice_features:
             raise ConfigError("adapter.voice_gender_loss: needs voice_features: true (the head reads the voice token)")
         if self.voice_line is not None:
-            if self.voice_line.count("{voice}") != 1 or "\n" in self.voice_line:
-                raise ConfigError("voice_line: must be one line containing '{voice}' exactly once, got "
-                                  f"{self.voice_line!r}")
+            marks = self.voice_line.count("{voice}") + self.voice_line.count("{person}")
+            if marks != 1 or "\n" in self.voice_line or self.voice_line.count("{transcript}") > 1:
+                raise ConfigError("voice_line: must be one line containing '{voice}' or '{person}' exactly "
+                                  f"once (and '{{transcript}}' at most once), got {self.voice_line!r}")
+            if "{transcript}" in self.voice_line and not self.use_transcript:
+                raise ConfigError("voice_line: '{transcript}' needs use_transcript: true")
             if not self.adapter.voice_gender_loss:
                 raise ConfigError("voice_line: needs adapter.voice_gender_loss > 0 (the line says the "
                                   "gender head's verdict)")

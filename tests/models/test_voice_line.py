@@ -47,6 +47,29 @@ def test_the_line_follows_the_transcript_line_and_is_left_out_without_a_voice():
     assert student_user_message("Q", "<A>", "hi", "{transcript}", None, LINE) == "[Audio]\n<A>\nhi\n\nQ"
 
 
+MERGED = 'I heard {person} say: "{transcript}"'
+
+
+def test_a_line_with_the_transcript_takes_the_transcript_lines_place():
+    """{person}: the teacher's words for the speaker; {transcript}: the line replaces the
+    transcript line where there is a voice, and the transcript line stays where there is none."""
+    plain = 'I heard someone say: "{transcript}"'
+    assert student_user_message("Q", "<A>", "hi there", plain, "male", MERGED) == \
+        '[Audio]\n<A>\nI heard a male speaker, a man, say: "hi there"\n\nQ'
+    assert student_user_message("Q", "<A>", "hi", plain, "female", MERGED) == \
+        '[Audio]\n<A>\nI heard a female speaker, a woman, say: "hi"\n\nQ'
+    assert student_user_message("Q", "<A>", "hi", plain, None, MERGED) == '[Audio]\n<A>\nI heard someone say: "hi"\n\nQ'
+    assert student_user_message("Q", "<A>", "hi", plain, "male", "A {person} talks.") == \
+        '[Audio]\n<A>\nI heard someone say: "hi"\nA a male speaker, a man, talks.\n\nQ'
+    m = line_model()
+    m.config.voice_line, m.config.use_transcript = MERGED, True
+    force_head(m, "female")
+    m.eval()
+    text = prompt_text(m, m.processor.collate([{"audio": voice(220), "instruction": "Gender?", "transcript": "hi"}],
+                                              padding="left"))
+    assert 'I heard a female speaker, a woman, say: "hi"' in text and "someone" not in text
+
+
 def test_training_examples_carry_their_label_and_never_ask_the_head():
     m = line_model()
 
@@ -98,11 +121,15 @@ def test_the_head_probabilities_decide_the_word_and_ignore_the_train_mode_dropou
 def test_the_option_is_checked_saved_and_loaded(tmp_path):
     base = {"voice_features": True, "adapter": {"voice_gender_loss": 1.0}}
     from_dict(ModelConfig, {**base, "voice_line": LINE}).validate()
-    for bad in ("no slot", "{voice} and {voice}", "two\nlines {voice}"):
+    from_dict(ModelConfig, {**base, "use_transcript": True, "voice_line": MERGED}).validate()
+    for bad in ("no slot", "{voice} and {voice}", "two\nlines {voice}", "{voice} {person}",
+                "{person} {transcript} {transcript}"):
         with pytest.raises(ConfigError, match="voice_line: must be one line"):
             from_dict(ModelConfig, {**base, "voice_line": bad}).validate()
     with pytest.raises(ConfigError, match="voice_line: needs adapter.voice_gender_loss"):
         from_dict(ModelConfig, {"voice_features": True, "voice_line": LINE}).validate()
+    with pytest.raises(ConfigError, match="needs use_transcript"):
+        from_dict(ModelConfig, {**base, "use_transcript": False, "voice_line": MERGED}).validate()
     m = line_model(seed=2)
     m.save_adapter(tmp_path / "ad")
     again = SpeechLM.from_pretrained(tmp_path / "ad")
