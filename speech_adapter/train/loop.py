@@ -175,30 +175,37 @@ class Trainer:
                 self.tb = None
         self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
+    def _distinct_clips(self, keep=None, limit: int = 0) -> list[int]:
+        """Row indices of the first row of each distinct clip, in file order (the same on every
+        rank), whose row `keep` accepts; at most `limit` (0 = all)."""
+        picks, seen = [], set()
+        for i, row in enumerate(self.data.rows):
+            if row["audio"] is not None and row["audio"] not in seen and (keep is None or keep(row)):
+                seen.add(row["audio"])
+                picks.append(i)
+            if limit and len(picks) == limit:
+                break
+        return picks
+
+    def _clip_states(self, picks: list[int]):
+        """(examples, (states, lengths)) for each batch of the rows `picks`: the frozen encoder's
+        states, from the feature cache when there is one."""
+        for b in range(0, len(picks), self.cfg.batch_size):
+            ids, examples, _ = self.data.load(picks[b:b + self.cfg.batch_size])
+            if examples:
+                batch = self.core.processor.collate(examples, mode="audio")
+                encode = self._encode_fn(ids, examples)
+                yield examples, (encode(batch) if encode is not None else self.core.encode_audio(batch))
+
     def _fit_feature_norm(self) -> None:
         """Fit the adapter's feature statistics on the first `feature_norm_clips` distinct clips
         (file order, the same on every rank, so ranks agree without communicating)."""
         cfg = self.cfg
         if cfg.feature_norm_clips == 0 or not hasattr(self.core, "fit_feature_norm"):
             return
-        picks, seen = [], set()
-        for i, row in enumerate(self.data.rows):
-            if row["audio"] is not None and row["audio"] not in seen:
-                seen.add(row["audio"])
-                picks.append(i)
-            if len(picks) == cfg.feature_norm_clips:
-                break
-
-        def batches():
-            for b in range(0, len(picks), cfg.batch_size):
-                ids, examples, _ = self.data.load(picks[b:b + cfg.batch_size])
-                if examples:
-                    batch = self.core.processor.collate(examples, mode="audio")
-                    encode = self._encode_fn(ids, examples)
-                    yield encode(batch) if encode is not None else self.core.encode_audio(batch)
-
+        picks = self._distinct_clips(limit=cfg.feature_norm_clips)
         if picks:
-            frames = self.core.fit_feature_norm(batches())
+            frames = self.core.fit_feature_norm(states for _, states in self._clip_states(picks))
             if frames is not None:
                 self.acc.print(f"adapter feature statistics fitted on {len(picks)} clips ({frames} frames)")
 
@@ -212,11 +219,7 @@ class Trainer:
         acfg = getattr(getattr(self.core, "config", None), "adapter", None)
         if voice is None or voice.gender is None or acfg is None or not acfg.voice_gender_fit_epochs:
             return
-        picks, seen = [], set()
-        for i, row in enumerate(self.data.rows):
-            if row["audio"] is not None and row.get("gender") in voice.GENDERS and row["audio"] not in seen:
-                seen.add(row["audio"])
-                picks.append(i)
+        picks = self._distinct_clips(keep=lambda row: row.get("gender") in voice.GENDERS)
         if not picks:
             self.acc.print("voice gender head: no labelled training clip; the jointly trained head is kept")
             return
@@ -225,20 +228,19 @@ class Trainer:
         self.core.adapter.eval()  # the inputs as inference reads them; the fit adds the dropout
         try:
             with torch.no_grad():
-                for b in tqdm(range(0, len(picks), self.cfg.batch_size), desc="voice gender head: clips",
-                              disable=not self.acc.is_local_main_process, dynamic_ncols=True):
-                    ids, examples, _ = self.data.load(picks[b:b + self.cfg.batch_size])
-                    if not examples:
-                        continue
-                    batch = self.core.processor.collate(examples, mode="audio")
-                    encode = self._encode_fn(ids, examples)
-                    states, lengths = encode(batch) if encode is not None else self.core.encode_audio(batch)
+                batches = tqdm(self._clip_states(picks), total=-(-len(picks) // self.cfg.batch_size),
+                               desc="voice gender head: clips", disable=not self.acc.is_local_main_process,
+                               dynamic_ncols=True)
+                for examples, (states, lengths) in batches:
                     a_dtype = next(self.core.adapter.parameters()).dtype
                     xs.append(self.core.adapter.voice_inputs(states.to(self.core.device, a_dtype),
                                                              lengths.to(self.core.device)).float().cpu())
                     ys += [voice.GENDERS.index(ex["gender"]) for ex in examples]
         finally:
             self.core.adapter.train(was)
+        if not xs:
+            self.acc.print("voice gender head: no labelled training clip loaded; the jointly trained head is kept")
+            return
         x, y = torch.cat(xs), torch.tensor(ys)
         voice.gender.fit(x, y, acfg.voice_gender_fit_epochs, seed=self.cfg.seed, drop_timbre=voice.drop_timbre,
                          progress=self.acc.is_local_main_process)
@@ -247,7 +249,8 @@ class Trainer:
         counts = {g: int((y == i).sum()) for i, g in enumerate(voice.GENDERS)}
         self.acc.print(f"voice gender head: {len(voice.gender.members)} heads x {acfg.voice_gender_fit_epochs} "
                        f"passes over {len(y)} clips {counts}; right on {right} of them")
-        self._log({"step": self.global_step, "voice_head_clips": len(y), "voice_head_train_accuracy": right / len(y)})
+        self._log({"step": self.global_step, "voice_head_clips": len(y),
+                   "voice_head_train_accuracy": right / len(y)})
 
     # settings that fix the data order: a resume with other values would not continue the run
     RESUME_KEYS = ("batch_size", "grad_accum", "seed", "length_bucketing", "bucket_size", "text_mix",
