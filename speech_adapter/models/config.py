@@ -71,14 +71,15 @@ class AdapterConfig:
              "inference only model.voice_line reads it; 0 = off (no head)")
     voice_gender_heads: int = help_field(
         5, "with voice_gender_loss: how many MLPs the voice gender head averages (their probabilities); "
-           "one head's held-out accuracy moved 89.7-94.8 % with its seed, five averaged gave 93.1 on "
-           "three seed sets (README session 32)")
+           "on the standard's held-out clips one head moved 87.9-96.6 % with its seed, five averaged "
+           "90.5-94.8 (README session 32)")
     voice_gender_fit_epochs: int = help_field(
         100, "with voice_gender_loss: after the adapter's last step, fit the voice gender head afresh "
              "for this many passes over the training clips' voice inputs (each distinct labelled clip "
              "once per pass, the adapter's timbre dropout on), since its inputs do not depend on "
-             "anything the adapter learns; 240 steps of joint training left it at 90.5 % held out, "
-             "100 passes of its own at 93.1 (README session 32); 0 = keep the jointly trained head")
+             "anything the adapter learns; one head after 240 steps of joint training: 90.5 % held out; "
+             "five refitted for 100 passes: 90.5-94.8 over four seeds, 30 or 300 passes of one head did "
+             "worse (README session 32); 0 = keep the jointly trained head")
 
     def validate(self) -> None:
         for key in ("num_queries", "qformer_layers", "qformer_heads", "queries_per_window",
