@@ -163,13 +163,14 @@ class VoiceGenderHead(nn.Module):
         RNG, so the global random state is left as it was. Leaves the head in eval mode."""
         from tqdm.auto import tqdm
 
-        x, y = x.detach().float(), y.detach().long()
         if x.ndim != 2 or len(x) != len(y) or not len(y):
             raise ValueError(f"voice gender head fit: want inputs (N, D) and N labels, got {tuple(x.shape)}, {len(y)}")
         self.float()
+        dev = next(self.parameters()).device
+        x, y = x.detach().float().to(dev), y.detach().long().to(dev)
         bar = tqdm(total=len(self.members) * epochs, desc="voice gender head", disable=not progress,
                    dynamic_ncols=True)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             for k, member in enumerate(self.members):
                 torch.manual_seed(seed * 1000 + k)
                 for layer in member.modules():

@@ -234,14 +234,15 @@ class Trainer:
                 for examples, (states, lengths) in batches:
                     a_dtype = next(self.core.adapter.parameters()).dtype
                     xs.append(self.core.adapter.voice_inputs(states.to(self.core.device, a_dtype),
-                                                             lengths.to(self.core.device)).float().cpu())
+                                                             lengths.to(self.core.device)).float())
                     ys += [voice.GENDERS.index(ex["gender"]) for ex in examples]
         finally:
             self.core.adapter.train(was)
         if not xs:
             self.acc.print("voice gender head: no labelled training clip loaded; the jointly trained head is kept")
             return
-        x, y = torch.cat(xs), torch.tensor(ys)
+        x = torch.cat(xs)  # on the model's device, as the head
+        y = torch.tensor(ys, device=x.device)
         voice.gender.fit(x, y, acfg.voice_gender_fit_epochs, seed=self.cfg.seed, drop_timbre=voice.drop_timbre,
                          progress=self.acc.is_local_main_process)
         with torch.no_grad():
