@@ -160,11 +160,14 @@ class SpeechLM(nn.Module):
             return self.encoder(batch["input_features"], batch["mel_lengths"])
 
     @torch.no_grad()
-    def voice_inputs(self, clips: list) -> torch.Tensor:
+    def voice_inputs(self, clips: list | None = None, encoder_states=None) -> torch.Tensor:
         """(N, 3 + D'): the voice token's inputs (pitch statistics, timbre) for each 16 kHz clip,
-        in eval mode (no timbre dropout), on the adapter's device."""
-        feats, mel_lengths = self.encoder.features([np.asarray(c, dtype=np.float32) for c in clips])
-        states, lengths = self.encoder(feats, mel_lengths)
+        or for the encoder's `encoder_states=(states, lengths)` of N clips already encoded, in eval
+        mode (no timbre dropout), on the adapter's device."""
+        if encoder_states is None:
+            feats, mel_lengths = self.encoder.features([np.asarray(c, dtype=np.float32) for c in clips])
+            encoder_states = self.encoder(feats, mel_lengths)
+        states, lengths = encoder_states
         was = self.adapter.training
         self.adapter.eval()
         try:

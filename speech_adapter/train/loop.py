@@ -224,20 +224,12 @@ class Trainer:
             self.acc.print("voice gender head: no labelled training clip; the jointly trained head is kept")
             return
         xs, ys = [], []
-        was = self.core.adapter.training
-        self.core.adapter.eval()  # the inputs as inference reads them; the fit adds the dropout
-        try:
-            with torch.no_grad():
-                batches = tqdm(self._clip_states(picks), total=-(-len(picks) // self.cfg.batch_size),
-                               desc="voice gender head: clips", disable=not self.acc.is_local_main_process,
-                               dynamic_ncols=True)
-                for examples, (states, lengths) in batches:
-                    a_dtype = next(self.core.adapter.parameters()).dtype
-                    xs.append(self.core.adapter.voice_inputs(states.to(self.core.device, a_dtype),
-                                                             lengths.to(self.core.device)).float())
-                    ys += [voice.GENDERS.index(ex["gender"]) for ex in examples]
-        finally:
-            self.core.adapter.train(was)
+        batches = tqdm(self._clip_states(picks), total=-(-len(picks) // self.cfg.batch_size),
+                       desc="voice gender head: clips", disable=not self.acc.is_local_main_process,
+                       dynamic_ncols=True)
+        for examples, states in batches:  # the inputs as inference reads them; the fit adds the dropout
+            xs.append(self.core.voice_inputs(encoder_states=states).float())
+            ys += [voice.GENDERS.index(ex["gender"]) for ex in examples]
         if not xs:
             self.acc.print("voice gender head: no labelled training clip loaded; the jointly trained head is kept")
             return
