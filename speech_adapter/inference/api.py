@@ -50,6 +50,11 @@ class Conversation:
             return None
         return " ".join(t.strip() for t in self.model.processor.transcribe([p for clip in clips for p in clip]))
 
+    def user_record(self, instruction: str, clips: list[list]) -> dict:
+        """A user turn's history record: its instruction, clips, Whisper's transcript and voice verdict."""
+        return {"role": "user", "instruction": instruction, "clips": clips,
+                "transcript": self.transcribe(clips), "voice": self.model.processor.turn_voice(clips)}
+
     def _batch(self) -> dict:
         """The one-row generation batch of the whole conversation."""
         proc = self.model.processor
@@ -73,9 +78,7 @@ class Conversation:
         """
         m = self.model
         clips = self.pending
-        self.turns.append({"role": "user", "instruction": instruction, "clips": clips,
-                           "transcript": self.transcribe(clips),
-                           "voice": self.model.processor.turn_voice(clips)})
+        self.turns.append(self.user_record(instruction, clips))
         try:
             batch = self._batch()
         except Exception:

@@ -45,10 +45,7 @@ def _conversation(model, request: ChatRequest):
     conv = Counted(model, system=request.system)
     for turn in request.turns[:-1]:
         if isinstance(turn, UserTurn):
-            clips = [_pieces(c) for c in turn.clips]
-            conv.turns.append({"role": "user", "instruction": turn.instruction, "clips": clips,
-                               "transcript": conv.transcribe(clips),
-                               "voice": model.processor.turn_voice(clips)})
+            conv.turns.append(conv.user_record(turn.instruction, [_pieces(c) for c in turn.clips]))
         else:
             conv.turns.append({"role": "assistant", "content": turn})
     for clip in request.turns[-1].clips:
