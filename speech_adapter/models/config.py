@@ -146,7 +146,7 @@ class ModelConfig:
         None, "with adapter.voice_gender_loss: a line that says the voice in words, '{voice}' marking "
         "where 'male' or 'female' goes, '{person}' where 'a male speaker, a man,' (the teacher's words), "
         "e.g. \"The speaker's voice is {voice}.\" after the transcript line, or, holding '{transcript}', "
-        "in its place: 'I heard {person} say: \"{transcript}\"'. In training the clip's label, at "
+        "in its place: 'I heard {person} say: \"{transcript}\" The speaker is {voice}.'. In training the clip's label, at "
         "inference the voice token's gender head's verdict (where the head hears no speech, no voice: "
         "the plain transcript line): the frozen LLM reads the gender as text, as it reads Whisper's "
         "words, instead of from one soft token among the clip's others; null = no line")
@@ -188,10 +188,10 @@ class ModelConfig:
         if self.adapter.voice_gender_loss and not self.voice_features:
             raise ConfigError("adapter.voice_gender_loss: needs voice_features: true (the head reads the voice token)")
         if self.voice_line is not None:
-            marks = self.voice_line.count("{voice}") + self.voice_line.count("{person}")
-            if marks != 1 or "\n" in self.voice_line or self.voice_line.count("{transcript}") > 1:
-                raise ConfigError("voice_line: must be one line containing '{voice}' or '{person}' exactly "
-                                  f"once (and '{{transcript}}' at most once), got {self.voice_line!r}")
+            counts = [self.voice_line.count(mark) for mark in ("{voice}", "{person}", "{transcript}")]
+            if not counts[0] + counts[1] or max(counts) > 1 or "\n" in self.voice_line:
+                raise ConfigError("voice_line: must be one line containing '{voice}' or '{person}' or both, "
+                                  f"each at most once (and '{{transcript}}' at most once), got {self.voice_line!r}")
             if "{transcript}" in self.voice_line and not self.use_transcript:
                 raise ConfigError("voice_line: '{transcript}' needs use_transcript: true")
             if not self.adapter.voice_gender_loss:

@@ -59,6 +59,8 @@ def test_a_line_with_the_transcript_takes_the_transcript_lines_place():
     assert student_user_message("Q", "<A>", "hi", plain, "female", MERGED) == \
         '[Audio]\n<A>\nI heard a female speaker, a woman, say: "hi"\n\nQ'
     assert student_user_message("Q", "<A>", "hi", plain, None, MERGED) == '[Audio]\n<A>\nI heard someone say: "hi"\n\nQ'
+    assert student_user_message("Q", "<A>", "hi", plain, "male", 'I heard {person} say: "{transcript}" The speaker is {voice}.') == \
+        '[Audio]\n<A>\nI heard a male speaker, a man, say: "hi" The speaker is male.\n\nQ'
     assert student_user_message("Q", "<A>", "hi", plain, "male", "A {person} talks.") == \
         '[Audio]\n<A>\nI heard someone say: "hi"\nA a male speaker, a man, talks.\n\nQ'
     m = line_model()
@@ -122,7 +124,10 @@ def test_the_option_is_checked_saved_and_loaded(tmp_path):
     base = {"voice_features": True, "adapter": {"voice_gender_loss": 1.0}}
     from_dict(ModelConfig, {**base, "voice_line": LINE}).validate()
     from_dict(ModelConfig, {**base, "use_transcript": True, "voice_line": MERGED}).validate()
-    for bad in ("no slot", "{voice} and {voice}", "two\nlines {voice}", "{voice} {person}",
+    # both words, each once: the teacher's words and the bare gender after the transcript
+    from_dict(ModelConfig, {**base, "use_transcript": True,
+                            "voice_line": 'I heard {person} say: "{transcript}" The speaker is {voice}.'}).validate()
+    for bad in ("no slot", "{voice} and {voice}", "two\nlines {voice}", "{person} {person} {voice}",
                 "{person} {transcript} {transcript}"):
         with pytest.raises(ConfigError, match="voice_line: must be one line"):
             from_dict(ModelConfig, {**base, "voice_line": bad}).validate()
