@@ -78,6 +78,11 @@ class TrainConfig:
         "nothing of the clip but the pitch track) | clip_average (each layer's channels averaged over "
         "the clip's own frames on every frame: the voice's timbre stays, the words and their order "
         "go; with model.adapter.voice_timbre the voice token reads that same timbre)")
+    voice_line_dropout: float = help_field(
+        0.0, "with model.voice_line: the share of training rows that go without the line (the plain "
+             "transcript line instead; a fixed draw per row and seed, the same every epoch and on "
+             "resume), so the adapter's audio tokens must carry the voice themselves and agree with "
+             "the line the model reads at inference (0 = every row has its line)")
     save_every: int = help_field(100, "checkpoint every N optimizer steps; 0 = only at the end")
     keep_last: int = help_field(3, "checkpoints to keep (oldest deleted); 0 = keep all")
     eval_every: int = help_field(0, "dev loss every N steps; 0 = off")
@@ -98,6 +103,7 @@ class TrainConfig:
               "must be two numbers in [0, 1)")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         check(0 <= self.voice_only_fraction <= 1, "voice_only_fraction", "must be in [0, 1]")
+        check(0 <= self.voice_line_dropout <= 1, "voice_line_dropout", "must be in [0, 1]")
         check(self.key_word_weight > 0, "key_word_weight", "must be > 0")
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")

@@ -200,13 +200,29 @@ class TrainData:
         rng.shuffle(batches)
         return batches
 
+    def _draw(self, row: dict, salt: str = "") -> float:
+        """A number in [0, 1) fixed by the seed, the row's id and `salt`: every epoch and a resumed
+        run draw the same."""
+        digest = hashlib.sha256(f"{self.cfg.seed}:{salt}{row['id']}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2 ** 64
+
     def voice_only(self, row: dict) -> bool:
         """Whether `row` trains voice-only (train.voice_only_tasks): a draw fixed by the seed and
         the row's id, so every epoch and a resumed run mask the same rows."""
         if row.get("task") not in self.cfg.voice_only_tasks:
             return False
-        digest = hashlib.sha256(f"{self.cfg.seed}:{row['id']}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2 ** 64 < self.cfg.voice_only_fraction
+        return self._draw(row) < self.cfg.voice_only_fraction
+
+    def voice(self, row: dict) -> str | None:
+        """model.voice_line's word for a training row: the clip's label ("male"/"female"), not the
+        head's verdict; None (no line) without one, e.g. no speech or mixed speakers, and for the
+        train.voice_line_dropout share of rows (a fixed draw per row and seed)."""
+        gender = row.get("gender")
+        if gender not in ("male", "female"):
+            return None
+        if self.cfg.voice_line_dropout and self._draw(row, "voice_line:") < self.cfg.voice_line_dropout:
+            return None
+        return gender
 
     def load(self, indices: list[int]) -> tuple[list[str], list[dict], bool]:
         """(ids, SpeechLM example dicts, text_only) for one micro-batch; bad audio is dropped."""
@@ -228,9 +244,7 @@ class TrainData:
                              "description": row["description"],
                              "key_words": row.get("key_words") if self.cfg.key_word_weight != 1 else None,
                              "gender": row.get("gender"),
-                             # model.voice_line's word in training: the clip's label, not the head's
-                             # verdict (None: no line, e.g. no speech or mixed speakers)
-                             "voice": row.get("gender") if row.get("gender") in ("male", "female") else None,
+                             "voice": self.voice(row),
                              "voice_only": wav is not None and self.voice_only(row)})
         return ids, examples, text_only
 

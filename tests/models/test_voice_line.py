@@ -161,3 +161,24 @@ def test_generation_hears_the_voice_even_when_an_example_carries_a_label(monkeyp
     m.generate([{"audio": voice(120), "instruction": "Gender?", "transcript": "hi", "voice": "male"}],
                max_new_tokens=1)
     assert "The speaker's voice is female." in seen[0] and "voice is male" not in seen[0]
+
+
+def test_voice_line_dropout_leaves_a_fixed_share_of_training_rows_without_their_line():
+    from speech_adapter.train.config import TrainConfig
+    from speech_adapter.train.data import TrainData
+
+    rows = [{"id": f"c{i}/gender", "audio": None, "task": "gender", "instruction": "q", "response": "a",
+             "gender": ("male", "female", None)[i % 3]} for i in range(600)]
+    full = TrainData(rows, TrainConfig(), check_audio=False)
+    assert [full.voice(r) for r in full.rows] == [r["gender"] for r in rows]  # off: every label, no line without one
+    cfg = TrainConfig(voice_line_dropout=0.3, seed=0)
+    data = TrainData(rows, cfg, check_audio=False)
+    voices = [data.voice(r) for r in data.rows]
+    gendered = [v for v, r in zip(voices, rows) if r["gender"]]
+    assert 0.22 < gendered.count(None) / len(gendered) < 0.38
+    assert all(v in (None, r["gender"]) for v, r in zip(voices, rows))  # dropped, never another gender
+    assert voices == [TrainData(rows, cfg, check_audio=False).voice(r) for r in rows]  # fixed on resume
+    other = TrainData(rows, TrainConfig(voice_line_dropout=0.3, seed=1), check_audio=False)
+    assert voices != [other.voice(r) for r in rows]
+    with pytest.raises(ConfigError, match="voice_line_dropout"):
+        TrainConfig(voice_line_dropout=-0.1).validate()
