@@ -12,6 +12,8 @@ seed's head (for model.voice_line, whose prompt line says the head's verdict).
     python scripts/refit_voice_head.py runs/standard/train/adapter \
         --train-clips runs/standard/data/train_clips.jsonl \
         --heldout-clips runs/standard/data/heldout_clips.jsonl --epochs 100 --out runs/refit/adapter
+
+`--heads N` refits a head of N averaged MLPs instead of the adapter's own count (saved with it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speech_adapter.audio import load_audio  # noqa: E402
+from speech_adapter.models.adapters import VoiceGenderHead  # noqa: E402
 from speech_adapter.models.speechlm import SpeechLM  # noqa: E402
 from speech_adapter.train.data import clip_voice  # noqa: E402 (the labels training gives the head)
 
@@ -64,6 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=100, help="passes over the training clips (default 100)")
     p.add_argument("--seed", type=int, default=0, help="the saved head's seed")
     p.add_argument("--seeds", type=int, default=1, help="also fit seeds seed+1.. and report each (default 1)")
+    p.add_argument("--heads", type=int, help="MLPs the refitted head averages (default: the adapter's "
+                   "model.adapter.voice_gender_heads); saved into the config with --out")
     p.add_argument("--out", type=Path, help="save the adapter with the seed's refitted head here")
     args = p.parse_args(argv)
     model = SpeechLM.from_pretrained(args.adapter)
@@ -78,13 +83,17 @@ def main(argv=None) -> int:
     heads = []
     for seed in range(args.seed, args.seed + args.seeds):
         head = copy.deepcopy(voice.gender)
+        if args.heads is not None and args.heads != len(head.members):
+            first = head.members[0]
+            head = VoiceGenderHead(first[0].in_features, first[0].out_features, first[-1].out_features, args.heads)
         head.fit(x_train, y_train, args.epochs, seed, drop_timbre=voice.drop_timbre)
         right, n = accuracy(head, x_test, y_test)
         print(f"refitted ({len(head.members)} heads), seed {seed}, {args.epochs} epochs on {len(y_train)} "
               f"clips: {right}/{n} = {100 * right / n:.1f} %")
         heads.append(head)
     if args.out:
-        voice.gender.load_state_dict(heads[0].state_dict())
+        voice.gender = heads[0]
+        model.config.adapter.voice_gender_heads = len(heads[0].members)
         model.save_adapter(args.out)
         print(f"saved {args.out} (seed {args.seed}'s head)")
     return 0

@@ -54,3 +54,12 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     first = lambda m: m.adapter.voice.gender.members[0][0].weight  # noqa: E731
     assert not torch.equal(first(again), first(before))
     torch.testing.assert_close(again.adapter.voice.mlp[0].weight, before.adapter.voice.mlp[0].weight)
+    # --heads: a head of another size, saved with its count in the config and loaded as saved
+    out3 = tmp_path / "refit3"
+    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
+                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "3", "--heads", "3",
+                     "--out", str(out3)]) == 0
+    three = SpeechLM.from_pretrained(out3)
+    assert len(three.adapter.voice.gender.members) == 3 and three.config.adapter.voice_gender_heads == 3
+    assert len(before.adapter.voice.gender.members) == len(model.adapter.voice.gender.members)
+    torch.testing.assert_close(three.adapter.voice.mlp[0].weight, before.adapter.voice.mlp[0].weight)
