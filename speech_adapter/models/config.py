@@ -146,7 +146,8 @@ class ModelConfig:
         None, "with adapter.voice_gender_loss: a line that says the voice in words, '{voice}' marking "
         "where 'male' or 'female' goes, '{person}' where 'a male speaker, a man,' (the teacher's words), "
         "e.g. \"The speaker's voice is {voice}.\" after the transcript line, or, holding '{transcript}', "
-        "in its place: 'I heard {person} say: \"{transcript}\" The speaker is {voice}.'. In training the clip's label, at "
+        "in its place: 'I heard {person} say: \"{transcript}\"' ('{person}' and '{voice}' may both appear, each "
+        "once: '... The speaker is {voice}.' was tried, README session 34). In training the clip's label, at "
         "inference the voice token's gender head's verdict (where the head hears no speech, no voice: "
         "the plain transcript line): the frozen LLM reads the gender as text, as it reads Whisper's "
         "words, instead of from one soft token among the clip's others; null = no line")

@@ -82,7 +82,8 @@ class TrainConfig:
         0.0, "with model.voice_line: the share of training rows that go without the line (the plain "
              "transcript line instead; a fixed draw per row and seed, the same every epoch and on "
              "resume), so the adapter's audio tokens must carry the voice themselves and agree with "
-             "the line the model reads at inference (0 = every row has its line)")
+             "the line the model reads at inference (0 = every row has its line; 0.3 on the standard, one "
+             "seed: held-out gender 88.8 -> 85.3 %, README session 34)")
     save_every: int = help_field(100, "checkpoint every N optimizer steps; 0 = only at the end")
     keep_last: int = help_field(3, "checkpoints to keep (oldest deleted); 0 = keep all")
     eval_every: int = help_field(0, "dev loss every N steps; 0 = off")
