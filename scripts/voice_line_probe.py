@@ -9,8 +9,9 @@ that phrasing can pull the answer back, and an unseen phrasing gets no such help
         'I heard {person} say: "{transcript}"' \\
         'I heard {person} say: "{transcript}" The speaker is {voice}.'
 
-Prints, per line, men and women right of all asked and each phrasing that missed any; about
-3 minutes a line for 16 clips on 2 CPU cores.
+Replies are read as the eval reads a gender answer (`parse_option`). Prints, per line, men and
+women right of all asked and each phrasing that missed any; about 2 minutes a line for 16 clips
+on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -20,20 +21,11 @@ import argparse
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from speech_adapter.eval.scoring import parse_option
 from speech_adapter.paths import resolve_model
 from speech_adapter.prompts import DEFAULT_SYSTEM_PROMPT, chat_messages, student_user_message
-from speech_adapter.templates import render, templates_for
+from speech_adapter.templates import TASKS, render, templates_for
 from speech_adapter.utils.io import read_jsonl
-
-
-def said(reply: str) -> str | None:
-    """The gender a reply names ("female" is checked first: it contains "male")."""
-    text = " " + reply.lower()
-    if "female" in text or "woman" in text:
-        return "female"
-    if "male" in text or " man" in text:
-        return "male"
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
             for r, reply in zip(clips, replies):
                 g = r["meta"]["gender"]
                 asked[g] += 1
-                right[g] += said(reply) == g
-                if said(reply) != g:
+                # read as the eval reads a gender answer
+                if parse_option(reply, ["female", "male"], TASKS["gender"].focus) == g:
+                    right[g] += 1
+                else:
                     miss.append(f"{g}: {reply.strip()[:40]!r}")
             if miss:
                 print(f"  {t.id} ({t.split}): {len(miss)} wrong, e.g. {miss[0]}", flush=True)
