@@ -13,7 +13,9 @@ seed's head (for model.voice_line, whose prompt line says the head's verdict).
         --train-clips runs/standard/data/train_clips.jsonl \
         --heldout-clips runs/standard/data/heldout_clips.jsonl --epochs 100 --out runs/refit/adapter
 
-`--heads N` refits a head of N averaged MLPs instead of the adapter's own count (saved with it).
+`--heads N` refits a head of N averaged MLPs instead of the adapter's own count (saved with it);
+`--pitch-view V` reports (and saves) the verdict with model.adapter.voice_gender_pitch_view = V,
+the head's answer averaged with weight V with its answer on the pitch alone.
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ def head_inputs(model: SpeechLM, clips_path: Path) -> tuple[torch.Tensor, torch.
 
 
 @torch.no_grad()
-def accuracy(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """(right, clips) over the spoken (male/female) clips."""
+def accuracy(voice, head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(right, clips) over the spoken (male/female) clips: the verdict `voice` (a VoiceToken) gives
+    with `head` as its gender head (model.adapter.voice_gender_pitch_view applies)."""
     spoken = y < 2
-    right = int((head(x[spoken]).argmax(-1) == y[spoken]).sum())
+    own = voice.gender
+    voice.gender = head
+    try:
+        right = int((voice.gender_probabilities(x[spoken]).argmax(-1) == y[spoken]).sum())
+    finally:
+        voice.gender = own
     return right, int(spoken.sum())
 
 
@@ -69,6 +77,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=1, help="also fit seeds seed+1.. and report each (default 1)")
     p.add_argument("--heads", type=int, help="MLPs the refitted head averages (default: the adapter's "
                    "model.adapter.voice_gender_heads); saved into the config with --out")
+    p.add_argument("--pitch-view", type=float, help="the verdict's weight on the head's answer with the "
+                   "timbre zeroed (model.adapter.voice_gender_pitch_view; default: the adapter's own); "
+                   "saved into the config with --out")
     p.add_argument("--out", type=Path, help="save the adapter with the seed's refitted head here")
     args = p.parse_args(argv)
     model = SpeechLM.from_pretrained(args.adapter)
@@ -76,9 +87,13 @@ def main(argv=None) -> int:
     voice = model.adapter.voice
     if voice is None or voice.gender is None:
         raise SystemExit("this adapter has no gender head: train with model.adapter.voice_gender_loss > 0")
+    if args.pitch_view is not None:
+        if not 0 <= args.pitch_view <= 1:
+            raise SystemExit(f"--pitch-view: must be in [0, 1], got {args.pitch_view}")
+        voice.gender_pitch_view = model.config.adapter.voice_gender_pitch_view = args.pitch_view
     x_train, y_train = head_inputs(model, args.train_clips)
     x_test, y_test = head_inputs(model, args.heldout_clips)
-    right, n = accuracy(voice.gender, x_test, y_test)
+    right, n = accuracy(voice, voice.gender, x_test, y_test)
     print(f"the adapter's head: {right}/{n} = {100 * right / n:.1f} % of the held-out spoken clips")
     heads = []
     for seed in range(args.seed, args.seed + args.seeds):
@@ -87,7 +102,7 @@ def main(argv=None) -> int:
             first = head.members[0]
             head = VoiceGenderHead(first[0].in_features, first[0].out_features, first[-1].out_features, args.heads)
         head.fit(x_train, y_train, args.epochs, seed, drop_timbre=voice.drop_timbre)
-        right, n = accuracy(head, x_test, y_test)
+        right, n = accuracy(voice, head, x_test, y_test)
         print(f"refitted ({len(head.members)} heads), seed {seed}, {args.epochs} epochs on {len(y_train)} "
               f"clips: {right}/{n} = {100 * right / n:.1f} %")
         heads.append(head)

@@ -45,7 +45,7 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     voice.timbre_dropout, voice.channel_dropout = 0.5, 0.9
     voice.gender.fit(x, y, epochs=60, seed=0, drop_timbre=voice.drop_timbre, lr=1e-2)
     xh, yh = mod.head_inputs(model, tmp_path / "held.jsonl")
-    assert mod.accuracy(voice.gender, xh, yh) == (2, 2)
+    assert mod.accuracy(voice, voice.gender, xh, yh) == (2, 2)
     out = tmp_path / "refit"
     assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
                      "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "3", "--out", str(out)]) == 0
@@ -63,3 +63,11 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     assert len(three.adapter.voice.gender.members) == 3 and three.config.adapter.voice_gender_heads == 3
     assert len(before.adapter.voice.gender.members) == len(model.adapter.voice.gender.members)
     torch.testing.assert_close(three.adapter.voice.mlp[0].weight, before.adapter.voice.mlp[0].weight)
+    # --pitch-view: the verdict's weight on the pitch alone, saved into the config
+    outv = tmp_path / "refit_view"
+    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
+                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "3", "--pitch-view", "0.5",
+                     "--out", str(outv)]) == 0
+    viewed = SpeechLM.from_pretrained(outv)
+    assert viewed.config.adapter.voice_gender_pitch_view == 0.5 and viewed.adapter.voice.gender_pitch_view == 0.5
+    assert before.adapter.voice.gender_pitch_view == 0.0

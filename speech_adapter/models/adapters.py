@@ -233,19 +233,25 @@ class VoiceToken(nn.Module):
     in `last_gender_logits` (B, 3) for the trainer's auxiliary loss
     (`train.objectives.voice_gender_loss`), from the same pass, and so the same timbre dropout, as
     the token the LLM reads; in eval mode nothing is kept. After the last step the trainer refits it
-    alone (adapter.voice_gender_fit_epochs). model.voice_line writes its verdict into the prompt as a
-    word (`SpeechLM.voice_probabilities`)."""
+    alone (adapter.voice_gender_fit_epochs). model.voice_line writes its verdict
+    (`gender_probabilities`) into the prompt as a word (`SpeechLM.voice_probabilities`).
+
+    `gender_pitch_view` v (adapter.voice_gender_pitch_view): the verdict averages the head's
+    probabilities on the inputs (weight 1 - v) and on them with the timbre zeroed (v), as the fit
+    saw a share of clips (timbre dropout): a timbre unlike the training voices' then cannot overrule
+    a clear pitch alone."""
 
     GENDERS = ("male", "female", "none")  # the head's classes, in order ("none": no speech)
 
     def __init__(self, llm_dim: int, hidden: int = 256, words: torch.Tensor | None = None, timbre_dim: int = 0,
                  timbre_dropout: float = 0.0, channel_dropout: float = 0.0, timbre_gate: float = 0.0,
-                 gender_head: bool = False, gender_heads: int = 1):
+                 gender_head: bool = False, gender_heads: int = 1, gender_pitch_view: float = 0.0):
         super().__init__()
         out = llm_dim if words is None else words.shape[0]
         self.gender = (VoiceGenderHead(3 + timbre_dim, hidden, len(self.GENDERS), gender_heads)
                        if gender_head else None)
         self.last_gender_logits: torch.Tensor | None = None
+        self.gender_pitch_view = gender_pitch_view if timbre_dim else 0.0
         self.timbre_dim, self.timbre_dropout, self.channel_dropout = timbre_dim, timbre_dropout, channel_dropout
         self.timbre_gate = timbre_gate if timbre_dim else 0.0
         self.mlp = nn.Sequential(nn.Linear(3 + timbre_dim, hidden), nn.SiLU(), nn.Linear(hidden, out))
@@ -305,6 +311,19 @@ class VoiceToken(nn.Module):
             return self.mlp(x)
         return self.pitch_mlp(x[:, :3]) + self.gate(x[:, 0])[:, None] * self.mlp(x)
 
+    def gender_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3) the head's verdict over male, female, none for voice inputs x (B, 3 + D') in eval
+        mode: its probabilities, averaged with weight `gender_pitch_view` with those it gives the
+        same clips with the timbre zeroed (the pitch statistics alone)."""
+        if self.gender is None:
+            raise ConfigError("this voice token has no gender head (model.adapter.voice_gender_loss > 0)")
+        probs = self.gender(x).exp()
+        v = self.gender_pitch_view
+        if v > 0 and x.shape[1] > 3:
+            pitch_only = torch.cat([x[:, :3], torch.zeros_like(x[:, 3:])], -1)
+            probs = (1 - v) * probs + v * self.gender(pitch_only).exp()
+        return probs
+
     def mixture(self, states, lengths, normed=None) -> torch.Tensor:
         """(B, K): each clip's weights over the voice words (only with `words`)."""
         return self._out(self.inputs(states, lengths, normed)).softmax(-1)
@@ -335,7 +354,8 @@ class Adapter(nn.Module):
         timbre = _whisper_dim(encoder_dim, voice) if voice and cfg is not None and cfg.voice_timbre else 0
         drops = dict(timbre_dropout=cfg.voice_timbre_dropout, channel_dropout=cfg.voice_timbre_channel_dropout,
                      timbre_gate=cfg.voice_timbre_gate) if timbre else {}
-        head = (dict(gender_head=True, gender_heads=cfg.voice_gender_heads)
+        head = (dict(gender_head=True, gender_heads=cfg.voice_gender_heads,
+                     gender_pitch_view=cfg.voice_gender_pitch_view)
                 if cfg is not None and cfg.voice_gender_loss > 0 else {})
         self.voice = VoiceToken(llm_dim, words=words, timbre_dim=timbre, **head, **drops) if voice else None
 

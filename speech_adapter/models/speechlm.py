@@ -184,7 +184,7 @@ class SpeechLM(nn.Module):
         if voice is None or voice.gender is None:
             raise ConfigError("this adapter has no voice gender head (model.adapter.voice_gender_loss > 0 "
                               "with voice_features)")
-        return voice.gender(self.voice_inputs(clips)).softmax(-1).float().cpu()
+        return voice.gender_probabilities(self.voice_inputs(clips)).float().cpu()
 
     def embed(self, batch: dict, encoder_states=None) -> torch.Tensor:
         """inputs_embeds (B, S, H) with the adapter outputs at the placeholder positions."""

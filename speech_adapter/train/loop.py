@@ -238,7 +238,7 @@ class Trainer:
         voice.gender.fit(x, y, acfg.voice_gender_fit_epochs, seed=self.cfg.seed, drop_timbre=voice.drop_timbre,
                          progress=self.acc.is_local_main_process)
         with torch.no_grad():
-            right = int((voice.gender(x).argmax(-1) == y).sum())
+            right = int((voice.gender_probabilities(x).argmax(-1) == y).sum())
         counts = {g: int((y == i).sum()) for i, g in enumerate(voice.GENDERS)}
         self.acc.print(f"voice gender head: {len(voice.gender.members)} heads x {acfg.voice_gender_fit_epochs} "
                        f"passes over {len(y)} clips {counts}; right on {right} of them")

@@ -154,6 +154,31 @@ def test_the_head_is_the_log_of_its_members_mean_probabilities():
     assert three(x).exp().sum(-1).allclose(torch.ones(4))  # softmax of the output is the mean
 
 
+def test_the_pitch_view_averages_the_verdict_with_the_timbre_zeroed(tmp_path):
+    m = gender_model(1.0, seed=2)
+    voice = m.adapter.voice
+    x = m.voice_inputs([ex["audio"] for ex in low_and_high_voices()])  # (2, 3 + D')
+    assert x.shape[1] > 3
+    with torch.no_grad():
+        full, pitch_only = voice.gender(x).exp(), voice.gender(torch.cat([x[:, :3], 0 * x[:, 3:]], -1)).exp()
+        assert not torch.allclose(full, pitch_only)  # the timbre changes the head's answer here
+        torch.testing.assert_close(voice.gender_probabilities(x), full)  # off by default
+        torch.testing.assert_close(m.voice_probabilities([ex["audio"] for ex in low_and_high_voices()]), full)
+        voice.gender_pitch_view = 0.25
+        torch.testing.assert_close(voice.gender_probabilities(x), 0.75 * full + 0.25 * pitch_only)
+        voice.gender_pitch_view = 1.0
+        torch.testing.assert_close(voice.gender_probabilities(x), pitch_only)
+    # from the config, saved and loaded with the adapter
+    m.config.adapter.voice_gender_pitch_view = 0.5
+    m.save_adapter(tmp_path / "ad")
+    again = SpeechLM.from_pretrained(tmp_path / "ad")
+    assert again.adapter.voice.gender_pitch_view == 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(again.adapter.voice.gender_probabilities(x), 0.5 * full + 0.5 * pitch_only)
+    with pytest.raises(ConfigError, match="voice_gender_pitch_view: must be in"):
+        from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_gender_pitch_view": 1.5}}).validate()
+
+
 def clusters(n: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs (3n, 3 + 5) in three clusters and their classes 0, 1, 2."""
     g = torch.Generator().manual_seed(seed)
