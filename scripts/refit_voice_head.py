@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     p.add_argument("adapter", help="an adapter or export dir trained with model.adapter.voice_gender_loss")
     p.add_argument("--train-clips", required=True, type=Path, help="clips JSONL to fit on (audio, meta)")
     p.add_argument("--heldout-clips", required=True, type=Path, help="clips JSONL to report accuracy on")
-    p.add_argument("--epochs", type=int, default=100, help="passes over the training clips (default 100)")
+    p.add_argument("--epochs", type=int, default=100, help="passes over the training clips (default 100); "
+                   "0 keeps the adapter's head as trained (to report or save another --pitch-view)")
     p.add_argument("--seed", type=int, default=0, help="the saved head's seed")
     p.add_argument("--seeds", type=int, default=1, help="also fit seeds seed+1.. and report each (default 1)")
     p.add_argument("--heads", type=int, help="MLPs the refitted head averages (default: the adapter's "
@@ -87,6 +88,10 @@ def main(argv=None) -> int:
     voice = model.adapter.voice
     if voice is None or voice.gender is None:
         raise SystemExit("this adapter has no gender head: train with model.adapter.voice_gender_loss > 0")
+    if args.epochs < 0:
+        raise SystemExit(f"--epochs: must be >= 0, got {args.epochs}")
+    if args.epochs == 0 and args.heads is not None:
+        raise SystemExit("--heads needs a refit: give --epochs > 0")
     if args.pitch_view is not None:
         if not 0 <= args.pitch_view <= 1:
             raise SystemExit(f"--pitch-view: must be in [0, 1], got {args.pitch_view}")
@@ -95,8 +100,8 @@ def main(argv=None) -> int:
     x_test, y_test = head_inputs(model, args.heldout_clips)
     right, n = accuracy(voice, voice.gender, x_test, y_test)
     print(f"the adapter's head: {right}/{n} = {100 * right / n:.1f} % of the held-out spoken clips")
-    heads = []
-    for seed in range(args.seed, args.seed + args.seeds):
+    heads = [voice.gender] if args.epochs == 0 else []
+    for seed in range(args.seed, args.seed + args.seeds) if args.epochs else ():
         head = copy.deepcopy(voice.gender)
         if args.heads is not None and args.heads != len(head.members):
             first = head.members[0]
@@ -110,7 +115,7 @@ def main(argv=None) -> int:
         voice.gender = heads[0]
         model.config.adapter.voice_gender_heads = len(heads[0].members)
         model.save_adapter(args.out)
-        print(f"saved {args.out} (seed {args.seed}'s head)")
+        print(f"saved {args.out} ({'the adapter' if args.epochs == 0 else f'seed {args.seed}'}'s head)")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import soundfile as sf
 import torch
 
@@ -71,3 +72,16 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     viewed = SpeechLM.from_pretrained(outv)
     assert viewed.config.adapter.voice_gender_pitch_view == 0.5 and viewed.adapter.voice.gender_pitch_view == 0.5
     assert before.adapter.voice.gender_pitch_view == 0.0
+    # --epochs 0: the head as trained, only the pitch view set
+    kept = tmp_path / "kept_view"
+    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
+                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "0", "--pitch-view", "0.25",
+                     "--out", str(kept)]) == 0
+    same = SpeechLM.from_pretrained(kept)
+    assert same.adapter.voice.gender_pitch_view == 0.25
+    torch.testing.assert_close(first(same), first(before))
+
+    for bad in (["--pitch-view", "1.5"], ["--epochs", "-1"], ["--epochs", "0", "--heads", "3"]):
+        with pytest.raises(SystemExit, match="--pitch-view|--epochs|--heads"):
+            mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
+                      "--heldout-clips", str(tmp_path / "held.jsonl"), *bad])
