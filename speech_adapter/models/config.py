@@ -118,6 +118,9 @@ class AdapterConfig:
             raise ConfigError(f"voice_gender_fit_epochs: must be >= 0, got {self.voice_gender_fit_epochs}")
         if not 0 <= self.voice_gender_pitch_view <= 1:
             raise ConfigError(f"voice_gender_pitch_view: must be in [0, 1], got {self.voice_gender_pitch_view}")
+        if self.voice_gender_pitch_view > 0 and not (self.voice_timbre and self.voice_gender_loss > 0):
+            raise ConfigError("voice_gender_pitch_view: needs the voice gender head on a timbre "
+                              "(voice_gender_loss > 0 and voice_timbre: true)")
 
 
 @dataclass

@@ -177,6 +177,11 @@ def test_the_pitch_view_averages_the_verdict_with_the_timbre_zeroed(tmp_path):
         torch.testing.assert_close(again.adapter.voice.gender_probabilities(x), 0.5 * full + 0.5 * pitch_only)
     with pytest.raises(ConfigError, match="voice_gender_pitch_view: must be in"):
         from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_gender_pitch_view": 1.5}}).validate()
+    with pytest.raises(ConfigError, match="voice_gender_pitch_view: needs the voice gender head on a timbre"):
+        from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_gender_loss": 1.0,
+                                                                     "voice_gender_pitch_view": 0.5}}).validate()
+    from_dict(ModelConfig, {"voice_features": True, "adapter": {"voice_gender_loss": 1.0, "voice_timbre": True,
+                                                                 "voice_gender_pitch_view": 0.5}}).validate()
 
 
 def clusters(n: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
