@@ -58,12 +58,7 @@ def accuracy(voice, head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     """(right, clips) over the spoken (male/female) clips: the verdict `voice` (a VoiceToken) gives
     with `head` as its gender head (model.adapter.voice_gender_pitch_view applies)."""
     spoken = y < 2
-    own = voice.gender
-    voice.gender = head
-    try:
-        right = int((voice.gender_probabilities(x[spoken]).argmax(-1) == y[spoken]).sum())
-    finally:
-        voice.gender = own
+    right = int((voice.gender_probabilities(x[spoken], head).argmax(-1) == y[spoken]).sum())
     return right, int(spoken.sum())
 
 
@@ -96,26 +91,29 @@ def main(argv=None) -> int:
         if not 0 <= args.pitch_view <= 1:
             raise SystemExit(f"--pitch-view: must be in [0, 1], got {args.pitch_view}")
         voice.gender_pitch_view = model.config.adapter.voice_gender_pitch_view = args.pitch_view
-    x_train, y_train = head_inputs(model, args.train_clips)
     x_test, y_test = head_inputs(model, args.heldout_clips)
     right, n = accuracy(voice, voice.gender, x_test, y_test)
     print(f"the adapter's head: {right}/{n} = {100 * right / n:.1f} % of the held-out spoken clips")
-    heads = [voice.gender] if args.epochs == 0 else []
-    for seed in range(args.seed, args.seed + args.seeds) if args.epochs else ():
-        head = copy.deepcopy(voice.gender)
-        if args.heads is not None and args.heads != len(head.members):
-            first = head.members[0]
-            head = VoiceGenderHead(first[0].in_features, first[0].out_features, first[-1].out_features, args.heads)
-        head.fit(x_train, y_train, args.epochs, seed, drop_timbre=voice.drop_timbre)
-        right, n = accuracy(voice, head, x_test, y_test)
-        print(f"refitted ({len(head.members)} heads), seed {seed}, {args.epochs} epochs on {len(y_train)} "
-              f"clips: {right}/{n} = {100 * right / n:.1f} %")
-        heads.append(head)
+    saved, whose = voice.gender, "the adapter"
+    if args.epochs:
+        x_train, y_train = head_inputs(model, args.train_clips)
+        heads = []
+        for seed in range(args.seed, args.seed + args.seeds):
+            head = copy.deepcopy(voice.gender)
+            if args.heads is not None and args.heads != len(head.members):
+                first = head.members[0]
+                head = VoiceGenderHead(first[0].in_features, first[0].out_features, first[-1].out_features, args.heads)
+            head.fit(x_train, y_train, args.epochs, seed, drop_timbre=voice.drop_timbre)
+            right, n = accuracy(voice, head, x_test, y_test)
+            print(f"refitted ({len(head.members)} heads), seed {seed}, {args.epochs} epochs on {len(y_train)} "
+                  f"clips: {right}/{n} = {100 * right / n:.1f} %")
+            heads.append(head)
+        saved, whose = heads[0], f"seed {args.seed}"
     if args.out:
-        voice.gender = heads[0]
-        model.config.adapter.voice_gender_heads = len(heads[0].members)
+        voice.gender = saved
+        model.config.adapter.voice_gender_heads = len(saved.members)
         model.save_adapter(args.out)
-        print(f"saved {args.out} ({'the adapter' if args.epochs == 0 else f'seed {args.seed}'}'s head)")
+        print(f"saved {args.out} ({whose}'s head)")
     return 0
 
 

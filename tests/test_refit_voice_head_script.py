@@ -47,9 +47,13 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     voice.gender.fit(x, y, epochs=60, seed=0, drop_timbre=voice.drop_timbre, lr=1e-2)
     xh, yh = mod.head_inputs(model, tmp_path / "held.jsonl")
     assert mod.accuracy(voice, voice.gender, xh, yh) == (2, 2)
+
+    def refit(*args: str) -> int:
+        return mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
+                         "--heldout-clips", str(tmp_path / "held.jsonl"), *args])
+
     out = tmp_path / "refit"
-    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
-                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "3", "--out", str(out)]) == 0
+    assert refit("--epochs", "3", "--out", str(out)) == 0
     again = SpeechLM.from_pretrained(out)
     before = SpeechLM.from_pretrained(tmp_path / "ad")
     first = lambda m: m.adapter.voice.gender.members[0][0].weight  # noqa: E731
@@ -57,31 +61,24 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     torch.testing.assert_close(again.adapter.voice.mlp[0].weight, before.adapter.voice.mlp[0].weight)
     # --heads: a head of another size, saved with its count in the config and loaded as saved
     out3 = tmp_path / "refit3"
-    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
-                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "3", "--heads", "3",
-                     "--out", str(out3)]) == 0
+    assert refit("--epochs", "3", "--heads", "3", "--out", str(out3)) == 0
     three = SpeechLM.from_pretrained(out3)
     assert len(three.adapter.voice.gender.members) == 3 and three.config.adapter.voice_gender_heads == 3
     assert len(before.adapter.voice.gender.members) == len(model.adapter.voice.gender.members)
     torch.testing.assert_close(three.adapter.voice.mlp[0].weight, before.adapter.voice.mlp[0].weight)
     # --pitch-view: the verdict's weight on the pitch alone, saved into the config
     outv = tmp_path / "refit_view"
-    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
-                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "3", "--pitch-view", "0.5",
-                     "--out", str(outv)]) == 0
+    assert refit("--epochs", "3", "--pitch-view", "0.5", "--out", str(outv)) == 0
     viewed = SpeechLM.from_pretrained(outv)
     assert viewed.config.adapter.voice_gender_pitch_view == 0.5 and viewed.adapter.voice.gender_pitch_view == 0.5
     assert before.adapter.voice.gender_pitch_view == 0.0
     # --epochs 0: the head as trained, only the pitch view set
     kept = tmp_path / "kept_view"
-    assert mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
-                     "--heldout-clips", str(tmp_path / "held.jsonl"), "--epochs", "0", "--pitch-view", "0.25",
-                     "--out", str(kept)]) == 0
+    assert refit("--epochs", "0", "--pitch-view", "0.25", "--out", str(kept)) == 0
     same = SpeechLM.from_pretrained(kept)
     assert same.adapter.voice.gender_pitch_view == 0.25
     torch.testing.assert_close(first(same), first(before))
 
     for bad in (["--pitch-view", "1.5"], ["--epochs", "-1"], ["--epochs", "0", "--heads", "3"]):
         with pytest.raises(SystemExit, match="--pitch-view|--epochs|--heads"):
-            mod.main([str(tmp_path / "ad"), "--train-clips", str(tmp_path / "train.jsonl"),
-                      "--heldout-clips", str(tmp_path / "held.jsonl"), *bad])
+            refit(*bad)

@@ -311,17 +311,19 @@ class VoiceToken(nn.Module):
             return self.mlp(x)
         return self.pitch_mlp(x[:, :3]) + self.gate(x[:, 0])[:, None] * self.mlp(x)
 
-    def gender_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def gender_probabilities(self, x: torch.Tensor, head: nn.Module | None = None) -> torch.Tensor:
         """(B, 3) the head's verdict over male, female, none for voice inputs x (B, 3 + D') in eval
         mode: its probabilities, averaged with weight `gender_pitch_view` with those it gives the
-        same clips with the timbre zeroed (the pitch statistics alone)."""
-        if self.gender is None:
+        same clips with the timbre zeroed (the pitch statistics alone). `head`: another gender head
+        to read in the same way (scripts/refit_voice_head.py's refits); default the token's own."""
+        head = self.gender if head is None else head
+        if head is None:
             raise ConfigError("this voice token has no gender head (model.adapter.voice_gender_loss > 0)")
-        probs = self.gender(x).exp()
-        v = self.gender_pitch_view
-        if v > 0 and x.shape[1] > 3:
+        probs = head(x).exp()
+        v = self.gender_pitch_view  # 0 without a timbre
+        if v > 0:
             pitch_only = torch.cat([x[:, :3], torch.zeros_like(x[:, 3:])], -1)
-            probs = (1 - v) * probs + v * self.gender(pitch_only).exp()
+            probs = (1 - v) * probs + v * head(pitch_only).exp()
         return probs
 
     def mixture(self, states, lengths, normed=None) -> torch.Tensor:
