@@ -100,6 +100,7 @@ class Trainer:
         self.encoder_config = encoder_config
         self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
         self._stop = False
+        self._finished = False  # train() returned on every rank (its last barrier passed)
         self._old_sigint = None
         self.metrics_file = self.tb = self.cache = None
 
@@ -379,6 +380,7 @@ class Trainer:
             self._fit_voice_head()
             ckpt.save_final_adapter(self.run_dir, self.core)
         self.acc.wait_for_everyone()
+        self._finished = True
         return status
 
     def _stop_requested(self) -> bool:
@@ -410,14 +412,22 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def cleanup(self) -> None:
-        """Close logs, restore the SIGINT handler, release accelerate's state."""
+        """Close logs, restore the SIGINT handler, release accelerate's state. With several
+        processes the process group is torn down only after a finished train(), every rank
+        together (a barrier first: ranks that leave the group at different moments can hang
+        in its teardown, pytorch/pytorch#75097); a rank that failed leaves it to the launcher,
+        which ends the others, instead of waiting in a teardown they never reach."""
         if self.metrics_file is not None:
             self.metrics_file.close()
         if self.tb is not None:
             self.tb.close()
         if self._old_sigint is not None:
             signal.signal(signal.SIGINT, self._old_sigint)
-        self.acc.end_training()
+        if self.world == 1:
+            self.acc.end_training()
+        elif self._finished:
+            self.acc.wait_for_everyone()
+            self.acc.end_training()
         _reset_accelerate()
 
 

@@ -3,6 +3,7 @@
 Usage: ddp_train.py TRAIN_JSONL RUN_DIR
 """
 
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -14,8 +15,13 @@ from speech_adapter.train.config import TrainConfig
 from speech_adapter.train.data import Rejects, load_train_data
 from speech_adapter.train.loop import Trainer
 
+HANG_S = 180
+
 
 def main(train_file: str, run_dir: str) -> None:
+    # a rank that hangs prints every thread's stack and exits, well inside the test's timeout,
+    # so a failure says where it stopped
+    faulthandler.dump_traceback_later(HANG_S, exit=True)
     torch.manual_seed(0)
     cfg = TrainConfig(train_file=Path(train_file), batch_size=2, max_steps=3, save_every=0, lr=1e-3)
     trainer = Trainer(tiny_speechlm(seed=0), cfg, run_dir, load_train_data(cfg, Rejects(None)))
@@ -25,6 +31,7 @@ def main(train_file: str, run_dir: str) -> None:
     state = {k: v.contiguous() for k, v in trainer.core.trainable_state_dict().items()}
     save_file(state, str(Path(run_dir) / f"rank{trainer.rank}.safetensors"))
     trainer.cleanup()
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -15,6 +16,13 @@ from tests.train.train_fixtures import write_rows
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (a fixed one may be held by another job on the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow  # two processes start torch + transformers: ~30 s on the shared CPUs
 def test_two_process_ddp_ranks_agree(tmp_path):
     data = write_rows(tmp_path / "data", 8)
@@ -22,10 +30,15 @@ def test_two_process_ddp_ranks_agree(tmp_path):
     assert accelerate, "accelerate CLI not installed beside this python"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     cmd = [accelerate, "launch", "--config_file", os.path.join(ROOT, "recipes/accelerate/ddp_cpu.yaml"),
-           "--main_process_port", "29531", os.path.join(ROOT, "tests/train/ddp_train.py"),
+           "--main_process_port", str(free_port()), os.path.join(ROOT, "tests/train/ddp_train.py"),
            str(data), str(tmp_path / "run")]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    try:  # each rank dumps its stacks and exits after ddp_train.HANG_S (180 s) if it hangs
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        pytest.fail(f"accelerate launch still running after 300 s; files: "
+                    f"{sorted(p.name for p in (tmp_path / 'run').glob('*'))}\n{err[-6000:]}")
+    assert res.returncode == 0, res.stderr[-6000:]
     r0 = load_file(str(tmp_path / "run" / "rank0.safetensors"))
     r1 = load_file(str(tmp_path / "run" / "rank1.safetensors"))
     init = tiny_speechlm(seed=0).trainable_state_dict()
