@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speech_adapter.audio import load_audio  # noqa: E402
+from speech_adapter.errors import ConfigError  # noqa: E402
 from speech_adapter.models.adapters import VoiceGenderHead  # noqa: E402
 from speech_adapter.models.speechlm import SpeechLM  # noqa: E402
 from speech_adapter.train.data import clip_voice  # noqa: E402 (the labels training gives the head)
@@ -87,10 +88,13 @@ def main(argv=None) -> int:
         raise SystemExit(f"--epochs: must be >= 0, got {args.epochs}")
     if args.epochs == 0 and args.heads is not None:
         raise SystemExit("--heads needs a refit: give --epochs > 0")
-    if args.pitch_view is not None:
-        if not 0 <= args.pitch_view <= 1:
-            raise SystemExit(f"--pitch-view: must be in [0, 1], got {args.pitch_view}")
-        voice.gender_pitch_view = model.config.adapter.voice_gender_pitch_view = args.pitch_view
+    if args.pitch_view is not None:  # checked as the saved config will be on loading
+        model.config.adapter.voice_gender_pitch_view = args.pitch_view
+        try:
+            model.config.adapter.validate()
+        except ConfigError as e:
+            raise SystemExit(f"--pitch-view: {e}") from None
+        voice.gender_pitch_view = args.pitch_view
     x_test, y_test = head_inputs(model, args.heldout_clips)
     right, n = accuracy(voice, voice.gender, x_test, y_test)
     print(f"the adapter's head: {right}/{n} = {100 * right / n:.1f} % of the held-out spoken clips")

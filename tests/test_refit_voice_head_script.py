@@ -82,3 +82,12 @@ def test_the_refit_head_learns_low_from_high_voices_and_is_saved(tmp_path):
     for bad in (["--pitch-view", "1.5"], ["--epochs", "-1"], ["--epochs", "0", "--heads", "3"]):
         with pytest.raises(SystemExit, match="--pitch-view|--epochs|--heads"):
             refit(*bad)
+
+    # a head without a timbre: the view is refused, not saved into an adapter that would not load
+    plain = tiny_voice_model("stack_mlp", timbre=False, gender_loss=1.0)
+    plain.save_adapter(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="--pitch-view: .*needs the voice gender head on a timbre"):
+        mod.main([str(tmp_path / "plain"), "--train-clips", str(tmp_path / "train.jsonl"), "--heldout-clips",
+                  str(tmp_path / "held.jsonl"), "--epochs", "0", "--pitch-view", "0.5",
+                  "--out", str(tmp_path / "plain_view")])
+    assert not (tmp_path / "plain_view").exists()
